@@ -1,0 +1,140 @@
+"""A real two-node Ray cluster on one machine, for tests and local runs of the used-by commands.
+
+The head node listens on 127.0.0.2 and a second node joins from 127.0.0.3 (Ray replaces 127.0.0.1 with the
+machine's network address, but keeps other loopback addresses). The dashboard, and so the Jobs API used by
+``ray job submit --address http://127.0.0.2:8265``, listens on the head address. Each node's object store is
+kept small (it lives in /dev/shm).
+
+Command line (also used by ``make ray-up`` / ``make ray-down``)::
+
+    python -m infra.local_ray up      # prints the RAY_ADDRESS to use
+    python -m infra.local_ray down
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+HEAD_IP = "127.0.0.2"
+WORKER_IP = "127.0.0.3"
+DASHBOARD_PORT = 8265
+
+
+@dataclass(frozen=True)
+class LocalRayCluster:
+    """Addresses of a running local cluster."""
+
+    address: str  # GCS address for ray.init(address=...)
+    dashboard_url: str  # Jobs API / dashboard, for `ray job submit --address`
+    num_nodes: int
+
+    def env(self) -> dict[str, str]:
+        return {"RAY_ADDRESS": self.address}
+
+
+def ray_binary() -> str:
+    here = Path(sys.executable).parent / "ray"
+    if here.is_file():
+        return str(here)
+    found = shutil.which("ray")
+    if found:
+        return found
+    raise RuntimeError("the 'ray' command was not found: install the project (pip install -e .)")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _run(cmd: list[str], timeout_s: float) -> None:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                           f"{proc.stderr[-3000:]}")
+
+
+def _wait_for_dashboard(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"Ray dashboard did not answer on {url} within {timeout_s:.0f} s")
+
+
+def _wait_for_nodes(address: str, count: int, timeout_s: float) -> None:
+    code = (
+        "import ray, time, sys\n"
+        f"ray.init(address={address!r}, logging_level='ERROR')\n"
+        f"deadline = time.monotonic() + {timeout_s}\n"
+        f"while len([n for n in ray.nodes() if n['Alive']]) < {count}:\n"
+        "    if time.monotonic() > deadline: sys.exit('nodes did not join in time')\n"
+        "    time.sleep(0.5)\n"
+    )
+    _run([sys.executable, "-c", code], timeout_s + 30)
+
+
+def start_cluster(
+    num_cpus_per_node: int = 1,
+    object_store_mb: int = 200,
+    workers: int = 1,
+    dashboard_port: int = DASHBOARD_PORT,
+    timeout_s: float = 120.0,
+) -> LocalRayCluster:
+    """Start a head node on 127.0.0.2 and ``workers`` nodes on 127.0.0.3, .4, ...; returns when all joined."""
+    ray = ray_binary()
+    port = _free_port(HEAD_IP)
+    store = str(object_store_mb * 2**20)
+    _run([ray, "start", "--head", f"--node-ip-address={HEAD_IP}", f"--port={port}",
+          "--include-dashboard=true", f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dashboard_port}",
+          f"--num-cpus={num_cpus_per_node}", f"--object-store-memory={store}", "--disable-usage-stats"], timeout_s)
+    address = f"{HEAD_IP}:{port}"
+    for i in range(workers):
+        ip = f"127.0.0.{3 + i}"
+        _run([ray, "start", f"--address={address}", f"--node-ip-address={ip}",
+              f"--num-cpus={num_cpus_per_node}", f"--object-store-memory={store}"], timeout_s)
+    dashboard = f"http://{HEAD_IP}:{dashboard_port}"
+    _wait_for_dashboard(dashboard, timeout_s)
+    _wait_for_nodes(address, workers + 1, timeout_s)
+    return LocalRayCluster(address=address, dashboard_url=dashboard, num_nodes=workers + 1)
+
+
+def stop_cluster(timeout_s: float = 60.0) -> None:
+    """Stop every Ray process on this machine (``ray stop --force``)."""
+    _run([ray_binary(), "stop", "--force"], timeout_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.local_ray", description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["up", "down"])
+    parser.add_argument("--num-cpus", type=int, default=1, help="CPUs per node (default 1)")
+    parser.add_argument("--object-store-mb", type=int, default=200)
+    args = parser.parse_args(argv)
+    if args.action == "down":
+        stop_cluster()
+        return 0
+    cluster = start_cluster(args.num_cpus, args.object_store_mb)
+    print(f"export RAY_ADDRESS={cluster.address}")
+    print(f"# jobs: ray job submit --address {cluster.dashboard_url} --working-dir . -- python ...")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""Shared command-line plumbing for the stage entry points: common flags, config resolution, clean errors.
+
+Every entry point accepts ``--config FILE_OR_PRESET``, ``--set section.key=value`` (repeatable) and
+``--address ADDR`` (a Ray cluster; default: start a local Ray instance). Stage flags override the config file
+and ``--set`` overrides both. A :class:`~invs.errors.InvsError` is printed as one ``error:`` line with exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from invs.config import Config, apply_storage_settings, load_config, parse_override
+from invs.errors import InvsError
+
+EXIT_USAGE = 2
+
+
+def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", default="local",
+                        help="preset name (local, paper, ...) or YAML file (default: local)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override any setting, e.g. --set render.views=24 (repeatable)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address ('auto' inside a cluster); default: a local Ray instance")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace, flag_keys: dict[str, str]) -> Config:
+    """Config from ``--config``, then stage flags (``flag_keys`` maps argparse dest -> dotted key), then ``--set``."""
+    overrides: dict[str, Any] = {}
+    for dest, key in flag_keys.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides[key] = value
+    if getattr(args, "address", None) is not None:
+        overrides["ray.address"] = args.address
+    for path, value in map(parse_override, args.overrides):
+        overrides[".".join(path)] = value
+    config = load_config(args.config, overrides or None)
+    apply_storage_settings(config)
+    return config
+
+
+def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
+    """Run an entry point's ``main`` and exit: InvsError -> one ``error:`` line and exit 2, Ctrl-C -> 130."""
+    try:
+        code = main(argv)
+    except InvsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)

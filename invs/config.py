@@ -1,0 +1,330 @@
+"""Typed configuration: dataclasses loaded from YAML presets in ``configs/`` and overridden from the command line.
+
+* A config file is YAML with the sections below (``storage``, ``ray``, ``camera``, ``render``, ``preprocess``,
+  ``train``). A file may start from another with ``base: local`` (a preset name) or ``base: other.yaml`` (a path
+  relative to the file) and override only what differs.
+* Every key is checked: an unknown key or a value of the wrong type is a :class:`ConfigError` naming the file
+  and the dotted key (with a suggestion for near-miss spellings), never a silently ignored setting.
+* Overrides are ``section.key=value`` strings whose value is parsed as YAML (``render.views=12``,
+  ``camera.radius_range=[2.2,2.6]``); entry points map their flags onto the same keys.
+* The resolved config is saved next to every output (:func:`save_resolved`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from invs import storage
+from invs.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+RESOLVED_NAME = "config.yaml"
+
+
+@dataclass
+class StorageConfig:
+    """Where S3 URIs go: ``s3_endpoint`` None means AWS (or the AWS_ENDPOINT_URL environment variable)."""
+
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+
+
+@dataclass
+class RayConfig:
+    """``address`` None starts a local Ray instance; ``auto`` joins the cluster this process runs on."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+    object_store_memory_mb: int | None = 512
+
+
+@dataclass
+class CameraConfig:
+    """Camera model and view sampling (see :mod:`invs.cameras` for the conventions).
+
+    Default: Zero-1-to-3's 35 mm lens on a 32 mm sensor (49.1 deg) at radius U(2.2, 2.6), far enough that a
+    unit-normalised object always fits (it needs >= 2.09). ``configs/zero123.yaml`` keeps Zero-1-to-3's U(1.5, 2.2).
+    """
+
+    lens_mm: float = 35.0
+    sensor_width_mm: float = 32.0
+    radius_range: tuple[float, float] = (2.2, 2.6)
+    elevation_range_deg: tuple[float, float] = (-20.0, 60.0)
+    sampling: Literal["uniform_sphere", "ring"] = "uniform_sphere"
+    ring_elevation_deg: float = 20.0
+
+
+@dataclass
+class RenderConfig:
+    objects: str = "samples"
+    out: str = "out/local/renders"
+    num_objects: int | None = None
+    views: int = 12
+    resolution: int = 256
+    engine: Literal["cycles", "eevee"] = "cycles"
+    samples: int = 32
+    denoise: bool = False
+    device: Literal["cpu", "gpu"] = "cpu"
+    lighting: Literal["uniform", "zero123_area", "four_suns"] = "uniform"
+    seed: int = 0
+    depth_dtype: Literal["float16", "float32"] = "float16"
+    objects_per_shard: int = 64
+    workers: int | None = None
+    timeout_s: float = 300.0
+    max_attempts: int = 3
+
+
+@dataclass
+class PreprocessConfig:
+    renders: str = "out/local/renders"
+    out: str = "out/local/pairs"
+    pairs_per_object: int = 8
+    depth: Literal["zoedepth", "gt"] = "gt"
+    depth_model: str = "Intel/zoedepth-nyu-kitti"
+    resolution: int = 256
+    min_angle_deg: float = 15.0
+    max_angle_deg: float = 120.0
+    val_fraction: float = 0.1
+    seed: int = 0
+    pairs_per_shard: int = 256
+
+
+@dataclass
+class TrainConfig:
+    data: str = "out/local/pairs"
+    out: str = "out/local/train"
+    model: str = "stabilityai/stable-diffusion-2-inpainting"
+    tiny: bool = False
+    steps: int = 300
+    batch_size: int = 4
+    num_workers: int = 1
+    use_gpu: bool = False
+    learning_rate: float = 1e-4
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ------------------------------------------------------------------------------------------------ type checks
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin is tuple:
+        return f"[{', '.join(_type_name(a) for a in get_args(tp))}]"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (ints widen to floats, lists become tuples)."""
+    origin = get_origin(tp)
+    bad = ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise bad
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                continue
+        raise bad
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        raise bad
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise bad
+        return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    raise ConfigError(f"{where}: unsupported setting type {tp!r}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        name = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            prefix = f"{where}." if where else ""
+            hint = f" (did you mean {prefix + close[0]!r}?)" if close else f" (known: {', '.join(fields)})"
+            raise ConfigError(f"unknown setting {name!r}{hint}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value if value is not None else {}, name)
+        else:
+            kwargs[key] = _coerce(value, tp, name)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def resolve_config_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
+    """A preset name (``local``, ``paper``) or a YAML path; relative paths are tried next to ``relative_to``."""
+    text = str(name_or_path)
+    candidates = []
+    if relative_to is not None:
+        candidates.append(relative_to / text)
+    candidates.append(Path(text))
+    if "/" not in text and not text.endswith((".yaml", ".yml")):
+        candidates.append(CONFIG_DIR / f"{text}.yaml")
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    presets = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise ConfigError(f"config {text!r} not found (a YAML path or one of the presets: {presets})")
+
+
+def _load_raw(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of sections, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be a preset name or a path, got {base!r}")
+    return _merge(_load_raw(resolve_config_path(base, path.parent), (*seen, path)), data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``section.key=value`` -> (["section", "key"], parsed YAML value)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(f"override {text!r}: expected section.key=value (e.g. render.views=12)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML") from exc
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Apply dotted-key overrides (``["render.views=12"]`` or ``{"render.views": 12}``) to raw config data."""
+    items = (
+        [(k.split("."), v) for k, v in overrides.items()]
+        if isinstance(overrides, dict)
+        else [parse_override(o) for o in overrides]
+    )
+    out = dict(data)
+    for path, value in items:
+        nested: Any = value
+        for part in reversed(path):
+            nested = {part: nested}
+        out = _merge(out, nested)
+    return out
+
+
+def load_config(
+    name_or_path: str | Path | None = "local",
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> Config:
+    """Load a preset or YAML file (default: the ``local`` preset), apply overrides, check every key and type."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if name_or_path is not None:
+        path = resolve_config_path(name_or_path)
+        data = _load_raw(path)
+        source = str(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+    try:
+        return _build(Config, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Plain-data form (tuples become lists) that :func:`load_config` reads back to an equal Config."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(config))
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def save_resolved(config: Config, out_uri: str, name: str = RESOLVED_NAME) -> str:
+    """Write the resolved config as YAML beside an output (``OUT/config.yaml``); returns its URI."""
+    uri = storage.join(out_uri, name)
+    storage.write_text(uri, dump_yaml(config))
+    return uri
+
+
+def apply_storage_settings(config: Config) -> None:
+    """Point S3 URIs at the configured endpoint (if any) for this process."""
+    if config.storage.s3_endpoint or config.storage.s3_region:
+        storage.configure_s3(config.storage.s3_endpoint, config.storage.s3_region)

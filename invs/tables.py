@@ -1,0 +1,119 @@
+"""Parquet tables beside the shards: the render manifest (``OUT/manifest/``) and the pair index (``OUT/index/``).
+
+Each table is a directory of part files read as one pyarrow dataset. Writers only ever *add* a part file
+(``part-<utc time>-<random>.parquet``, written atomically), so concurrent workers and re-runs never clobber
+each other; a reader takes the union, and for the manifest the latest row per ``uid`` wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from invs import storage
+from invs.errors import ShardFormatError
+
+MANIFEST_DIR = "manifest"
+INDEX_DIR = "index"
+STATUSES = ("ok", "failed", "skipped")
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("uid", pa.string()),
+        ("key", pa.string()),
+        ("source", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("attempts", pa.int32()),
+        ("shard", pa.string()),
+        ("seconds", pa.float64()),
+        ("num_views", pa.int32()),
+        ("sha256", pa.string()),
+        ("finished_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+
+INDEX_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("uid", pa.string()),
+        ("shard", pa.string()),
+        ("split", pa.string()),
+        ("src", pa.int32()),
+        ("tgt", pa.int32()),
+        ("visible_fraction", pa.float32()),
+        ("angle_deg", pa.float32()),
+    ]
+)
+
+
+def _conform(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    names = set(schema.names)
+    for i, row in enumerate(rows):
+        unknown = set(row) - names
+        if unknown:
+            raise ShardFormatError(f"row {i} has columns not in the schema: {', '.join(sorted(unknown))}")
+    return pa.Table.from_pylist([{n: row.get(n) for n in schema.names} for row in rows], schema=schema)
+
+
+def append_rows(table_uri: str, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> str | None:
+    """Write ``rows`` as a new part file under ``table_uri``; returns its URI (None when there are no rows)."""
+    rows = list(rows)
+    if not rows:
+        return None
+    table = _conform(rows, schema)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    uri = storage.join(table_uri, f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet")
+    storage.write_bytes(uri, buf.getvalue())
+    return uri
+
+
+def read_table(table_uri: str, schema: pa.Schema) -> pa.Table:
+    """All part files under ``table_uri`` as one table (empty with ``schema`` if there are none)."""
+    parts = storage.list_files(table_uri, suffix=".parquet")
+    if not parts:
+        return schema.empty_table()
+    fs, _ = storage.arrow_filesystem(table_uri)
+    dataset = pads.dataset([storage.arrow_path(p) for p in parts], schema=schema, format="parquet", filesystem=fs)
+    return dataset.to_table()
+
+
+def manifest_row(uid: str, status: str, **fields: Any) -> dict[str, Any]:
+    """A manifest row with ``status`` checked and ``finished_at`` stamped now (UTC)."""
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+    import datetime as dt
+
+    return {"uid": uid, "status": status, "finished_at": dt.datetime.now(dt.UTC), **fields}
+
+
+def latest_by_uid(manifest: pa.Table) -> dict[str, dict[str, Any]]:
+    """The latest row per uid (by ``finished_at``, then file order), plus the total attempts so far."""
+    out: dict[str, dict[str, Any]] = {}
+    attempts: dict[str, int] = {}
+    rows = sorted(manifest.to_pylist(), key=lambda r: (r["finished_at"] is None, r["finished_at"]))
+    for row in rows:
+        uid = row["uid"]
+        attempts[uid] = attempts.get(uid, 0) + max(1, row.get("attempts") or 1)
+        out[uid] = row
+    for uid, row in out.items():
+        row["total_attempts"] = attempts[uid]
+    return out
+
+
+def split_for_uid(uid: str, val_fraction: float, salt: str = "invs-split-v1") -> str:
+    """``train`` or ``val``, decided by a hash of the uid alone: one object never lands in both splits."""
+    if not 0.0 <= val_fraction <= 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1], got {val_fraction}")
+    h = int.from_bytes(hashlib.sha256(f"{salt}:{uid}".encode()).digest()[:8], "big") / 2.0**64
+    return "val" if h < val_fraction else "train"
