@@ -58,7 +58,9 @@ def _free_port(host: str) -> int:
 
 
 def _run(cmd: list[str], timeout_s: float) -> None:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Jobs run `python ...` with the nodes' PATH: put this interpreter's bin first so they get this environment.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     if proc.returncode != 0:

@@ -93,7 +93,7 @@ def min_radius_to_fit(fov_deg: float, bounding_radius: float = math.sqrt(3.0) / 
     """Smallest camera distance at which a sphere of ``bounding_radius`` at the origin fits a ``fov_deg`` cone.
 
     The default radius bounds a unit cube (the normalised object), so at Zero-1-to-3's 49.1 degrees an object
-    is only guaranteed to fit from about 2.09 units away.
+    is only guaranteed to fit from about 2.08 units away.
     """
     return bounding_radius / math.sin(math.radians(fov_deg) / 2.0)
 

@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from invs.config import Config, apply_storage_settings, load_config, parse_override
-from invs.errors import InvsError
+from invs import storage
+from invs.errors import InvsError, StorageError
 
 EXIT_USAGE = 2
 
@@ -29,8 +30,14 @@ def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_config(args: argparse.Namespace, flag_keys: dict[str, str]) -> Config:
-    """Config from ``--config``, then stage flags (``flag_keys`` maps argparse dest -> dotted key), then ``--set``."""
+def resolve_config(
+    args: argparse.Namespace, flag_keys: dict[str, str], locations: tuple[str, ...] = ()
+) -> Config:
+    """Config from ``--config``, then stage flags (``flag_keys`` maps argparse dest -> dotted key), then ``--set``.
+
+    ``locations`` names the dotted keys holding URIs the stage reads or writes; each is checked up front so a
+    malformed URI fails before any work starts.
+    """
     overrides: dict[str, Any] = {}
     for dest, key in flag_keys.items():
         value = getattr(args, dest, None)
@@ -42,6 +49,13 @@ def resolve_config(args: argparse.Namespace, flag_keys: dict[str, str]) -> Confi
         overrides[".".join(path)] = value
     config = load_config(args.config, overrides or None)
     apply_storage_settings(config)
+    for key in locations:
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        try:
+            storage.normalize(value)
+        except StorageError as exc:
+            raise StorageError(f"{key}: {exc}") from None
     return config
 
 

@@ -51,7 +51,7 @@ class CameraConfig:
     """Camera model and view sampling (see :mod:`invs.cameras` for the conventions).
 
     Default: Zero-1-to-3's 35 mm lens on a 32 mm sensor (49.1 deg) at radius U(2.2, 2.6), far enough that a
-    unit-normalised object always fits (it needs >= 2.09). ``configs/zero123.yaml`` keeps Zero-1-to-3's U(1.5, 2.2).
+    unit-normalised object always fits (it needs >= 2.08). ``configs/zero123.yaml`` keeps Zero-1-to-3's U(1.5, 2.2).
     """
 
     lens_mm: float = 35.0

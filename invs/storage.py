@@ -224,6 +224,14 @@ def _errors(uri: str, action: str) -> Iterator[None]:
         raise _explain(uri, exc, action) from exc
 
 
+def _head_bucket(fs: Any, bucket: str) -> None:
+    """Raise (FileNotFoundError / PermissionError via s3fs) unless the bucket exists and is accessible."""
+    try:
+        fs.call_s3("head_bucket", Bucket=bucket)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"NoSuchBucket: {bucket}") from exc
+
+
 def _s3_path(uri: str) -> str:
     bucket, key = parse_s3(uri)
     return f"{bucket}/{key}" if key else bucket
@@ -239,6 +247,7 @@ def exists(uri: str) -> bool:
         return os.path.exists(uri)
     with _errors(uri, "check"):
         fs = _s3fs()
+        _head_bucket(fs, parse_s3(uri)[0])
         fs.invalidate_cache(_s3_path(uri))
         return bool(fs.exists(_s3_path(uri)))
 
@@ -353,18 +362,13 @@ def list_files(prefix_uri: str, suffix: str = "") -> list[str]:
     bucket, key = parse_s3(uri)
     with _errors(uri, "list"):
         fs = _s3fs()
+        _head_bucket(fs, bucket)  # a missing bucket or bad credentials must not read as "no files"
         path = f"{bucket}/{key.rstrip('/')}" if key else bucket
         fs.invalidate_cache(path)
-        if not key and not fs.exists(bucket):
-            raise FileNotFoundError(f"NoSuchBucket: {bucket}")
         try:
             found = fs.find(path)
         except FileNotFoundError:
             found = []
-        if not found and key:
-            fs.invalidate_cache(bucket)
-            if not fs.exists(bucket):
-                raise FileNotFoundError(f"NoSuchBucket: {bucket}")
     return sorted(f"s3://{p}" for p in found if p.endswith(suffix))
 
 

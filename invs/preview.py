@@ -1,0 +1,59 @@
+"""Pictures a person can open: camera rigs drawn around the normalised object's bounding box.
+
+Drawn with our own projection (:func:`invs.cameras.project_points`) through an overview camera, so the picture
+also shows the conventions at work: each frustum points at the origin, its top edge (red) is the image's top
+row, and world +z is up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from invs import cameras as C
+
+_CUBE_EDGES = [(0, 1), (1, 3), (3, 2), (2, 0), (4, 5), (5, 7), (7, 6), (6, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
+
+
+def _frustum(K: np.ndarray, c2w: np.ndarray, width: int, height: int, depth: float) -> np.ndarray:
+    """Camera centre followed by the four image corners (TL, TR, BR, BL) unprojected to ``depth``."""
+    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float64)
+    x = (corners[:, 0] - K[0, 2]) / K[0, 0] * depth
+    y = (corners[:, 1] - K[1, 2]) / K[1, 1] * depth
+    cam = np.stack([x, y, np.full(4, depth)], axis=-1)
+    return np.vstack([c2w[:3, 3], cam @ c2w[:3, :3].T + c2w[:3, 3]])
+
+
+def draw_camera_rig(
+    specs: list[C.CameraSpec],
+    K: np.ndarray,
+    width: int,
+    height: int,
+    size: int = 512,
+    view: tuple[float, float, float] = (35.0, 25.0, 7.5),
+) -> Image.Image:
+    """An overview image of ``specs`` (cameras with intrinsics ``K`` at ``width x height``) and the unit cube."""
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    K_view = C.intrinsics_from_fov(40.0, size, size)
+    c2w_view = C.pose_from_spherical(*view)
+
+    def px(points: np.ndarray) -> list[tuple[float, float]]:
+        uv, _ = C.project_points(points, K_view, c2w_view)
+        return [(float(u), float(v)) for u, v in uv]
+
+    cube = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)])
+    pc = px(cube)
+    for a, b in _CUBE_EDGES:
+        draw.line([pc[a], pc[b]], fill=(90, 90, 90), width=2)
+    o, ax, ay, az = px(np.array([[0, 0, 0], [0.4, 0, 0], [0, 0.4, 0], [0, 0, 0.4]]))
+    for end, colour in ((ax, (220, 0, 0)), (ay, (0, 170, 0)), (az, (0, 0, 230))):
+        draw.line([o, end], fill=colour, width=3)
+    for spec in specs:
+        f = px(_frustum(K, spec.c2w(), width, height, depth=0.35))
+        for corner in f[1:]:
+            draw.line([f[0], corner], fill=(40, 40, 160), width=1)
+        draw.line([f[1], f[2]], fill=(220, 0, 0), width=2)  # top edge of the image
+        draw.line([f[2], f[3], f[4], f[1]], fill=(40, 40, 160), width=1)
+    draw.text((8, 8), f"{len(specs)} cameras; axes x red, y green, z blue; red edge = image top", fill="black")
+    return image

@@ -1,0 +1,79 @@
+"""Shared fixtures: real services (SeaweedFS S3 on 127.0.0.1, a two-node local Ray cluster) and real assets."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra import local_ray, local_s3
+from invs import storage
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_OBJECTS = REPO.parent / "shared" / "assets" / "objects"
+
+# No test may reach a model hub: fail fast instead of retrying for half a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs CUDA; this machine has no GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_objects() -> Path:
+    """The real glTF objects in ../shared/assets/objects (skipped on a fresh clone without ../shared)."""
+    if not (SHARED_OBJECTS / "SOURCES.md").is_file():
+        pytest.skip(f"real test objects not available: {SHARED_OBJECTS} is absent (it ships beside the repo in CI)")
+    return SHARED_OBJECTS
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_s3.S3Server]:
+    """A real SeaweedFS S3 server on 127.0.0.1; the process environment points storage at it."""
+    server = local_s3.start(tmp_path_factory.mktemp("seaweedfs"))
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    storage.configure_s3(None)
+    try:
+        yield server
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        local_s3.stop(server)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: local_s3.S3Server) -> str:
+    """A fresh, empty bucket on the local server; returns ``s3://name``."""
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    local_s3.create_bucket(s3_server, name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[local_ray.LocalRayCluster]:
+    """A real two-node Ray cluster: head on 127.0.0.2, a second node on 127.0.0.3."""
+    local_ray.stop_cluster()
+    cluster = local_ray.start_cluster(num_cpus_per_node=1, object_store_mb=150)
+    try:
+        yield cluster
+    finally:
+        local_ray.stop_cluster()
