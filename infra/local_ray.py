@@ -5,6 +5,10 @@ machine's network address, but keeps other loopback addresses). The dashboard, a
 ``ray job submit --address http://127.0.0.2:8265``, listens on the head address. Each node's object store is
 kept small (it lives in /dev/shm).
 
+Token authentication is on (``RAY_AUTH_MODE=token``, the token in ``~/.ray/auth_token``, created if missing):
+Ray 2.59+ enables it for local instances anyway, and every client of the cluster (``ray.init``, ``ray job
+submit``) needs ``RAY_AUTH_MODE=token`` in its environment, which :meth:`LocalRayCluster.env` provides.
+
 Command line (also used by ``make ray-up`` / ``make ray-down``)::
 
     python -m infra.local_ray up      # prints the RAY_ADDRESS to use
@@ -20,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +43,8 @@ class LocalRayCluster:
     num_nodes: int
 
     def env(self) -> dict[str, str]:
-        return {"RAY_ADDRESS": self.address}
+        """Environment for clients: the address and the authentication mode."""
+        return {"RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token"}
 
 
 def ray_binary() -> str:
@@ -60,21 +66,25 @@ def _free_port(host: str) -> int:
 def _run(cmd: list[str], timeout_s: float) -> None:
     # Jobs run `python ...` with the nodes' PATH: put this interpreter's bin first so they get this environment.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "PATH": path, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    if cmd[1:2] == ["get-auth-token"]:
+        proc.stdout = ""  # the token itself must never reach a log or an error message
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
-                           f"{proc.stderr[-3000:]}")
+        raise RuntimeError(
+            f"{' '.join(cmd[:3])} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
 
 
 def _wait_for_dashboard(url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as resp:
-                if resp.status == 200:
-                    return
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
+                return
+        except urllib.error.HTTPError:  # 401 without the token: the dashboard is up
+            return
         except OSError:
             pass
         time.sleep(0.5)
@@ -102,16 +112,39 @@ def start_cluster(
 ) -> LocalRayCluster:
     """Start a head node on 127.0.0.2 and ``workers`` nodes on 127.0.0.3, .4, ...; returns when all joined."""
     ray = ray_binary()
+    _run([ray, "get-auth-token", "--generate"], timeout_s)  # creates ~/.ray/auth_token once; never printed
     port = _free_port(HEAD_IP)
     store = str(object_store_mb * 2**20)
-    _run([ray, "start", "--head", f"--node-ip-address={HEAD_IP}", f"--port={port}",
-          "--include-dashboard=true", f"--dashboard-host={HEAD_IP}", f"--dashboard-port={dashboard_port}",
-          f"--num-cpus={num_cpus_per_node}", f"--object-store-memory={store}", "--disable-usage-stats"], timeout_s)
+    _run(
+        [
+            ray,
+            "start",
+            "--head",
+            f"--node-ip-address={HEAD_IP}",
+            f"--port={port}",
+            "--include-dashboard=true",
+            f"--dashboard-host={HEAD_IP}",
+            f"--dashboard-port={dashboard_port}",
+            f"--num-cpus={num_cpus_per_node}",
+            f"--object-store-memory={store}",
+            "--disable-usage-stats",
+        ],
+        timeout_s,
+    )
     address = f"{HEAD_IP}:{port}"
     for i in range(workers):
         ip = f"127.0.0.{3 + i}"
-        _run([ray, "start", f"--address={address}", f"--node-ip-address={ip}",
-              f"--num-cpus={num_cpus_per_node}", f"--object-store-memory={store}"], timeout_s)
+        _run(
+            [
+                ray,
+                "start",
+                f"--address={address}",
+                f"--node-ip-address={ip}",
+                f"--num-cpus={num_cpus_per_node}",
+                f"--object-store-memory={store}",
+            ],
+            timeout_s,
+        )
     dashboard = f"http://{HEAD_IP}:{dashboard_port}"
     _wait_for_dashboard(dashboard, timeout_s)
     _wait_for_nodes(address, workers + 1, timeout_s)
@@ -133,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         stop_cluster()
         return 0
     cluster = start_cluster(args.num_cpus, args.object_store_mb)
-    print(f"export RAY_ADDRESS={cluster.address}")
+    for key, value in cluster.env().items():
+        print(f"export {key}={value}")
     print(f"# jobs: ray job submit --address {cluster.dashboard_url} --working-dir . -- python ...")
     return 0
 

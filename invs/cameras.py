@@ -48,9 +48,7 @@ def _check_matrix(m: np.ndarray, shape: tuple[int, int], name: str) -> np.ndarra
 # --------------------------------------------------------------------------------------------- intrinsics
 
 
-def intrinsics_from_lens(
-    lens_mm: float, sensor_width_mm: float, width: int, height: int
-) -> np.ndarray:
+def intrinsics_from_lens(lens_mm: float, sensor_width_mm: float, width: int, height: int) -> np.ndarray:
     """K (3x3, pixels) of a Blender camera with ``sensor_fit='HORIZONTAL'`` rendering ``width x height``."""
     if lens_mm <= 0 or sensor_width_mm <= 0 or width <= 0 or height <= 0:
         raise ValueError("lens, sensor width, width and height must all be positive")
@@ -129,8 +127,9 @@ def camera_center(c2w: np.ndarray) -> np.ndarray:
     return _check_matrix(c2w, (4, 4), "c2w")[..., :3, 3]
 
 
-def look_at(eye: Sequence[float], target: Sequence[float] = (0.0, 0.0, 0.0),
-            up: Sequence[float] = (0.0, 0.0, 1.0)) -> np.ndarray:
+def look_at(
+    eye: Sequence[float], target: Sequence[float] = (0.0, 0.0, 0.0), up: Sequence[float] = (0.0, 0.0, 1.0)
+) -> np.ndarray:
     """OpenCV c2w of a camera at ``eye`` looking at ``target`` with ``up`` pointing up in the image.
 
     When the view direction is parallel to ``up`` (a camera straight above or below), world +y is used as the

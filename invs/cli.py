@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from invs.config import Config, apply_storage_settings, load_config, parse_override
 from invs import storage
+from invs.config import Config, apply_storage_settings, load_config, parse_override
 from invs.errors import InvsError, StorageError
 
 EXIT_USAGE = 2
@@ -21,18 +21,24 @@ EXIT_USAGE = 2
 
 def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", default="local",
-                        help="preset name (local, paper, ...) or YAML file (default: local)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override any setting, e.g. --set render.views=24 (repeatable)")
-    parser.add_argument("--address", default=None,
-                        help="Ray cluster address ('auto' inside a cluster); default: a local Ray instance")
+    parser.add_argument(
+        "--config", default="local", help="preset name (local, paper, ...) or YAML file (default: local)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any setting, e.g. --set render.views=24 (repeatable)",
+    )
+    parser.add_argument(
+        "--address", default=None, help="Ray cluster address ('auto' inside a cluster); default: a local Ray instance"
+    )
     return parser
 
 
-def resolve_config(
-    args: argparse.Namespace, flag_keys: dict[str, str], locations: tuple[str, ...] = ()
-) -> Config:
+def resolve_config(args: argparse.Namespace, flag_keys: dict[str, str], locations: tuple[str, ...] = ()) -> Config:
     """Config from ``--config``, then stage flags (``flag_keys`` maps argparse dest -> dotted key), then ``--set``.
 
     ``locations`` names the dotted keys holding URIs the stage reads or writes; each is checked up front so a

@@ -202,8 +202,18 @@ def decode_render_sample(key: str, members: dict[str, bytes], where: str = "") -
 
 # ------------------------------------------------------------------------------------------------ pair samples
 
-PAIR_META_KEYS = ("uid", "src", "tgt", "K_src", "c2w_src", "K_tgt", "c2w_tgt", "depth_source", "depth_alignment",
-                  "visible_fraction")
+PAIR_META_KEYS = (
+    "uid",
+    "src",
+    "tgt",
+    "K_src",
+    "c2w_src",
+    "K_tgt",
+    "c2w_tgt",
+    "depth_source",
+    "depth_alignment",
+    "visible_fraction",
+)
 _PAIR_IMAGES = {"source": "RGB", "target": "RGB", "partial": "RGB", "mask": "L", "visible": "L", "epipolar": "L"}
 
 

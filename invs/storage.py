@@ -91,9 +91,7 @@ def normalize(uri: str | os.PathLike[str]) -> str:
     m = _SCHEME_RE.match(text)
     if m:
         if m.group("scheme") != "s3":
-            raise StorageError(
-                f"unsupported location {uri!r}: only local paths and s3://bucket/key URIs are supported"
-            )
+            raise StorageError(f"unsupported location {uri!r}: only local paths and s3://bucket/key URIs are supported")
         bucket, key = parse_s3(text)
         key = re.sub(r"/+", "/", key)
         return f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
@@ -197,15 +195,34 @@ def _explain(uri: str, exc: BaseException, action: str) -> StorageError:
     if "nosuchbucket" in lowered or "bucket does not exist" in lowered or "specified bucket" in lowered:
         bucket = parse_s3(uri)[0] if is_s3(uri) else "?"
         return StorageError(f"cannot {action} {uri}: bucket {bucket!r} does not exist (create it or fix the URI)")
-    if any(s in lowered for s in ("invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied", "forbidden",
-                                  "invalidtoken", "expiredtoken", "unable to locate credentials",
-                                  "nocredentials")) or isinstance(exc, PermissionError):
+    if any(
+        s in lowered
+        for s in (
+            "invalidaccesskeyid",
+            "signaturedoesnotmatch",
+            "accessdenied",
+            "forbidden",
+            "invalidtoken",
+            "expiredtoken",
+            "unable to locate credentials",
+            "nocredentials",
+        )
+    ) or isinstance(exc, PermissionError):
         return StorageError(
             f"cannot {action} {uri}: access denied — check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the "
             "AWS profile in use"
         )
-    if any(s in lowered for s in ("could not connect", "connect timeout", "connection refused",
-                                  "endpointconnectionerror", "cannot connect", "name or service not known")):
+    if any(
+        s in lowered
+        for s in (
+            "could not connect",
+            "connect timeout",
+            "connection refused",
+            "endpointconnectionerror",
+            "cannot connect",
+            "name or service not known",
+        )
+    ):
         endpoint = s3_settings().endpoint_url or "AWS S3"
         return StorageError(f"cannot {action} {uri}: S3 endpoint {endpoint} is unreachable")
     if isinstance(exc, FileNotFoundError):
@@ -356,7 +373,8 @@ def list_files(prefix_uri: str, suffix: str = "") -> list[str]:
         if not root.is_dir():
             return []
         return sorted(
-            str(p) for p in root.rglob("*")
+            str(p)
+            for p in root.rglob("*")
             if p.is_file() and p.name.endswith(suffix) and not p.name.startswith(".tmp-")
         )
     bucket, key = parse_s3(uri)

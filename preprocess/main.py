@@ -1,6 +1,6 @@
 """Turn render shards into training pairs (depth, softmax-splatted partial views, masks), as a Ray job.
 
-    python preprocess/main.py --renders out/renders --out out/pairs --depth gt
+python preprocess/main.py --renders out/renders --out out/pairs --depth gt
 """
 
 from __future__ import annotations
@@ -16,8 +16,12 @@ from invs import cli
 from invs.errors import InvsError
 
 FLAGS = {
-    "renders": "preprocess.renders", "out": "preprocess.out", "pairs_per_object": "preprocess.pairs_per_object",
-    "depth": "preprocess.depth", "depth_model": "preprocess.depth_model", "resolution": "preprocess.resolution",
+    "renders": "preprocess.renders",
+    "out": "preprocess.out",
+    "pairs_per_object": "preprocess.pairs_per_object",
+    "depth": "preprocess.depth",
+    "depth_model": "preprocess.depth_model",
+    "resolution": "preprocess.resolution",
 }
 
 

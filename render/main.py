@@ -1,7 +1,7 @@
 """Render 3D objects into multi-view render shards, as a Ray job.
 
-    python render/main.py --objects samples --out out/renders
-    ray submit ray_cluster.yaml render/main.py --objects objaverse --out s3://BUCKET/invs/renders
+python render/main.py --objects samples --out out/renders
+ray submit ray_cluster.yaml render/main.py --objects objaverse --out s3://BUCKET/invs/renders
 """
 
 from __future__ import annotations
@@ -17,9 +17,15 @@ from invs import cli
 from invs.errors import InvsError
 
 FLAGS = {
-    "objects": "render.objects", "out": "render.out", "num_objects": "render.num_objects",
-    "views": "render.views", "resolution": "render.resolution", "engine": "render.engine",
-    "samples": "render.samples", "device": "render.device", "seed": "render.seed",
+    "objects": "render.objects",
+    "out": "render.out",
+    "num_objects": "render.num_objects",
+    "views": "render.views",
+    "resolution": "render.resolution",
+    "engine": "render.engine",
+    "samples": "render.samples",
+    "device": "render.device",
+    "seed": "render.seed",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -34,6 +35,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a (session) fixture, then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def shared_objects() -> Path:
     """The real glTF objects in ../shared/assets/objects (skipped on a fresh clone without ../shared)."""
@@ -46,17 +62,11 @@ def shared_objects() -> Path:
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_s3.S3Server]:
     """A real SeaweedFS S3 server on 127.0.0.1; the process environment points storage at it."""
     server = local_s3.start(tmp_path_factory.mktemp("seaweedfs"))
-    saved = {k: os.environ.get(k) for k in server.env()}
-    os.environ.update(server.env())
     storage.configure_s3(None)
     try:
-        yield server
+        with _environ(server.env()):
+            yield server
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         local_s3.stop(server)
 
 
@@ -72,8 +82,9 @@ def s3_bucket(s3_server: local_s3.S3Server) -> str:
 def ray_cluster() -> Iterator[local_ray.LocalRayCluster]:
     """A real two-node Ray cluster: head on 127.0.0.2, a second node on 127.0.0.3."""
     local_ray.stop_cluster()
-    cluster = local_ray.start_cluster(num_cpus_per_node=1, object_store_mb=150)
     try:
-        yield cluster
+        cluster = local_ray.start_cluster(num_cpus_per_node=1, object_store_mb=150)
+        with _environ(cluster.env()):
+            yield cluster
     finally:
         local_ray.stop_cluster()

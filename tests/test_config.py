@@ -29,8 +29,16 @@ def test_defaults_without_a_file() -> None:
 
 
 def test_overrides_parse_values_as_yaml() -> None:
-    c = cfg.load_config("local", ["render.views=24", "camera.radius_range=[2.0, 3]", "render.num_objects=null",
-                                  "train.use_gpu=true", "storage.s3_endpoint=http://127.0.0.1:8333"])
+    c = cfg.load_config(
+        "local",
+        [
+            "render.views=24",
+            "camera.radius_range=[2.0, 3]",
+            "render.num_objects=null",
+            "train.use_gpu=true",
+            "storage.s3_endpoint=http://127.0.0.1:8333",
+        ],
+    )
     assert c.render.views == 24 and c.camera.radius_range == (2.0, 3.0) and c.render.num_objects is None
     assert c.train.use_gpu is True and c.storage.s3_endpoint == "http://127.0.0.1:8333"
     assert cfg.load_config("local", {"render.views": 3}).render.views == 3
@@ -81,7 +89,7 @@ def test_bad_files_are_one_line_errors(tmp_path: Path, text: str, message: str) 
 def test_unreadable_and_missing_files(tmp_path: Path) -> None:
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(ConfigError, match="bad.yaml|binary.yaml"):
+    with pytest.raises(ConfigError, match="binary.yaml: cannot read config"):
         cfg.load_config(binary)
     with pytest.raises(ConfigError, match="not found .*presets: local, paper, zero123"):
         cfg.load_config(tmp_path / "missing.yaml")

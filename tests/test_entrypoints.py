@@ -13,8 +13,9 @@ SCRIPTS = ["render/main.py", "preprocess/main.py", "train/run.py"]
 
 
 def run_script(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -35,8 +36,9 @@ def test_help_runs_from_any_directory(script: str, tmp_path: Path) -> None:
         ("train/run.py", ["--set", "storage.s3_endpoint=3"], "storage.s3_endpoint: expected str"),
     ],
 )
-def test_bad_configuration_is_one_error_line_and_exit_2(script: str, args: list[str], message: str,
-                                                        tmp_path: Path) -> None:
+def test_bad_configuration_is_one_error_line_and_exit_2(
+    script: str, args: list[str], message: str, tmp_path: Path
+) -> None:
     proc = run_script(script, *args, cwd=tmp_path)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

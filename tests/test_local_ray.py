@@ -17,8 +17,8 @@ pytestmark = pytest.mark.ray
 
 def test_two_nodes_on_loopback_both_run_tasks(ray_cluster: local_ray.LocalRayCluster) -> None:
     code = """
-import json, ray
-ray.init(address=%r, logging_level="ERROR")
+import json, ray, sys
+ray.init(address=sys.argv[1], logging_level="ERROR")
 nodes = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
 @ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
 def where():
@@ -26,8 +26,9 @@ def where():
     return ray.util.get_node_ip_address()
 ips = sorted(set(ray.get([where.remote() for _ in range(6)])))
 print(json.dumps({"nodes": nodes, "ips": ips}))
-""" % ray_cluster.address
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+"""
+    cmd = [sys.executable, "-c", code, ray_cluster.address]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["nodes"] == ["127.0.0.2", "127.0.0.3"]
@@ -37,9 +38,23 @@ print(json.dumps({"nodes": nodes, "ips": ips}))
 def test_ray_job_submit_runs_project_code_from_the_working_dir(ray_cluster: local_ray.LocalRayCluster) -> None:
     ray_bin = local_ray.ray_binary()
     proc = subprocess.run(
-        [ray_bin, "job", "submit", "--address", ray_cluster.dashboard_url, "--working-dir", str(REPO), "--",
-         "python", "render/main.py", "--help"],
-        capture_output=True, text=True, timeout=300, cwd=REPO,
+        [
+            ray_bin,
+            "job",
+            "submit",
+            "--address",
+            ray_cluster.dashboard_url,
+            "--working-dir",
+            str(REPO),
+            "--",
+            "python",
+            "render/main.py",
+            "--help",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     assert "--objects" in proc.stdout and "succeeded" in proc.stdout

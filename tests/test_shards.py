@@ -30,11 +30,27 @@ def make_render_sample(key: str = "obj_1", views: int = 3, size: int = 16, seed:
         depth.append(d)
         spec = cameras.CameraSpec(30.0 * i, 10.0, 2.4)
         c2w = spec.c2w()
-        metas.append({"index": i, "K": K, "c2w": c2w, "blender_matrix_world": cameras.opencv_c2w_to_blender(c2w),
-                      "azimuth_deg": spec.azimuth_deg, "elevation_deg": spec.elevation_deg, "radius": spec.radius})
-    meta = {"uid": key, "source": f"/objects/{key}.glb", "sha256": "0" * 64, "width": size, "height": size,
-            "normalization": {"scale": 0.5, "offset": [0.0, 0.0, -1.0]},
-            "renderer": {"engine": "CYCLES", "samples": 32}, "views": metas}
+        metas.append(
+            {
+                "index": i,
+                "K": K,
+                "c2w": c2w,
+                "blender_matrix_world": cameras.opencv_c2w_to_blender(c2w),
+                "azimuth_deg": spec.azimuth_deg,
+                "elevation_deg": spec.elevation_deg,
+                "radius": spec.radius,
+            }
+        )
+    meta = {
+        "uid": key,
+        "source": f"/objects/{key}.glb",
+        "sha256": "0" * 64,
+        "width": size,
+        "height": size,
+        "normalization": {"scale": 0.5, "offset": [0.0, 0.0, -1.0]},
+        "renderer": {"engine": "CYCLES", "samples": 32},
+        "views": metas,
+    }
     return shards.RenderSample(key=key, meta=meta, rgba=rgba, depth=depth)
 
 
@@ -43,11 +59,30 @@ def make_pair_sample(key: str = "obj_1_000_001", size: int = 16) -> shards.PairS
     rgb = lambda: rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)  # noqa: E731
     gray = lambda: rng.integers(0, 256, size=(size, size), dtype=np.uint8)  # noqa: E731
     K = cameras.intrinsics_from_lens(35, 32, size, size)
-    meta = {"uid": "obj_1", "src": 0, "tgt": 1, "K_src": K, "c2w_src": np.eye(4), "K_tgt": K, "c2w_tgt": np.eye(4),
-            "depth_source": "gt", "depth_alignment": {"scale": 1.0, "shift": 0.0}, "visible_fraction": 0.4}
-    return shards.PairSample(key=key, source=rgb(), target=rgb(), partial=rgb(), mask=gray(), visible=gray(),
-                             epipolar=gray(), depth=rng.uniform(1, 2, (size, size)).astype(np.float32), meta=meta,
-                             latents=rng.normal(size=(8, 2, 2)).astype(np.float16))
+    meta = {
+        "uid": "obj_1",
+        "src": 0,
+        "tgt": 1,
+        "K_src": K,
+        "c2w_src": np.eye(4),
+        "K_tgt": K,
+        "c2w_tgt": np.eye(4),
+        "depth_source": "gt",
+        "depth_alignment": {"scale": 1.0, "shift": 0.0},
+        "visible_fraction": 0.4,
+    }
+    return shards.PairSample(
+        key=key,
+        source=rgb(),
+        target=rgb(),
+        partial=rgb(),
+        mask=gray(),
+        visible=gray(),
+        epipolar=gray(),
+        depth=rng.uniform(1, 2, (size, size)).astype(np.float32),
+        meta=meta,
+        latents=rng.normal(size=(8, 2, 2)).astype(np.float16),
+    )
 
 
 def assert_render_equal(a: shards.RenderSample, b: shards.RenderSample) -> None:
@@ -145,8 +180,11 @@ def test_truncated_shard_is_a_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("drop", "message"),
-    [("meta.json", "missing meta.json"), ("depth.001.npy", "missing depth.001.npy"),
-     ("rgba.000.png", "missing rgba.000.png")],
+    [
+        ("meta.json", "missing meta.json"),
+        ("depth.001.npy", "missing depth.001.npy"),
+        ("rgba.000.png", "missing rgba.000.png"),
+    ],
 )
 def test_incomplete_render_samples_are_named(drop: str, message: str) -> None:
     members = shards.encode_render_sample(make_render_sample())

@@ -72,7 +72,9 @@ def test_local_round_trip_and_listing(tmp_path: Path) -> None:
     storage.write_text(storage.join(root, "config.yaml"), "x: 1")
     assert storage.read_bytes(storage.join(root, "shards", "a.tar")) == b"A"
     assert storage.list_files(storage.join(root, "shards"), ".tar") == [
-        storage.join(root, "shards", "a.tar"), storage.join(root, "shards", "sub", "b.tar")]
+        storage.join(root, "shards", "a.tar"),
+        storage.join(root, "shards", "sub", "b.tar"),
+    ]
     assert storage.list_files(storage.join(root, "missing")) == []
     assert storage.exists(storage.join(root, "config.yaml"))
     storage.delete(storage.join(root, "config.yaml"))
@@ -156,9 +158,11 @@ def test_wrong_credentials_are_a_clear_error_that_never_shows_the_secret(
     storage.write_bytes(f"{s3_bucket}/ok", b"x")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "wrong-key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "super-secret-value")
-    for call in (lambda: storage.read_bytes(f"{s3_bucket}/ok"),
-                 lambda: storage.write_bytes(f"{s3_bucket}/new", b"x"),
-                 lambda: storage.list_files(f"{s3_bucket}/")):
+    for call in (
+        lambda: storage.read_bytes(f"{s3_bucket}/ok"),
+        lambda: storage.write_bytes(f"{s3_bucket}/new", b"x"),
+        lambda: storage.list_files(f"{s3_bucket}/"),
+    ):
         with pytest.raises(StorageError, match="access denied") as info:
             call()
         assert "super-secret-value" not in str(info.value)
@@ -190,10 +194,20 @@ def test_seaweedfs_enforces_credentials(s3_server: local_s3.S3Server) -> None:
     import boto3
     import botocore.exceptions
 
-    good = boto3.client("s3", endpoint_url=s3_server.endpoint_url, aws_access_key_id=s3_server.access_key,
-                        aws_secret_access_key=s3_server.secret_key, region_name="us-east-1")
+    good = boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint_url,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+        region_name="us-east-1",
+    )
     good.list_buckets()
-    bad = boto3.client("s3", endpoint_url=s3_server.endpoint_url, aws_access_key_id="nobody",
-                       aws_secret_access_key="nothing", region_name="us-east-1")
+    bad = boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint_url,
+        aws_access_key_id="nobody",
+        aws_secret_access_key="nothing",
+        region_name="us-east-1",
+    )
     with pytest.raises(botocore.exceptions.ClientError):
         bad.list_buckets()

@@ -13,9 +13,19 @@ from invs.errors import ShardFormatError
 
 
 def _rows(status: str, uids: list[str], attempts: int = 1) -> list[dict]:
-    return [tables.manifest_row(u, status, key=u, attempts=attempts, error=None if status == "ok" else "boom",
-                                shard=f"s-{u}.tar" if status == "ok" else None, seconds=1.5, num_views=12)
-            for u in uids]
+    return [
+        tables.manifest_row(
+            u,
+            status,
+            key=u,
+            attempts=attempts,
+            error=None if status == "ok" else "boom",
+            shard=f"s-{u}.tar" if status == "ok" else None,
+            seconds=1.5,
+            num_views=12,
+        )
+        for u in uids
+    ]
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
@@ -59,8 +69,9 @@ def test_latest_row_wins_by_time() -> None:
     early = tables.manifest_row("a", "ok")
     late = tables.manifest_row("a", "failed")
     early["finished_at"] = late["finished_at"] - dt.timedelta(seconds=5)
-    t = pa.Table.from_pylist([{n: r.get(n) for n in tables.MANIFEST_SCHEMA.names} for r in (late, early)],
-                             schema=tables.MANIFEST_SCHEMA)
+    t = pa.Table.from_pylist(
+        [{n: r.get(n) for n in tables.MANIFEST_SCHEMA.names} for r in (late, early)], schema=tables.MANIFEST_SCHEMA
+    )
     assert tables.latest_by_uid(t)["a"]["status"] == "failed"
 
 

@@ -1,6 +1,6 @@
 """Fine-tune a Stable Diffusion inpainting model on pair shards with Ray Train.
 
-    ray job submit --address http://HEAD:8265 --working-dir . -- python train/run.py --data s3://B/pairs --out s3://B/train
+ray job submit --address http://HEAD:8265 --working-dir . -- python train/run.py --data s3://B/pairs --out s3://B/train
 """
 
 from __future__ import annotations
@@ -16,8 +16,14 @@ from invs import cli
 from invs.errors import InvsError
 
 FLAGS = {
-    "data": "train.data", "out": "train.out", "model": "train.model", "tiny": "train.tiny", "steps": "train.steps",
-    "batch_size": "train.batch_size", "num_workers": "train.num_workers", "use_gpu": "train.use_gpu",
+    "data": "train.data",
+    "out": "train.out",
+    "model": "train.model",
+    "tiny": "train.tiny",
+    "steps": "train.steps",
+    "batch_size": "train.batch_size",
+    "num_workers": "train.num_workers",
+    "use_gpu": "train.use_gpu",
 }
 
 
