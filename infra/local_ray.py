@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from infra.tools import find_binary
 
 HEAD_IP = "127.0.0.2"
 WORKER_IP = "127.0.0.3"
@@ -48,13 +49,7 @@ class LocalRayCluster:
 
 
 def ray_binary() -> str:
-    here = Path(sys.executable).parent / "ray"
-    if here.is_file():
-        return str(here)
-    found = shutil.which("ray")
-    if found:
-        return found
-    raise RuntimeError("the 'ray' command was not found: install the project (pip install -e .)")
+    return find_binary("ray", "install the project (pip install -e .)")
 
 
 def _free_port(host: str) -> int:

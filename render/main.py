@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", choices=["cpu", "gpu"])
     parser.add_argument("--seed", type=int, help="camera sampling seed (per object: seed + uid)")
     args = parser.parse_args(argv)
-    cli.resolve_config(args, FLAGS, locations=("render.out",))
+    config = cli.resolve_config(args, FLAGS, locations=("render.out",))
+    cli.check_outputs(config, ("render.out",))
     raise InvsError("the render stage is not implemented yet: only configuration checking runs")
 
 

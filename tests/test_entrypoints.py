@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +52,29 @@ def test_bad_yaml_file_is_one_error_line(tmp_path: Path) -> None:
     bad.write_text("render: [unclosed\n")
     proc = run_script("render/main.py", "--config", str(bad), cwd=tmp_path)
     assert proc.returncode == 2 and "not valid YAML" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize(
+    ("env_change", "out", "message"),
+    [
+        ({}, "s3://no-such-bucket-xyz/renders", "render.out: cannot write"),
+        ({"AWS_SECRET_ACCESS_KEY": "wrong-secret"}, None, "access denied"),
+    ],
+)
+def test_unwritable_outputs_fail_before_any_work(
+    s3_bucket: str, env_change: dict[str, str], out: str | None, message: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, **env_change}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "render/main.py"), "--out", out or f"{s3_bucket}/renders"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "wrong-secret" not in proc.stderr

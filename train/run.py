@@ -40,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--use-gpu", action="store_const", const=True)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     args = parser.parse_args(argv)
-    cli.resolve_config(args, FLAGS, locations=("train.data", "train.out"))
+    config = cli.resolve_config(args, FLAGS, locations=("train.data", "train.out"))
+    cli.check_outputs(config, ("train.out",))
     raise InvsError("the train stage is not implemented yet: only configuration checking runs")
 
 
