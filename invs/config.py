@@ -77,8 +77,11 @@ class RenderConfig:
     seed: int = 0
     depth_dtype: Literal["float16", "float32"] = "float16"
     objects_per_shard: int = 64
-    workers: int | None = None
-    timeout_s: float = 300.0
+    shard_flush_s: float = 300.0  # publish a shard at least this often, so progress is durable
+    workers: int | None = None  # Blender processes; None: CPUs // threads_per_worker
+    threads_per_worker: int = 2  # render threads of each Blender process (and its Ray CPU request)
+    timeout_s: float = 300.0  # per object; the Blender process is killed past it
+    max_memory_mb: float | None = 16000.0  # per Blender process; killed past it
     max_attempts: int = 3
     # objaverse source: which objects, and where the package downloads from / caches to
     uids_file: str | None = None

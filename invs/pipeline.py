@@ -9,6 +9,7 @@ render output (the parent of ``render.out``): the resolved config and a picture 
 from __future__ import annotations
 
 import io
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -32,8 +33,9 @@ def init_ray(config: Config) -> None:
     if ray.is_initialized():
         return
     kwargs: dict[str, object] = {"logging_level": "ERROR", "include_dashboard": False}
-    if config.ray.address:
-        ray.init(address=config.ray.address, logging_level="ERROR")
+    address = config.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:  # a cluster (also: inside `ray job submit`, which sets RAY_ADDRESS)
+        ray.init(address=address, logging_level="ERROR")
         return
     if config.ray.num_cpus is not None:
         kwargs["num_cpus"] = config.ray.num_cpus

@@ -1,0 +1,469 @@
+"""The long-lived Blender process: imports one object at a time and renders all of its views.
+
+Runs as ``python -m render.blender_worker --response-fd N`` (bpy is Blender as a Python module) under
+:class:`render.blender_process.BlenderProcess`. Requests arrive as JSON lines on stdin, one per object;
+each answer is one JSON line on file descriptor N (Blender prints freely to stdout/stderr, which the host
+keeps as the log). The process exits on ``{"cmd": "quit"}`` or end of input.
+
+Per object, in one scene load: reset to an empty scene, import the model (glTF/GLB incl. Draco, OBJ, FBX, PLY,
+STL, .blend with auto-run scripts off), delete imported cameras and lights, pose animations at the first frame,
+normalise (largest bounding-box side 1, centre at the origin: ``p_norm = scale * p_world + offset``), light,
+then render every view: an 8-bit straight-alpha RGBA PNG and planar z-depth (Cycles' Depth pass through the
+compositor, written as EXR, converted to ``.npy``; 0 where alpha is 0 or the depth sample missed the object).
+Camera conventions: :mod:`invs.cameras` (OpenCV ``c2w``; Blender ``matrix_world`` stored alongside).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from invs import cameras
+
+DEPTH_MISS = 1e9  # Cycles writes ~1e10 where a depth sample hits nothing
+
+_IMPORTERS = {
+    ".glb": ("import_scene", "gltf"),
+    ".gltf": ("import_scene", "gltf"),
+    ".obj": ("wm", "obj_import"),
+    ".fbx": ("import_scene", "fbx"),
+    ".ply": ("wm", "ply_import"),
+    ".stl": ("wm", "stl_import"),
+}
+_GEOMETRY_TYPES = {"MESH", "CURVE", "SURFACE", "FONT", "META"}
+
+
+class RenderFailure(Exception):
+    """An object that cannot be rendered; the message is the reason recorded in the manifest."""
+
+
+# ------------------------------------------------------------------------------------------------ scene
+
+
+def _bpy() -> Any:
+    import bpy
+
+    return bpy
+
+
+def reset_scene() -> None:
+    bpy = _bpy()
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.context.preferences.filepaths.use_scripts_auto_execute = False
+
+
+def import_model(path: Path) -> None:
+    """Import a model into the current (empty) scene; raise RenderFailure with the importer's reason."""
+    bpy = _bpy()
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise RenderFailure(f"model file not found: {path}")
+    if path.stat().st_size == 0:
+        raise RenderFailure("model file is empty (0 bytes)")
+    before = set(bpy.data.objects)
+    try:
+        if suffix == ".blend":
+            # Never run Python embedded in a .blend file.
+            bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False, use_scripts=False)
+            bpy.context.preferences.filepaths.use_scripts_auto_execute = False
+            before = set()
+        elif suffix in _IMPORTERS:
+            module, op = _IMPORTERS[suffix]
+            result = getattr(getattr(bpy.ops, module), op)(filepath=str(path))
+            if "FINISHED" not in result:
+                raise RenderFailure(f"Blender's {suffix} importer did not finish ({', '.join(sorted(result))})")
+        else:
+            raise RenderFailure(f"unsupported model format {suffix!r}")
+    except RuntimeError as exc:  # bpy reports importer errors as RuntimeError("Error: ...")
+        message = " ".join(str(exc).split())
+        raise RenderFailure(f"import failed: {message[:500]}") from None
+    if not (set(bpy.data.objects) - before) and suffix != ".blend":
+        raise RenderFailure("import produced no objects")
+
+
+def clean_scene() -> dict[str, int]:
+    """Delete imported cameras and lights; pose every animation at the scene's first frame."""
+    bpy = _bpy()
+    scene = bpy.context.scene
+    removed = {"cameras": 0, "lights": 0}
+    for obj in list(bpy.data.objects):
+        if obj.type in ("CAMERA", "LIGHT"):
+            removed["cameras" if obj.type == "CAMERA" else "lights"] += 1
+            bpy.data.objects.remove(obj, do_unlink=True)
+    scene.frame_set(scene.frame_start)
+    return removed
+
+
+def _world_vertices() -> tuple[np.ndarray, int, int]:
+    """All evaluated (posed, modified) geometry vertices in world space; (points, meshes, triangles)."""
+    bpy = _bpy()
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    chunks, meshes, triangles = [], 0, 0
+    for obj in bpy.context.scene.objects:
+        if obj.type not in _GEOMETRY_TYPES or obj.hide_render:
+            continue
+        evaluated = obj.evaluated_get(depsgraph)
+        mesh = evaluated.to_mesh()
+        try:
+            n = len(mesh.vertices)
+            if n == 0:
+                continue
+            co = np.empty(n * 3, dtype=np.float64)
+            mesh.vertices.foreach_get("co", co)
+            mesh.calc_loop_triangles()
+            triangles += len(mesh.loop_triangles)
+            meshes += 1
+            M = np.array(evaluated.matrix_world, dtype=np.float64)
+            chunks.append(co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3])
+        finally:
+            evaluated.to_mesh_clear()
+    if not chunks:
+        return np.zeros((0, 3)), 0, 0
+    return np.concatenate(chunks), meshes, triangles
+
+
+def normalize_scene() -> dict[str, Any]:
+    """Scale and move the whole scene so its bounding box has largest side 1 and is centred at the origin."""
+    bpy = _bpy()
+    points, meshes, triangles = _world_vertices()
+    if meshes == 0 or triangles == 0:
+        raise RenderFailure("no renderable geometry (no mesh with faces) in the file")
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    extent = float((hi - lo).max())
+    if not math.isfinite(extent) or extent <= 0:
+        raise RenderFailure(f"degenerate bounding box (largest side {extent})")
+    scale = 1.0 / extent
+    offset = -scale * (lo + hi) / 2.0
+    root = bpy.data.objects.new("invs_normalize", None)
+    bpy.context.scene.collection.objects.link(root)
+    for obj in list(bpy.context.scene.objects):
+        if obj.parent is None and obj is not root:
+            world = obj.matrix_world.copy()
+            obj.parent = root
+            obj.matrix_world = world
+    root.scale = (scale, scale, scale)
+    root.location = tuple(offset)
+    bpy.context.view_layer.update()
+    return {
+        "scale": scale,
+        "offset": offset.tolist(),
+        "bbox_min": lo.tolist(),
+        "bbox_max": hi.tolist(),
+        "meshes": meshes,
+        "triangles": triangles,
+    }
+
+
+def count_missing_textures() -> int:
+    """Images that materials reference but whose pixels could not be loaded."""
+    bpy = _bpy()
+    missing = 0
+    for image in bpy.data.images:
+        if image.source not in ("FILE", "TILED") or image.users == 0:
+            continue
+        if not image.has_data:
+            with contextlib.suppress(IndexError, RuntimeError):
+                image.pixels[0]  # reading a pixel forces the load
+        if image.size[0] == 0 or image.size[1] == 0:
+            missing += 1
+    return missing
+
+
+def export_mesh(path: Path) -> None:
+    """Write the normalised, posed triangle mesh (world units) as .npz (``vertices``, ``faces``) for checks."""
+    bpy = _bpy()
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    verts, faces, base = [], [], 0
+    for obj in bpy.context.scene.objects:
+        if obj.type not in _GEOMETRY_TYPES or obj.hide_render:
+            continue
+        evaluated = obj.evaluated_get(depsgraph)
+        mesh = evaluated.to_mesh()
+        try:
+            mesh.calc_loop_triangles()
+            n, t = len(mesh.vertices), len(mesh.loop_triangles)
+            if n == 0 or t == 0:
+                continue
+            co = np.empty(n * 3)
+            mesh.vertices.foreach_get("co", co)
+            tri = np.empty(t * 3, dtype=np.int64)
+            mesh.loop_triangles.foreach_get("vertices", tri)
+            M = np.array(evaluated.matrix_world, dtype=np.float64)
+            verts.append(co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3])
+            faces.append(tri.reshape(-1, 3) + base)
+            base += n
+        finally:
+            evaluated.to_mesh_clear()
+    np.savez_compressed(path, vertices=np.concatenate(verts), faces=np.concatenate(faces))
+
+
+# ------------------------------------------------------------------------------------------------ lighting
+
+
+def setup_lighting(mode: str, rng: np.random.Generator) -> dict[str, Any]:
+    """Light the normalised object. Returns a description recorded in the render metadata.
+
+    * ``uniform``: a uniform white environment (strength 1): even, shadow-free lighting.
+    * ``zero123_area``: Zero-1-to-3's set-up: a large area light above the object, energy drawn per object,
+      over a dim environment.
+    * ``four_suns``: Objaverse-XL's set-up: key, fill, rim and bottom sun lights with energies drawn per object.
+    """
+    bpy = _bpy()
+    scene = bpy.context.scene
+    world = bpy.data.worlds.new("invs_world")
+    scene.world = world
+    world.use_nodes = True
+    background = world.node_tree.nodes["Background"]
+    info: dict[str, Any] = {"mode": mode}
+    if mode == "uniform":
+        background.inputs["Color"].default_value = (1.0, 1.0, 1.0, 1.0)
+        background.inputs["Strength"].default_value = 1.0
+        info["environment"] = 1.0
+        return info
+    background.inputs["Color"].default_value = (1.0, 1.0, 1.0, 1.0)
+    background.inputs["Strength"].default_value = 0.3
+    info["environment"] = 0.3
+
+    def add_light(
+        name: str,
+        kind: str,
+        energy: float,
+        rotation: tuple[float, float, float],
+        location: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        size: float | None = None,
+    ) -> None:
+        data = bpy.data.lights.new(name, kind)
+        data.energy = energy
+        if size is not None:
+            data.size = size
+        obj = bpy.data.objects.new(name, data)
+        obj.location = location
+        obj.rotation_euler = rotation
+        scene.collection.objects.link(obj)
+        info.setdefault("lights", []).append({"name": name, "type": kind, "energy": round(energy, 4)})
+
+    if mode == "zero123_area":
+        add_light("area", "AREA", float(rng.uniform(300.0, 900.0)), (0.0, 0.0, 0.0), (0.0, 0.0, 3.0), size=6.0)
+    elif mode == "four_suns":
+        add_light("key", "SUN", float(rng.uniform(3.0, 6.0)), (math.radians(45), 0.0, math.radians(-45)))
+        add_light("fill", "SUN", float(rng.uniform(2.0, 4.0)), (math.radians(45), 0.0, math.radians(135)))
+        add_light("rim", "SUN", float(rng.uniform(3.0, 5.0)), (math.radians(45), 0.0, math.radians(225)))
+        add_light("bottom", "SUN", float(rng.uniform(1.0, 2.0)), (math.radians(180), 0.0, 0.0))
+    else:
+        raise RenderFailure(f"unknown lighting mode {mode!r}")
+    return info
+
+
+# ------------------------------------------------------------------------------------------------ render set-up
+
+
+def setup_render(req: dict[str, Any], depth_dir: Path) -> tuple[Any, Any]:
+    """Engine, film, colour management, camera and the compositor that writes the depth pass; (camera, output)."""
+    bpy = _bpy()
+    scene = bpy.context.scene
+    res = int(req["resolution"])
+    scene.render.resolution_x = scene.render.resolution_y = res
+    scene.render.resolution_percentage = 100
+    scene.render.film_transparent = True
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.image_settings.color_mode = "RGBA"
+    scene.render.image_settings.color_depth = "8"
+    scene.view_settings.view_transform = "Standard"
+    scene.view_settings.look = "None"
+    threads = int(req.get("threads") or 0)
+    if threads > 0:
+        scene.render.threads_mode = "FIXED"
+        scene.render.threads = threads
+    engine = req["engine"]
+    if engine == "cycles":
+        scene.render.engine = "CYCLES"
+        scene.cycles.samples = int(req["samples"])
+        scene.cycles.use_denoising = bool(req["denoise"])
+        if req["denoise"]:
+            scene.cycles.denoiser = "OPENIMAGEDENOISE"
+            scene.cycles.denoising_prefilter = "FAST"
+        scene.cycles.device = "GPU" if req["device"] == "gpu" else "CPU"
+        if req["device"] == "gpu":
+            _enable_gpu()
+    elif engine == "eevee":
+        scene.render.engine = "BLENDER_EEVEE"
+        scene.eevee.taa_render_samples = int(req["samples"])
+    else:
+        raise RenderFailure(f"unknown engine {engine!r}")
+
+    cam_data = bpy.data.cameras.new("invs_camera")
+    cam_data.lens = float(req["lens_mm"])
+    cam_data.sensor_width = float(req["sensor_width_mm"])
+    cam_data.sensor_fit = "HORIZONTAL"
+    cam_data.clip_start = 0.01
+    cam_data.clip_end = 100.0
+    camera = bpy.data.objects.new("invs_camera", cam_data)
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+
+    scene.view_layers[0].use_pass_z = True
+    tree = bpy.data.node_groups.new("invs_compositor", "CompositorNodeTree")
+    scene.compositing_node_group = tree
+    layers = tree.nodes.new("CompositorNodeRLayers")
+    output = tree.nodes.new("CompositorNodeOutputFile")
+    output.format.media_type = "IMAGE"
+    output.format.file_format = "OPEN_EXR"
+    output.format.color_depth = "32"
+    output.directory = str(depth_dir)
+    output.file_output_items.new("FLOAT", "depth")
+    tree.links.new(layers.outputs["Depth"], output.inputs["depth"])
+    group_out = tree.nodes.new("NodeGroupOutput")
+    tree.interface.new_socket(name="Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+    tree.links.new(layers.outputs["Image"], group_out.inputs[0])
+    return camera, output
+
+
+def _enable_gpu() -> None:
+    """Use every CUDA/OptiX device Cycles finds (CUDA_VISIBLE_DEVICES selects them); fail if there is none."""
+    bpy = _bpy()
+    prefs = bpy.context.preferences.addons["cycles"].preferences
+    for backend in ("OPTIX", "CUDA"):
+        try:
+            prefs.compute_device_type = backend
+        except TypeError:
+            continue
+        prefs.get_devices()
+        devices = [d for d in prefs.devices if d.type == backend]
+        if devices:
+            for d in prefs.devices:
+                d.use = d.type == backend
+            return
+    raise RenderFailure("device 'gpu' requested but Cycles found no CUDA or OptiX device")
+
+
+def read_depth(exr_path: Path) -> np.ndarray:
+    import OpenEXR
+
+    channels = OpenEXR.File(str(exr_path)).channels()
+    pixels = next(iter(channels.values())).pixels
+    return np.asarray(pixels[..., 0] if pixels.ndim == 3 else pixels, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ one object
+
+
+def render_object(req: dict[str, Any]) -> dict[str, Any]:
+    """Render every view of one object into ``req["out_dir"]``; returns the per-view metadata and stats."""
+    from PIL import Image
+
+    bpy = _bpy()
+    t_start = time.perf_counter()
+    out_dir = Path(req["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reset_scene()
+    t0 = time.perf_counter()
+    import_model(Path(req["model_path"]))
+    import_s = time.perf_counter() - t0
+    removed = clean_scene()
+    missing_textures = count_missing_textures()
+    normalization = normalize_scene()
+    if req.get("export_mesh"):
+        export_mesh(out_dir / "mesh.npz")
+    rng = np.random.default_rng(int(req["light_seed"]))
+    lighting = setup_lighting(req["lighting"], rng)
+    camera, depth_output = setup_render(req, out_dir)
+    res = int(req["resolution"])
+    K = cameras.intrinsics_from_lens(float(req["lens_mm"]), float(req["sensor_width_mm"]), res, res)
+    dtype = np.float16 if req.get("depth_dtype", "float16") == "float16" else np.float32
+    views, render_s = [], 0.0
+    from mathutils import Matrix
+
+    for i, view in enumerate(req["views"]):
+        spec = cameras.CameraSpec(float(view["azimuth_deg"]), float(view["elevation_deg"]), float(view["radius"]))
+        c2w = spec.c2w()
+        camera.matrix_world = Matrix(cameras.opencv_c2w_to_blender(c2w).tolist())
+        depth_output.file_name = f"depth_{i:03d}"
+        bpy.context.scene.render.filepath = str(out_dir / f"rgba_{i:03d}.png")
+        t0 = time.perf_counter()
+        bpy.ops.render.render(write_still=True)
+        render_s += time.perf_counter() - t0
+        exr = out_dir / f"depth_{i:03d}depth.exr"
+        depth = read_depth(exr)
+        exr.unlink()
+        alpha = np.asarray(Image.open(out_dir / f"rgba_{i:03d}.png"))[..., 3]
+        depth[(alpha == 0) | ~(depth < DEPTH_MISS)] = 0.0
+        np.save(out_dir / f"depth_{i:03d}.npy", depth.astype(dtype))
+        border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
+        views.append(
+            {
+                "index": i,
+                "K": K.tolist(),
+                "c2w": c2w.tolist(),
+                "blender_matrix_world": np.array(camera.matrix_world).tolist(),
+                "azimuth_deg": spec.azimuth_deg,
+                "elevation_deg": spec.elevation_deg,
+                "radius": spec.radius,
+                "alpha_fraction": float((alpha > 0).mean()),
+                "cropped": bool((border > 0).any()),
+            }
+        )
+    return {
+        "ok": True,
+        "views": views,
+        "normalization": normalization,
+        "lighting": lighting,
+        "removed": removed,
+        "missing_textures": missing_textures,
+        "blender_version": bpy.app.version_string,
+        "import_s": import_s,
+        "render_s": render_s,
+        "total_s": time.perf_counter() - t_start,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ main loop
+
+
+def serve(requests: Any, respond: Any) -> None:
+    bpy = _bpy()
+    respond({"ready": True, "blender_version": bpy.app.version_string, "pid": os.getpid()})
+    for line in requests:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        if req.get("cmd") == "quit":
+            return
+        if req.get("cmd") == "crash":  # used by the isolation tests: dies the way a segfault does
+            os.kill(os.getpid(), 11)
+        try:
+            result = render_object(req)
+        except RenderFailure as exc:
+            result = {"ok": False, "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - any other error fails this object only; traceback goes to the log
+            traceback.print_exc()
+            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:1000]}
+        result["id"] = req.get("id")
+        respond(result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--response-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    out = os.fdopen(args.response_fd, "w", buffering=1)
+
+    def respond(message: dict[str, Any]) -> None:
+        out.write(json.dumps(message) + "\n")
+        out.flush()
+
+    serve(sys.stdin, respond)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""The render job: plan which objects to render, run Ray actors that render them, report progress, summarise.
+
+Resume and exactly-once: the manifest (``OUT/manifest/*.parquet``) is the record of what is done. A run skips
+objects whose latest row is ``ok``, retries ``failed`` ones until ``render.max_attempts`` attempts, and first
+deletes *orphan* shards (published by a worker that died before writing their manifest rows), so after any
+mix of crashes and re-runs every object is in the shards exactly once. One run per output location at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from invs import shards, storage, tables
+from invs.config import Config, save_resolved
+from render.sources import ObjectRef, resolve_objects
+
+SUMMARY_NAME = "summary.json"
+
+
+@dataclass
+class Plan:
+    """What a run will do: ``todo`` holds (object, attempt number) pairs."""
+
+    objects: list[ObjectRef]
+    todo: list[tuple[ObjectRef, int]] = field(default_factory=list)
+    done: int = 0
+    given_up: list[ObjectRef] = field(default_factory=list)
+    orphans: list[str] = field(default_factory=list)
+
+
+def plan(config: Config, objects: list[ObjectRef]) -> Plan:
+    """Compare the objects with the manifest: what is done, what to (re)try, what has failed too often."""
+    out = storage.normalize(config.render.out)
+    latest = tables.latest_by_uid(tables.read_table(storage.join(out, tables.MANIFEST_DIR), tables.MANIFEST_SCHEMA))
+    referenced = {row["shard"] for row in latest.values() if row["status"] == "ok"}
+    result = Plan(objects=objects)
+    result.orphans = [uri for uri in shards.list_shards(out) if uri not in referenced]
+    for ref in objects:
+        row = latest.get(ref.uid)
+        if row is None:
+            result.todo.append((ref, 1))
+        elif row["status"] == "ok":
+            result.done += 1
+        elif row["total_attempts"] >= config.render.max_attempts:
+            result.given_up.append(ref)
+        else:
+            result.todo.append((ref, row["total_attempts"] + 1))
+    return result
+
+
+def remove_orphans(p: Plan) -> None:
+    """Delete shards that no manifest row references (their objects are rendered again in this run)."""
+    for uri in p.orphans:
+        storage.delete(uri)
+
+
+class Progress:
+    """Objects done / failed / rate / ETA: a live bar on a terminal, a log line every ``interval_s`` otherwise."""
+
+    def __init__(self, total: int, interval_s: float = 10.0) -> None:
+        self.total, self.ok, self.failed = total, 0, 0
+        self.started = time.monotonic()
+        self.interval_s = interval_s
+        self._last_log = 0.0
+        self._bar = None
+        if sys.stderr.isatty() and total:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="obj", desc="render", dynamic_ncols=True)
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.started
+        done = self.ok + self.failed
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        eta_text = f"{eta / 60:.1f} min" if eta == eta else "?"
+        return (
+            f"render: {done}/{self.total} objects ({self.ok} ok, {self.failed} failed), "
+            f"{rate * 3600:.0f} objects/h, ETA {eta_text}"
+        )
+
+    def update(self, results: list[dict[str, Any]]) -> None:
+        for r in results:
+            if r["status"] == "ok":
+                self.ok += 1
+            else:
+                self.failed += 1
+        if self._bar is not None:
+            self._bar.update(len(results))
+            self._bar.set_postfix(ok=self.ok, failed=self.failed)
+        elif time.monotonic() - self._last_log >= self.interval_s or self.ok + self.failed == self.total:
+            self._last_log = time.monotonic()
+            print(self.line(), flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _worker_count(config: Config, cluster_cpus: float) -> tuple[int, int]:
+    threads = max(1, config.render.threads_per_worker)
+    workers = config.render.workers or max(1, int(cluster_cpus // threads))
+    return workers, threads
+
+
+def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
+    """Render what the manifest says is not done yet; returns the summary (also written as OUT/summary.json)."""
+    import ray
+
+    from invs.pipeline import init_ray
+    from render.worker import RenderWorker
+
+    started = time.monotonic()
+    out = storage.normalize(config.render.out)
+    objects = resolve_objects(config.render)
+    p = plan(config, objects)
+    remove_orphans(p)
+    if p.orphans:
+        print(f"render: removed {len(p.orphans)} orphan shard(s) left by an interrupted run", flush=True)
+    save_resolved(config, out)
+    print(
+        f"render: {len(objects)} objects: {p.done} already done, {len(p.todo)} to render, "
+        f"{len(p.given_up)} given up after {config.render.max_attempts} attempts",
+        flush=True,
+    )
+    results: list[dict[str, Any]] = []
+    worker_stats: list[dict[str, Any]] = []
+    if p.todo:
+        init_ray(config)
+        workers, threads = _worker_count(config, ray.cluster_resources().get("CPU", 1))
+        workers = min(workers, len(p.todo))
+        actor_cls = ray.remote(RenderWorker).options(num_cpus=threads)
+        run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+        actors = [actor_cls.remote(config, run_id, i, threads) for i in range(workers)]
+        queue = list(p.todo)
+        progress = Progress(len(queue))
+        in_flight: dict[Any, tuple[Any, list[tuple[ObjectRef, int]]]] = {}
+
+        def submit(actor: Any) -> None:
+            batch, queue[:] = queue[:chunk_size], queue[chunk_size:]
+            if batch:
+                in_flight[actor.render_batch.remote(batch)] = (actor, batch)
+
+        for actor in actors:
+            submit(actor)
+        while in_flight:
+            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            actor, batch = in_flight.pop(ready[0])
+            try:
+                batch_results = ray.get(ready[0])
+            except ray.exceptions.RayActorError as exc:
+                # The worker process itself died: its unpublished objects are rendered again by the next run.
+                reason = f"render worker died: {str(exc).splitlines()[0][:300]}"
+                batch_results = [{"uid": ref.uid, "status": "failed", "error": reason} for ref, _ in batch]
+                actors.remove(actor)
+                actor = actor_cls.remote(config, run_id, len(actors) + 1000 + len(results), threads)
+                actors.append(actor)
+            results += batch_results
+            progress.update(batch_results)
+            submit(actor)
+        progress.close()
+        worker_stats = ray.get([a.close.remote() for a in actors])
+    summary = _summary(config, p, results, worker_stats, time.monotonic() - started)
+    storage.write_text(storage.join(out, SUMMARY_NAME), json.dumps(summary, indent=2))
+    return summary
+
+
+def _summary(
+    config: Config, p: Plan, results: list[dict[str, Any]], worker_stats: list[dict[str, Any]], wall_s: float
+) -> dict[str, Any]:
+    counts = Counter(r["status"] for r in results)
+    blender_s = sum(s["blender_s"] for s in worker_stats)
+    render_s = sum(s["render_s"] for s in worker_stats)
+    views = sum(s["views"] for s in worker_stats)
+    return {
+        "out": storage.normalize(config.render.out),
+        "objects": len(p.objects),
+        "already_done": p.done,
+        "rendered": counts.get("ok", 0),
+        "failed": counts.get("failed", 0),
+        "given_up": [r.uid for r in p.given_up],
+        "orphan_shards_removed": len(p.orphans),
+        "failures": [{"uid": r["uid"], "error": r["error"]} for r in results if r["status"] == "failed"],
+        "missing_textures": sum(r.get("missing_textures", 0) for r in results),
+        "cropped_views": sum(r.get("cropped_views", 0) for r in results),
+        "views": views,
+        "wall_s": round(wall_s, 2),
+        "seconds_per_view": round(blender_s / views, 4) if views else None,
+        "render_call_share": round(render_s / blender_s, 3) if blender_s else None,
+        "blender_starts": sum(s["blender_starts"] for s in worker_stats),
+        "workers": len(worker_stats),
+    }

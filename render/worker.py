@@ -1,0 +1,269 @@
+"""One render worker: fetches objects, renders them in its long-lived Blender, writes shards and manifest rows.
+
+:class:`RenderWorker` is plain Python (testable without Ray); the job runs one per Ray actor. Exactly-once
+bookkeeping: a sample's ``ok`` manifest row is written only after the shard holding it is published, and
+failure rows are written with the next shard (or at :meth:`close`). A worker that dies before publishing
+leaves neither shard nor rows, so its objects are simply rendered again by the next run; a shard published
+without its rows (death between the two writes) is an orphan that the next run deletes before it starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from invs import cameras, shards, storage, tables
+from invs.config import Config
+from render.blender_process import BlenderError, BlenderProcess
+from render.sources import ObjectRef
+
+#: An object whose every view covers less than this fraction of the image is recorded as an empty render.
+MIN_ALPHA_FRACTION = 1e-3
+
+
+_OBJAVERSE_LOCK = threading.Lock()
+
+
+class FetchError(Exception):
+    """The model file could not be obtained (missing, download failed, failed verification)."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch(ref: ObjectRef, directory: Path, config: Config) -> Path:
+    """A local file for ``ref`` (downloaded or generated into ``directory`` when it is not local)."""
+    if ref.uri.startswith("samples:"):
+        from render import samples
+
+        path = directory / f"{ref.key}.glb"
+        path.write_bytes(samples.sample_bytes(ref.uri.split(":", 1)[1]))
+        return path
+    if ref.uri.startswith("objaverse:"):
+        from render import objaverse_source
+
+        with _OBJAVERSE_LOCK:  # the objaverse package keeps its cache path and opener in process globals
+            got, failures = objaverse_source.fetch_objects(
+                [ref.uid], processes=1, cache_dir=config.render.objaverse_cache, mirror=config.render.objaverse_mirror
+            )
+        if failures:
+            raise FetchError(failures[0][1])
+        return Path(got[0].uri)
+    if ref.uri.startswith("s3://"):
+        path = directory / f"{ref.key}{ref.suffix}"
+        try:
+            storage.download_file(ref.uri, path)
+        except storage.StorageError as exc:
+            raise FetchError(str(exc)) from None
+        return path
+    path = Path(ref.uri)
+    if not path.is_file():
+        raise FetchError(f"model file not found: {ref.uri}")
+    return path
+
+
+class RenderWorker:
+    """Renders objects into ``OUT/shards/{run_id}-w{index}-NNNNNN.tar`` and appends ``OUT/manifest`` rows."""
+
+    def __init__(self, config: Config, run_id: str, index: int, threads: int = 0) -> None:
+        self.config = config
+        self.cfg = config.render
+        self.out = storage.normalize(self.cfg.out)
+        self.manifest_uri = storage.join(self.out, tables.MANIFEST_DIR)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"invs-render-w{index}-"))
+        self.blender = BlenderProcess(
+            threads=threads, max_memory_mb=self.cfg.max_memory_mb, log_dir=str(self.tmp / "logs")
+        )
+        self.writer = shards.ShardWriter(
+            storage.join(self.out, "shards"),
+            f"{run_id}-w{index:03d}",
+            max_samples=self.cfg.objects_per_shard,
+            on_publish=self._on_publish,
+        )
+        self._pending: dict[str, dict[str, Any]] = {}  # rows of samples in the unpublished shard, by key
+        self._failures: list[dict[str, Any]] = []
+        self._shard_opened: float | None = None
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetch")
+        self.stats = {"render_s": 0.0, "blender_s": 0.0, "fetch_wait_s": 0.0, "objects": 0, "views": 0}
+
+    # -------------------------------------------------------------------------------------------- bookkeeping
+
+    def _on_publish(self, shard: shards.PublishedShard) -> None:
+        rows = [dict(self._pending.pop(k), shard=shard.uri) for k in shard.keys]
+        rows += self._failures
+        self._failures = []
+        tables.append_rows(self.manifest_uri, rows, tables.MANIFEST_SCHEMA)
+        self._shard_opened = None
+
+    def _fail(self, ref: ObjectRef, attempt: int, error: str, seconds: float, sha: str | None = None) -> dict:
+        row = tables.manifest_row(
+            ref.uid,
+            "failed",
+            key=ref.key,
+            source=ref.uri,
+            error=error[:4000],
+            attempts=attempt,
+            seconds=seconds,
+            num_views=0,
+            sha256=sha,
+        )
+        self._failures.append(row)
+        return {"uid": ref.uid, "status": "failed", "error": error, "seconds": seconds}
+
+    # -------------------------------------------------------------------------------------------- rendering
+
+    def _request(self, ref: ObjectRef, model: Path, out_dir: Path) -> dict[str, Any]:
+        c, r = self.config.camera, self.cfg
+        if c.sampling == "ring":
+            specs = cameras.ring_cameras(r.views, c.ring_elevation_deg, sum(c.radius_range) / 2)
+        else:
+            specs = cameras.sample_object_cameras(ref.uid, r.seed, r.views, c.radius_range, c.elevation_range_deg)
+        return {
+            "id": ref.uid,
+            "model_path": str(model),
+            "out_dir": str(out_dir),
+            "views": [asdict(s) for s in specs],
+            "resolution": r.resolution,
+            "engine": r.engine,
+            "samples": r.samples,
+            "denoise": r.denoise,
+            "device": r.device,
+            "lighting": r.lighting,
+            "light_seed": cameras.object_seed(ref.uid, r.seed + 1),
+            "lens_mm": c.lens_mm,
+            "sensor_width_mm": c.sensor_width_mm,
+            "threads": self.blender.threads,
+            "depth_dtype": r.depth_dtype,
+        }
+
+    def _sample(self, ref: ObjectRef, sha: str, result: dict[str, Any], out_dir: Path) -> shards.RenderSample:
+        r, c = self.cfg, self.config.camera
+        views = result["views"]
+        rgba = [np.asarray(Image.open(out_dir / f"rgba_{i:03d}.png")) for i in range(len(views))]
+        depth = [np.load(out_dir / f"depth_{i:03d}.npy") for i in range(len(views))]
+        meta = {
+            "uid": ref.uid,
+            "source": ref.uri,
+            "sha256": sha,
+            "width": r.resolution,
+            "height": r.resolution,
+            "normalization": result["normalization"],
+            "views": views,
+            "renderer": {
+                "engine": r.engine,
+                "samples": r.samples,
+                "denoise": r.denoise,
+                "device": r.device,
+                "blender_version": result["blender_version"],
+                "lighting": result["lighting"],
+            },
+            "camera": {"lens_mm": c.lens_mm, "sensor_width_mm": c.sensor_width_mm, "convention": "opencv_c2w"},
+            "depth": {"kind": "planar_z", "units": "normalized_object", "background": 0.0},
+            "missing_textures": result["missing_textures"],
+            "removed": result["removed"],
+            "empty_views": sum(v["alpha_fraction"] < MIN_ALPHA_FRACTION for v in views),
+            "cropped_views": sum(v["cropped"] for v in views),
+        }
+        return shards.RenderSample(key=ref.key, meta=meta, rgba=rgba, depth=depth)
+
+    def _render_one(self, ref: ObjectRef, attempt: int, fetched: Future[Path]) -> dict[str, Any]:
+        started = time.monotonic()
+        t0 = time.monotonic()
+        try:
+            model = fetched.result()
+        except FetchError as exc:
+            return self._fail(ref, attempt, f"fetch failed: {exc}", time.monotonic() - started)
+        self.stats["fetch_wait_s"] += time.monotonic() - t0
+        sha = sha256_file(model)
+        out_dir = self.tmp / "views" / ref.key
+        shutil.rmtree(out_dir, ignore_errors=True)
+        try:
+            t0 = time.monotonic()
+            result = self.blender.render(self._request(ref, model, out_dir), timeout_s=self.cfg.timeout_s)
+            self.stats["blender_s"] += time.monotonic() - t0
+            if not result.get("ok"):
+                return self._fail(ref, attempt, result.get("error", "unknown error"), time.monotonic() - started, sha)
+            self.stats["render_s"] += result["render_s"]
+            coverage = max(v["alpha_fraction"] for v in result["views"])
+            if coverage < MIN_ALPHA_FRACTION:
+                return self._fail(
+                    ref,
+                    attempt,
+                    f"empty render: the object covers at most {coverage:.2e} of any view "
+                    "(out of frame or invisible materials)",
+                    time.monotonic() - started,
+                    sha,
+                )
+            sample = self._sample(ref, sha, result, out_dir)
+            with self._lock:
+                if self._shard_opened is None:
+                    self._shard_opened = time.monotonic()
+                self._pending[ref.key] = tables.manifest_row(
+                    ref.uid,
+                    "ok",
+                    key=ref.key,
+                    source=ref.uri,
+                    error=None,
+                    attempts=attempt,
+                    seconds=time.monotonic() - started,
+                    num_views=sample.num_views,
+                    sha256=sha,
+                )
+                self.writer.write(ref.key, shards.encode_render_sample(sample))
+            self.stats["objects"] += 1
+            self.stats["views"] += sample.num_views
+            return {
+                "uid": ref.uid,
+                "status": "ok",
+                "error": None,
+                "seconds": time.monotonic() - started,
+                "missing_textures": result["missing_textures"],
+                "cropped_views": sample.meta["cropped_views"],
+            }
+        except BlenderError as exc:
+            return self._fail(ref, attempt, str(exc), time.monotonic() - started, sha)
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            if model.parent == self.tmp / "fetch":
+                model.unlink(missing_ok=True)
+
+    def render_batch(self, items: list[tuple[ObjectRef, int]]) -> list[dict[str, Any]]:
+        """Render ``(object, attempt number)`` pairs; downloads of the next objects overlap with rendering."""
+        fetch_dir = self.tmp / "fetch"
+        fetch_dir.mkdir(exist_ok=True)
+        futures = [self._pool.submit(fetch, ref, fetch_dir, self.config) for ref, _ in items]
+        results = [self._render_one(ref, attempt, fut) for (ref, attempt), fut in zip(items, futures, strict=True)]
+        if self._shard_opened is not None and time.monotonic() - self._shard_opened > self.cfg.shard_flush_s:
+            self.flush()
+        return results
+
+    def flush(self) -> None:
+        """Publish the shard in progress (and its rows); write pending failure rows."""
+        with self._lock:
+            if self.writer.flush() is None and self._failures:
+                tables.append_rows(self.manifest_uri, self._failures, tables.MANIFEST_SCHEMA)
+                self._failures = []
+
+    def close(self) -> dict[str, Any]:
+        self.flush()
+        self.blender.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        stats = dict(self.stats, blender_starts=self.blender.starts)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return stats

@@ -1,0 +1,198 @@
+"""The Blender worker on real glTF objects: geometry that pins every convention, and process isolation."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from invs import cameras
+from render.blender_process import BlenderError, BlenderProcess
+from tests.geometry import point_mesh_distance
+
+pytestmark = pytest.mark.blender
+RES = 96
+
+
+def request(model: Path, out_dir: Path, uid: str, views: int = 3, **extra: Any) -> dict[str, Any]:
+    specs = cameras.sample_object_cameras(uid, 0, views, (2.2, 2.6), (-20.0, 60.0))
+    return {
+        "id": uid,
+        "model_path": str(model),
+        "out_dir": str(out_dir),
+        "views": [asdict(s) for s in specs],
+        "resolution": RES,
+        "engine": "cycles",
+        "samples": 8,
+        "denoise": False,
+        "device": "cpu",
+        "lighting": "uniform",
+        "light_seed": 1,
+        "lens_mm": 35.0,
+        "sensor_width_mm": 32.0,
+        "threads": 2,
+        "depth_dtype": "float16",
+        "export_mesh": True,
+        **extra,
+    }
+
+
+def on_surface(dist: np.ndarray) -> bool:
+    """Unprojected depth lies on the mesh: float16 depth at ~2.4 units is good to ~1e-3."""
+    return bool(np.median(dist) < 2e-3 and np.percentile(dist, 99) < 6e-3)
+
+
+@pytest.fixture(scope="module")
+def blender(tmp_path_factory: pytest.TempPathFactory) -> BlenderProcess:
+    with BlenderProcess(threads=2, log_dir=str(tmp_path_factory.mktemp("logs"))) as bp:
+        yield bp
+
+
+@pytest.mark.parametrize(
+    "name", ["SpotCow.glb", "kenney_alien.glb", "Fox.glb", "problem_CornellBox_largescale_offset.glb"]
+)
+def test_depth_unprojects_onto_the_mesh_and_into_every_other_silhouette(
+    blender: BlenderProcess, shared_objects: Path, tmp_path: Path, name: str
+) -> None:
+    result = blender.render(request(shared_objects / name, tmp_path, name), timeout_s=120)
+    assert result["ok"], result
+    mesh = np.load(tmp_path / "mesh.npz")
+    V, F = mesh["vertices"], mesh["faces"]
+    # Normalisation: largest side exactly 1, centred at the origin.
+    extent = V.max(0) - V.min(0)
+    assert extent.max() == pytest.approx(1.0, abs=1e-5)
+    assert np.allclose((V.max(0) + V.min(0)) / 2, 0.0, atol=1e-5)
+    views = result["views"]
+    alphas = [np.asarray(Image.open(tmp_path / f"rgba_{i:03d}.png"))[..., 3] for i in range(len(views))]
+    rng = np.random.default_rng(0)
+    for i, view in enumerate(views):
+        K, c2w = np.array(view["K"]), np.array(view["c2w"])
+        assert np.allclose(c2w, cameras.blender_to_opencv_c2w(np.array(view["blender_matrix_world"])), atol=1e-6)
+        stored = np.load(tmp_path / f"depth_{i:03d}.npy")
+        assert stored.dtype == np.float16 and np.all(stored[alphas[i] == 0] == 0)
+        depth = stored.astype(np.float64)
+        points = cameras.unproject_depth(depth, K, c2w)[depth > 0]
+        assert len(points) > 50, "object barely visible"
+        sample = points[rng.choice(len(points), min(300, len(points)), replace=False)]
+        # 1. On the surface: planar depth, K and c2w agree with Blender's geometry (float16 depth: ~1e-3).
+        dist = point_mesh_distance(sample, V, F)
+        assert on_surface(dist), (np.median(dist), dist.max())
+        # 2. Inside every other view's silhouette (dilated by one pixel for anti-aliased edges).
+        for j, other in enumerate(views):
+            if j == i:
+                continue
+            uv, z = cameras.project_points(sample, np.array(other["K"]), np.array(other["c2w"]))
+            assert np.all(z > 0)
+            inside = (uv[:, 0] >= 0) & (uv[:, 0] < RES) & (uv[:, 1] >= 0) & (uv[:, 1] < RES)
+            cols, rows = np.clip(uv[inside].astype(int), 0, RES - 1).T
+            mask = alphas[j] > 0
+            dilated = mask | np.roll(mask, 1, 0) | np.roll(mask, -1, 0) | np.roll(mask, 1, 1) | np.roll(mask, -1, 1)
+            assert dilated[rows, cols].mean() > 0.995
+    # Metadata for the manifest.
+    assert result["normalization"]["triangles"] > 0
+    assert 0 < result["views"][0]["alpha_fraction"] < 1
+
+
+def test_a_wrong_convention_would_be_caught(blender: BlenderProcess, shared_objects: Path, tmp_path: Path) -> None:
+    """The geometry check fails for ray-distance depth or a Blender matrix read as OpenCV (the classic mistakes)."""
+    result = blender.render(request(shared_objects / "SpotCow.glb", tmp_path, "cow", views=1), timeout_s=120)
+    mesh = np.load(tmp_path / "mesh.npz")
+    view = result["views"][0]
+    K, c2w = np.array(view["K"]), np.array(view["c2w"])
+    depth = np.load(tmp_path / "depth_000.npy").astype(np.float64)
+    planar = cameras.unproject_depth(depth, K, c2w)[depth > 0][::7]
+    ray_as_planar = cameras.unproject_depth(
+        np.linalg.norm(cameras.unproject_depth(depth, K, np.eye(4)), axis=-1), K, c2w
+    )[depth > 0][::7]
+    blender_as_opencv = cameras.unproject_depth(depth, K, np.array(view["blender_matrix_world"]))[depth > 0][::7]
+    assert on_surface(point_mesh_distance(planar, mesh["vertices"], mesh["faces"]))
+    for wrong in (ray_as_planar, blender_as_opencv):
+        assert not on_surface(point_mesh_distance(wrong, mesh["vertices"], mesh["faces"]))
+
+
+def test_missing_textures_are_counted(blender: BlenderProcess, tmp_path: Path) -> None:
+    (tmp_path / "box.mtl").write_text("newmtl skin\nKd 1 1 1\nmap_Kd does_not_exist.png\n")
+    verts = [(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)]
+    faces = [(1, 3, 4, 2), (5, 6, 8, 7), (1, 2, 6, 5), (3, 7, 8, 4), (1, 5, 7, 3), (2, 4, 8, 6)]
+    obj = [
+        "mtllib box.mtl",
+        *(f"v {x} {y} {z}" for x, y, z in verts),
+        "vt 0 0",
+        "usemtl skin",
+        *("f " + " ".join(f"{i}/1" for i in face) for face in faces),
+    ]
+    (tmp_path / "box.obj").write_text("\n".join(obj) + "\n")
+    result = blender.render(request(tmp_path / "box.obj", tmp_path / "out", "box", views=1), timeout_s=120)
+    assert result["ok"], result
+    assert result["missing_textures"] == 1
+
+
+# ------------------------------------------------------------------------------------------------ isolation
+
+
+def heavy_ply(path: Path, n: int = 700) -> Path:
+    """A binary PLY grid of 2 * n * n triangles: slow enough to import and render to trip a short timeout."""
+    u, v = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n))
+    verts = np.stack([u.ravel(), v.ravel(), 0.1 * np.sin(20 * u.ravel()) * np.cos(20 * v.ravel())], 1)
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    tris = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+    header = (
+        f"ply\nformat binary_little_endian 1.0\nelement vertex {len(verts)}\nproperty float x\n"
+        f"property float y\nproperty float z\nelement face {len(tris)}\nproperty list uchar int vertex_indices\n"
+        "end_header\n"
+    ).encode()
+    faces = np.zeros(len(tris), dtype=[("n", "u1"), ("i", "<i4", (3,))])
+    faces["n"], faces["i"] = 3, tris
+    path.write_bytes(header + verts.astype("<f4").tobytes() + faces.tobytes())
+    return path
+
+
+def test_crash_timeout_and_memory_blowup_cost_one_object_only(shared_objects: Path, tmp_path: Path) -> None:
+    good = request(shared_objects / "BoxTextured.glb", tmp_path / "good", "box", views=1)
+    with BlenderProcess(threads=2, log_dir=str(tmp_path / "logs")) as bp:
+        assert bp.render(good, timeout_s=120)["ok"]
+        # A crash (segfault) fails this request only; the next object gets a fresh Blender.
+        with pytest.raises(BlenderError, match="SIGSEGV"):
+            bp.request({"cmd": "crash"}, timeout_s=60)
+        assert bp.render(good, timeout_s=120)["ok"] and bp.starts == 2
+        # A hang past the per-object timeout is killed, with Blender's last output in the reason.
+        slow = request(heavy_ply(tmp_path / "heavy.ply"), tmp_path / "slow", "heavy", views=4, samples=512)
+        with pytest.raises(BlenderError, match=r"timed out after 2 s.*last output"):
+            bp.render(slow, timeout_s=2)
+        assert bp.render(good, timeout_s=120)["ok"] and bp.starts == 3
+    # A memory ceiling below what Blender needs kills it and says so.
+    with (
+        BlenderProcess(threads=2, max_memory_mb=150, log_dir=str(tmp_path / "logs2")) as bp,
+        pytest.raises(BlenderError, match="over the 150 MiB limit"),
+    ):
+        bp.render(request(tmp_path / "heavy.ply", tmp_path / "mem", "heavy", views=1), timeout_s=120)
+
+
+def test_bad_files_fail_with_clear_reasons(blender: BlenderProcess, shared_objects: Path, tmp_path: Path) -> None:
+    good = (shared_objects / "BoxTextured.glb").read_bytes()
+    cases = {
+        "empty.glb": b"",
+        "truncated.glb": good[: len(good) // 3],
+        "random.glb": np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes(),
+        "lies.glb": b"glTF" + struct.pack("<II", 2, 10**6) + b"\0" * 100,
+    }
+    reasons = {}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        result = blender.render(request(tmp_path / name, tmp_path / f"o-{name}", name), timeout_s=120)
+        assert not result["ok"], name
+        reasons[name] = result["error"]
+    assert "empty (0 bytes)" in reasons["empty.glb"]
+    for name in ("truncated.glb", "random.glb", "lies.glb"):
+        assert reasons[name].startswith(("import failed", "Blender's")), reasons[name]
+        assert "\n" not in reasons[name]
+    missing = blender.render(request(tmp_path / "nope.glb", tmp_path / "o-nope", "nope"), timeout_s=60)
+    assert missing == {"ok": False, "error": f"model file not found: {tmp_path / 'nope.glb'}", "id": "nope"}
+    # Still healthy afterwards, in the same process.
+    assert blender.render(request(shared_objects / "BoxTextured.glb", tmp_path / "ok", "box", views=1), 120)["ok"]
