@@ -98,13 +98,17 @@ def manifest_row(uid: str, status: str, **fields: Any) -> dict[str, Any]:
 
 
 def latest_by_uid(manifest: pa.Table) -> dict[str, dict[str, Any]]:
-    """The latest row per uid (by ``finished_at``, then file order), plus the total attempts so far."""
+    """The latest row per uid (by ``finished_at``, then file order), plus ``total_attempts`` so far.
+
+    ``attempts`` in a row is that attempt's number (1 for the first try of an object, 2 for its retry, ...), so
+    the total is the largest number recorded.
+    """
     out: dict[str, dict[str, Any]] = {}
     attempts: dict[str, int] = {}
     rows = sorted(manifest.to_pylist(), key=lambda r: (r["finished_at"] is None, r["finished_at"]))
     for row in rows:
         uid = row["uid"]
-        attempts[uid] = attempts.get(uid, 0) + max(1, row.get("attempts") or 1)
+        attempts[uid] = max(attempts.get(uid, 0), row.get("attempts") or 1)
         out[uid] = row
     for uid, row in out.items():
         row["total_attempts"] = attempts[uid]

@@ -40,7 +40,7 @@ def test_manifest_appends_and_reads_back_as_one_dataset(out_uri: str) -> None:
     assert tables.read_table(manifest, tables.MANIFEST_SCHEMA).num_rows == 0
     assert tables.append_rows(manifest, [], tables.MANIFEST_SCHEMA) is None
     tables.append_rows(manifest, _rows("failed", ["a", "b"]), tables.MANIFEST_SCHEMA)
-    tables.append_rows(manifest, _rows("ok", ["a", "c"]), tables.MANIFEST_SCHEMA)
+    tables.append_rows(manifest, _rows("ok", ["a"], attempts=2) + _rows("ok", ["c"]), tables.MANIFEST_SCHEMA)
     t = tables.read_table(manifest, tables.MANIFEST_SCHEMA)
     assert t.num_rows == 4 and t.schema.equals(tables.MANIFEST_SCHEMA)
     latest = tables.latest_by_uid(t)
