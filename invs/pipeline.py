@@ -2,8 +2,8 @@
 
     python -m invs.pipeline --config local          # what `make demo` runs
 
-Stages that are not built yet are reported as such and skipped; nothing is faked. Outputs go beside the
-render output (the parent of ``render.out``): the resolved config and a picture of the camera rig.
+Stages that are not built yet are reported as such and skipped; nothing is faked. Pictures and the resolved
+config go beside the render output (the parent of ``render.out``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from invs.config import Config, save_resolved
 
 #: (stage, entry point, built?) in pipeline order.
 STAGES: list[tuple[str, str, bool]] = [
-    ("render", "render/main.py", False),
+    ("render", "render/main.py", True),
     ("preprocess", "preprocess/main.py", False),
     ("train", "train/run.py", False),
     ("evaluate", "train/run.py --evaluate", False),
@@ -69,17 +69,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     init_ray(config)
     import ray
 
-    rig = ray.get(ray.remote(camera_rig_png).remote(config, "demo-object"))
-    rig_uri = storage.join(out, "cameras.png")
-    storage.write_bytes(rig_uri, rig)
-    config_uri = save_resolved(config, out)
-    built = [name for name, _, ok in STAGES if ok]
     print(f"Ray: {int(ray.cluster_resources().get('CPU', 0))} CPUs ({'cluster' if config.ray.address else 'local'})")
+    config_uri = save_resolved(config, out)
+    rig_uri = storage.join(out, "cameras.png")
+    storage.write_bytes(rig_uri, ray.get(ray.remote(camera_rig_png).remote(config, "sample_text_block")))
+    outputs = [(config_uri, "the resolved config"), (rig_uri, "the camera rig sampled for one object")]
+
+    from render.job import run as run_render
+
+    print(f"[render] {config.render.objects} -> {config.render.out}", flush=True)
+    summary = run_render(config)
+    print(
+        f"[render] {summary['rendered']} rendered, {summary['failed']} failed, {summary['already_done']} already "
+        f"done; {summary['views']} views, {summary['seconds_per_view'] or 0:.2f} s/view",
+        flush=True,
+    )
+    sheet_uri = storage.join(out, "renders.png")
+    storage.write_bytes(sheet_uri, render_sheet_png(config.render.out))
+    outputs += [
+        (storage.join(config.render.out, "shards"), "render shards (webdataset)"),
+        (sheet_uri, "rendered views and depth, one row per object"),
+    ]
     for name, entry, ok in STAGES:
-        print(f"  {name:<11} {'ran' if ok else 'not built yet — skipped'}  ({entry})")
-    print(f"{len(built)} of {len(STAGES)} stages exist; finished in {time.monotonic() - started:.1f} s")
-    print(f"outputs:\n  {config_uri}\n  {rig_uri}   (the camera rig the render stage samples per object)")
+        if not ok:
+            print(f"[{name}] not built yet — skipped ({entry})")
+    built = sum(ok for _, _, ok in STAGES)
+    print(f"{built} of {len(STAGES)} stages ran; finished in {time.monotonic() - started:.1f} s")
+    print("outputs:")
+    for uri, what in outputs:
+        print(f"  {uri}   ({what})")
     return 0
+
+
+def render_sheet_png(renders_uri: str, max_objects: int = 8) -> bytes:
+    """PNG contact sheet of the first objects in a render output."""
+    from invs.preview import contact_sheet
+    from invs.shards import iter_render_samples, list_shards
+
+    samples = []
+    for sample in iter_render_samples(list_shards(renders_uri)):
+        samples.append(sample)
+        if len(samples) == max_objects:
+            break
+    buf = io.BytesIO()
+    contact_sheet(sorted(samples, key=lambda s: s.key)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 if __name__ == "__main__":

@@ -57,3 +57,36 @@ def draw_camera_rig(
         draw.line([f[2], f[3], f[4], f[1]], fill=(40, 40, 160), width=1)
     draw.text((8, 8), f"{len(specs)} cameras; axes x red, y green, z blue; red edge = image top", fill="black")
     return image
+
+
+def on_white(rgba: np.ndarray) -> np.ndarray:
+    """Composite straight-alpha RGBA (H, W, 4) uint8 onto white: (H, W, 3) uint8."""
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    return (rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+
+
+def depth_image(depth: np.ndarray) -> np.ndarray:
+    """Planar depth (H, W) as a grey picture: near is bright, far is dark, no surface (0) is white."""
+    d = depth.astype(np.float32)
+    valid = d > 0
+    out = np.full(d.shape, 255, dtype=np.uint8)
+    if valid.any():
+        lo, hi = float(d[valid].min()), float(d[valid].max())
+        scaled = (hi - d[valid]) / max(hi - lo, 1e-6)
+        out[valid] = (40 + 180 * scaled).astype(np.uint8)
+    return np.stack([out] * 3, axis=-1)
+
+
+def contact_sheet(samples: list, max_views: int = 6, cell: int = 128) -> Image.Image:
+    """One row per object (:class:`invs.shards.RenderSample`): views on white, then the depth of view 0."""
+    cols = max_views + 1
+    sheet = Image.new("RGB", (cols * cell, max(1, len(samples)) * (cell + 14)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for row, sample in enumerate(samples):
+        y = row * (cell + 14)
+        draw.text((4, y), f"{sample.key}  ({sample.num_views} views; last column: depth of view 0)", fill="black")
+        tiles = [on_white(im) for im in sample.rgba[:max_views]] + [depth_image(sample.depth[0])]
+        for col, tile in enumerate(tiles):
+            x = col * cell if col < len(tiles) - 1 else max_views * cell
+            sheet.paste(Image.fromarray(tile).resize((cell, cell), Image.BILINEAR), (x, y + 14))
+    return sheet

@@ -374,3 +374,38 @@ def test_network_errors_are_one_line_reasons(mirror: Mirror, tmp_path: Path) -> 
         for _, reason in failures:
             assert reason.startswith("network error: ") and "refused" in reason and "\n" not in reason
     assert not [p for p in (_cached_root(tmp_path) / "glbs").rglob("*") if p.is_file()]  # nothing half-written
+
+
+@pytest.mark.blender
+def test_the_render_job_downloads_objaverse_objects_through_the_mirror(mirror: Mirror, tmp_path: Path) -> None:
+    """`render/main.py --objects objaverse`: real package, local mirror, verified files, failed rows for the rest."""
+    from invs import shards, storage, tables
+    from tests.test_render_job import render
+
+    good = [mirror.uids["BoxTextured"], mirror.uids["kenney_alien"]]
+    uids_file = tmp_path / "uids.txt"
+    uids_file.write_text("\n".join([*good, MISSING, CORRUPT]) + "\n")
+    out = str(tmp_path / "out")
+    proc = render(
+        "objaverse",
+        out,
+        "--uids-file",
+        str(uids_file),
+        "--set",
+        f"render.objaverse_mirror={mirror.url}",
+        "--set",
+        f"render.objaverse_cache={tmp_path / 'cache'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = tables.latest_by_uid(tables.read_table(storage.join(out, "manifest"), tables.MANIFEST_SCHEMA))
+    assert {u: r["status"] for u, r in rows.items()} == {
+        good[0]: "ok",
+        good[1]: "ok",
+        MISSING: "failed",
+        CORRUPT: "failed",
+    }
+    assert "404" in rows[MISSING]["error"] and "corrupt" in rows[CORRUPT]["error"]
+    for sample in shards.iter_render_samples(shards.list_shards(out)):
+        original = mirror.originals[sample.meta["uid"]]
+        assert sample.meta["sha256"] == hashlib.sha256(original.read_bytes()).hexdigest()
+        assert sample.meta["source"] == f"objaverse:{sample.meta['uid']}"
