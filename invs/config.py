@@ -72,6 +72,9 @@ class RenderConfig:
     engine: Literal["cycles", "eevee"] = "cycles"
     samples: int = 32
     denoise: bool = False
+    # Zero-1-to-3's / Objaverse-XL's light-path limits (diffuse 1, glossy 1, transparent 3, transmission 3);
+    # false keeps Blender's defaults (12 bounces), slower and rarely visible on single objects.
+    limited_bounces: bool = True
     device: Literal["cpu", "gpu"] = "cpu"
     lighting: Literal["uniform", "zero123_area", "four_suns"] = "uniform"
     seed: int = 0

@@ -47,13 +47,10 @@ def init_ray(config: Config) -> None:
 def camera_rig_png(config: Config, uid: str) -> bytes:
     """PNG of the views the render stage samples for object ``uid`` under ``config``."""
     from invs.preview import draw_camera_rig
+    from render.worker import view_specs
 
     cam, r = config.camera, config.render
-    specs = (
-        cameras.ring_cameras(r.views, cam.ring_elevation_deg, sum(cam.radius_range) / 2)
-        if cam.sampling == "ring"
-        else cameras.sample_object_cameras(uid, r.seed, r.views, cam.radius_range, cam.elevation_range_deg)
-    )
+    specs = view_specs(config, uid)
     K = cameras.intrinsics_from_lens(cam.lens_mm, cam.sensor_width_mm, r.resolution, r.resolution)
     buf = io.BytesIO()
     draw_camera_rig(specs, K, r.resolution, r.resolution).save(buf, format="PNG")

@@ -292,6 +292,11 @@ def setup_render(req: dict[str, Any], depth_dir: Path) -> tuple[Any, Any]:
         if req["denoise"]:
             scene.cycles.denoiser = "OPENIMAGEDENOISE"
             scene.cycles.denoising_prefilter = "FAST"
+        if req.get("limited_bounces", True):
+            scene.cycles.diffuse_bounces = 1
+            scene.cycles.glossy_bounces = 1
+            scene.cycles.transparent_max_bounces = 3
+            scene.cycles.transmission_bounces = 3
         scene.cycles.device = "GPU" if req["device"] == "gpu" else "CPU"
         if req["device"] == "gpu":
             _enable_gpu()

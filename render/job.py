@@ -103,10 +103,12 @@ class Progress:
             self._bar.close()
 
 
-def _worker_count(config: Config, cluster_cpus: float) -> tuple[int, int]:
+def _worker_count(config: Config, resources: dict[str, float]) -> tuple[int, int]:
+    """(Blender processes, render threads each): one per GPU with ``device: gpu``, else CPUs // threads."""
     threads = max(1, config.render.threads_per_worker)
-    workers = config.render.workers or max(1, int(cluster_cpus // threads))
-    return workers, threads
+    if config.render.device == "gpu":
+        return config.render.workers or max(1, int(resources.get("GPU", 0))), threads
+    return config.render.workers or max(1, int(resources.get("CPU", 1) // threads)), threads
 
 
 def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
@@ -133,9 +135,11 @@ def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
     worker_stats: list[dict[str, Any]] = []
     if p.todo:
         init_ray(config)
-        workers, threads = _worker_count(config, ray.cluster_resources().get("CPU", 1))
+        workers, threads = _worker_count(config, ray.cluster_resources())
         workers = min(workers, len(p.todo))
-        actor_cls = ray.remote(RenderWorker).options(num_cpus=threads)
+        # With device gpu each worker holds one GPU: Ray sets CUDA_VISIBLE_DEVICES, which its Blender inherits.
+        gpus = 1 if config.render.device == "gpu" else 0
+        actor_cls = ray.remote(RenderWorker).options(num_cpus=threads, num_gpus=gpus)
         run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
         actors = [actor_cls.remote(config, run_id, i, threads) for i in range(workers)]
         queue = list(p.todo)

@@ -77,6 +77,37 @@ def fetch(ref: ObjectRef, directory: Path, config: Config) -> Path:
     return path
 
 
+def view_specs(config: Config, uid: str) -> list[cameras.CameraSpec]:
+    """The views rendered of object ``uid``: a fixed ring, or sampled uniformly by area, seeded by (uid, seed)."""
+    c, r = config.camera, config.render
+    if c.sampling == "ring":
+        return cameras.ring_cameras(r.views, c.ring_elevation_deg, sum(c.radius_range) / 2)
+    return cameras.sample_object_cameras(uid, r.seed, r.views, c.radius_range, c.elevation_range_deg)
+
+
+def build_request(config: Config, ref: ObjectRef, model: Path, out_dir: Path, threads: int) -> dict[str, Any]:
+    """The Blender worker's request for one object (see :func:`render.blender_worker.render_object`)."""
+    c, r = config.camera, config.render
+    return {
+        "id": ref.uid,
+        "model_path": str(model),
+        "out_dir": str(out_dir),
+        "views": [asdict(s) for s in view_specs(config, ref.uid)],
+        "resolution": r.resolution,
+        "engine": r.engine,
+        "samples": r.samples,
+        "denoise": r.denoise,
+        "limited_bounces": r.limited_bounces,
+        "device": r.device,
+        "lighting": r.lighting,
+        "light_seed": cameras.object_seed(ref.uid, r.seed + 1),
+        "lens_mm": c.lens_mm,
+        "sensor_width_mm": c.sensor_width_mm,
+        "threads": threads,
+        "depth_dtype": r.depth_dtype,
+    }
+
+
 class RenderWorker:
     """Renders objects into ``OUT/shards/{run_id}-w{index}-NNNNNN.tar`` and appends ``OUT/manifest`` rows."""
 
@@ -128,30 +159,6 @@ class RenderWorker:
 
     # -------------------------------------------------------------------------------------------- rendering
 
-    def _request(self, ref: ObjectRef, model: Path, out_dir: Path) -> dict[str, Any]:
-        c, r = self.config.camera, self.cfg
-        if c.sampling == "ring":
-            specs = cameras.ring_cameras(r.views, c.ring_elevation_deg, sum(c.radius_range) / 2)
-        else:
-            specs = cameras.sample_object_cameras(ref.uid, r.seed, r.views, c.radius_range, c.elevation_range_deg)
-        return {
-            "id": ref.uid,
-            "model_path": str(model),
-            "out_dir": str(out_dir),
-            "views": [asdict(s) for s in specs],
-            "resolution": r.resolution,
-            "engine": r.engine,
-            "samples": r.samples,
-            "denoise": r.denoise,
-            "device": r.device,
-            "lighting": r.lighting,
-            "light_seed": cameras.object_seed(ref.uid, r.seed + 1),
-            "lens_mm": c.lens_mm,
-            "sensor_width_mm": c.sensor_width_mm,
-            "threads": self.blender.threads,
-            "depth_dtype": r.depth_dtype,
-        }
-
     def _sample(self, ref: ObjectRef, sha: str, result: dict[str, Any], out_dir: Path) -> shards.RenderSample:
         r, c = self.cfg, self.config.camera
         views = result["views"]
@@ -169,6 +176,7 @@ class RenderWorker:
                 "engine": r.engine,
                 "samples": r.samples,
                 "denoise": r.denoise,
+                "limited_bounces": r.limited_bounces,
                 "device": r.device,
                 "blender_version": result["blender_version"],
                 "lighting": result["lighting"],
@@ -195,7 +203,9 @@ class RenderWorker:
         shutil.rmtree(out_dir, ignore_errors=True)
         try:
             t0 = time.monotonic()
-            result = self.blender.render(self._request(ref, model, out_dir), timeout_s=self.cfg.timeout_s)
+            result = self.blender.render(
+                build_request(self.config, ref, model, out_dir, self.blender.threads), timeout_s=self.cfg.timeout_s
+            )
             self.stats["blender_s"] += time.monotonic() - t0
             if not result.get("ok"):
                 return self._fail(ref, attempt, result.get("error", "unknown error"), time.monotonic() - started, sha)
