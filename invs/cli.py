@@ -8,8 +8,9 @@ and ``--set`` overrides both. A :class:`~invs.errors.InvsError` is printed as on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from invs import storage
@@ -56,24 +57,30 @@ def resolve_config(args: argparse.Namespace, flag_keys: dict[str, str], location
     config = load_config(args.config, overrides or None)
     apply_storage_settings(config)
     for key in locations:
-        section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
-        try:
-            storage.normalize(value)
-        except StorageError as exc:
-            raise StorageError(f"{key}: {exc}") from None
+        with _named(key):
+            storage.normalize(_setting(config, key))
     return config
+
+
+def _setting(config: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
+
+
+@contextlib.contextmanager
+def _named(key: str) -> Iterator[None]:
+    """Prefix a StorageError with the setting it came from."""
+    try:
+        yield
+    except StorageError as exc:
+        raise StorageError(f"{key}: {exc}") from None
 
 
 def check_outputs(config: Config, keys: tuple[str, ...]) -> None:
     """Fail fast, before any work starts, if an output location cannot be written (bucket, credentials)."""
     for key in keys:
-        section, name = key.split(".")
-        uri = getattr(getattr(config, section), name)
-        try:
-            storage.check_writable(uri)
-        except StorageError as exc:
-            raise StorageError(f"{key}: {exc}") from None
+        with _named(key):
+            storage.check_writable(_setting(config, key))
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:

@@ -23,6 +23,7 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,40 +105,38 @@ def clean_scene() -> dict[str, int]:
     return removed
 
 
-def _world_vertices() -> tuple[np.ndarray, int, int]:
-    """All evaluated (posed, modified) geometry vertices in world space; (points, meshes, triangles)."""
+def _evaluated_meshes() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(world-space vertices (N, 3), triangles (T, 3)) of every renderable geometry object, posed and modified."""
     bpy = _bpy()
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    chunks, meshes, triangles = [], 0, 0
     for obj in bpy.context.scene.objects:
         if obj.type not in _GEOMETRY_TYPES or obj.hide_render:
             continue
         evaluated = obj.evaluated_get(depsgraph)
         mesh = evaluated.to_mesh()
         try:
-            n = len(mesh.vertices)
+            mesh.calc_loop_triangles()
+            n, t = len(mesh.vertices), len(mesh.loop_triangles)
             if n == 0:
                 continue
             co = np.empty(n * 3, dtype=np.float64)
             mesh.vertices.foreach_get("co", co)
-            mesh.calc_loop_triangles()
-            triangles += len(mesh.loop_triangles)
-            meshes += 1
+            tri = np.empty(t * 3, dtype=np.int64)
+            mesh.loop_triangles.foreach_get("vertices", tri)
             M = np.array(evaluated.matrix_world, dtype=np.float64)
-            chunks.append(co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3])
+            yield co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3], tri.reshape(-1, 3)
         finally:
             evaluated.to_mesh_clear()
-    if not chunks:
-        return np.zeros((0, 3)), 0, 0
-    return np.concatenate(chunks), meshes, triangles
 
 
 def normalize_scene() -> dict[str, Any]:
     """Scale and move the whole scene so its bounding box has largest side 1 and is centred at the origin."""
     bpy = _bpy()
-    points, meshes, triangles = _world_vertices()
-    if meshes == 0 or triangles == 0:
+    meshes = list(_evaluated_meshes())
+    triangles = sum(len(t) for _, t in meshes)
+    if triangles == 0:
         raise RenderFailure("no renderable geometry (no mesh with faces) in the file")
+    points = np.concatenate([v for v, _ in meshes])
     lo, hi = points.min(axis=0), points.max(axis=0)
     extent = float((hi - lo).max())
     if not math.isfinite(extent) or extent <= 0:
@@ -159,7 +158,7 @@ def normalize_scene() -> dict[str, Any]:
         "offset": offset.tolist(),
         "bbox_min": lo.tolist(),
         "bbox_max": hi.tolist(),
-        "meshes": meshes,
+        "meshes": len(meshes),
         "triangles": triangles,
     }
 
@@ -181,29 +180,11 @@ def count_missing_textures() -> int:
 
 def export_mesh(path: Path) -> None:
     """Write the normalised, posed triangle mesh (world units) as .npz (``vertices``, ``faces``) for checks."""
-    bpy = _bpy()
-    depsgraph = bpy.context.evaluated_depsgraph_get()
     verts, faces, base = [], [], 0
-    for obj in bpy.context.scene.objects:
-        if obj.type not in _GEOMETRY_TYPES or obj.hide_render:
-            continue
-        evaluated = obj.evaluated_get(depsgraph)
-        mesh = evaluated.to_mesh()
-        try:
-            mesh.calc_loop_triangles()
-            n, t = len(mesh.vertices), len(mesh.loop_triangles)
-            if n == 0 or t == 0:
-                continue
-            co = np.empty(n * 3)
-            mesh.vertices.foreach_get("co", co)
-            tri = np.empty(t * 3, dtype=np.int64)
-            mesh.loop_triangles.foreach_get("vertices", tri)
-            M = np.array(evaluated.matrix_world, dtype=np.float64)
-            verts.append(co.reshape(-1, 3) @ M[:3, :3].T + M[:3, 3])
-            faces.append(tri.reshape(-1, 3) + base)
-            base += n
-        finally:
-            evaluated.to_mesh_clear()
+    for v, t in _evaluated_meshes():
+        verts.append(v)
+        faces.append(t + base)
+        base += len(v)
     np.savez_compressed(path, vertices=np.concatenate(verts), faces=np.concatenate(faces))
 
 
