@@ -103,7 +103,6 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--full-bounces", action="store_true", help="Blender's default light paths (12 bounces)")
-    parser.add_argument("--full-bounces", action="store_true", help="Blender's default light paths (12 bounces)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "render.json"))
     args = parser.parse_args()
     refs = objects(args.objects)

@@ -196,3 +196,70 @@ def test_bad_files_fail_with_clear_reasons(blender: BlenderProcess, shared_objec
     assert missing == {"ok": False, "error": f"model file not found: {tmp_path / 'nope.glb'}", "id": "nope"}
     # Still healthy afterwards, in the same process.
     assert blender.render(request(shared_objects / "BoxTextured.glb", tmp_path / "ok", "box", views=1), 120)["ok"]
+
+
+def make_blend(path: Path, *, camera_and_light: bool = False, invisible: bool = False) -> Path:
+    """A .blend with a cube (optionally with a camera and a light, or with a fully transparent material)."""
+    code = f"""
+import bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.mesh.primitive_cube_add(size=0.5)
+cube = bpy.context.active_object
+if {invisible!r}:
+    mat = bpy.data.materials.new("invisible")
+    mat.use_nodes = True
+    mat.node_tree.nodes["Principled BSDF"].inputs["Alpha"].default_value = 0.0
+    cube.data.materials.append(mat)
+if {camera_and_light!r}:
+    bpy.ops.object.camera_add(location=(3, 0, 0))
+    bpy.ops.object.light_add(type="POINT", location=(0, 0, 3))
+bpy.ops.wm.save_as_mainfile(filepath={str(path)!r})
+"""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
+    return path
+
+
+def test_imported_cameras_and_lights_are_removed(blender: BlenderProcess, tmp_path: Path) -> None:
+    model = make_blend(tmp_path / "scene.blend", camera_and_light=True)
+    result = blender.render(request(model, tmp_path / "out", "scene", views=1), timeout_s=120)
+    assert result["ok"], result
+    assert result["removed"] == {"cameras": 1, "lights": 1}
+
+
+@pytest.mark.parametrize("fmt", ["obj", "stl", "ply", "gltf"])
+def test_other_formats_import_and_normalise(
+    blender: BlenderProcess, shared_objects: Path, tmp_path: Path, fmt: str
+) -> None:
+    import trimesh
+
+    mesh = trimesh.load(shared_objects / "SpotCow.glb", force="mesh")
+    model = tmp_path / f"cow.{fmt}"
+    mesh.export(model)
+    result = blender.render(request(model, tmp_path / "out", "cow", views=1), timeout_s=120)
+    assert result["ok"], result
+    V = np.load(tmp_path / "out" / "mesh.npz")["vertices"]
+    assert (V.max(0) - V.min(0)).max() == pytest.approx(1.0, abs=1e-5)
+    assert result["views"][0]["alpha_fraction"] > 0.02
+
+
+@pytest.mark.parametrize("lighting", ["uniform", "zero123_area", "four_suns"])
+def test_lighting_modes(blender: BlenderProcess, shared_objects: Path, tmp_path: Path, lighting: str) -> None:
+    result = blender.render(
+        request(shared_objects / "SpotCow.glb", tmp_path, "cow", views=1, lighting=lighting), timeout_s=120
+    )
+    assert result["ok"], result
+    assert result["lighting"]["mode"] == lighting
+    assert len(result["lighting"].get("lights", [])) == {"uniform": 0, "zero123_area": 1, "four_suns": 4}[lighting]
+    rgba = np.asarray(Image.open(tmp_path / "rgba_000.png"))
+    lit = rgba[rgba[..., 3] == 255][:, :3]
+    assert 20 < lit.mean() < 250  # neither black nor blown out
+
+
+def test_an_invisible_object_renders_empty(blender: BlenderProcess, tmp_path: Path) -> None:
+    model = make_blend(tmp_path / "ghost.blend", invisible=True)
+    result = blender.render(request(model, tmp_path / "out", "ghost", views=2), timeout_s=120)
+    assert result["ok"]
+    assert max(v["alpha_fraction"] for v in result["views"]) < 1e-3  # the job records this as an empty render
