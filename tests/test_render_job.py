@@ -15,6 +15,7 @@ import pytest
 
 from infra import local_ray, local_s3
 from invs import shards, storage, tables
+from tests.test_render_blender import heavy_ply, make_blend
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.blender
@@ -80,13 +81,23 @@ def test_bad_input_gets_failed_rows_with_reasons_and_the_job_carries_on(shared_o
     (objects / "random.glb").write_bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes())
     marker = tmp_path / "marker"
     make_evil_blend(objects / "scene.blend", marker)
+    make_blend(objects / "ghost.blend", invisible=True)
     listing = tmp_path / "objects.txt"
-    names = ["good.glb", "alien.glb", "empty.glb", "truncated.glb", "random.glb", "scene.blend", "missing.glb"]
+    names = [
+        "good.glb",
+        "alien.glb",
+        "empty.glb",
+        "truncated.glb",
+        "random.glb",
+        "scene.blend",
+        "ghost.blend",
+        "missing.glb",
+    ]
     listing.write_text("# objects for this run\n" + "\n".join(f"objects/{n}" for n in names) + "\n")
     out = str(tmp_path / "out")
     proc = render(str(listing), out)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 failed" not in proc.stdout and "4 failed" in proc.stdout, proc.stdout
+    assert "3 rendered, 5 failed" in proc.stdout, proc.stdout
     rows = latest(out)
     assert {u: r["status"] for u, r in rows.items()} == {
         "good": "ok",
@@ -96,7 +107,9 @@ def test_bad_input_gets_failed_rows_with_reasons_and_the_job_carries_on(shared_o
         "truncated": "failed",
         "random": "failed",
         "missing": "failed",
+        "ghost": "failed",
     }
+    assert rows["ghost"]["error"].startswith("empty render")
     assert "empty (0 bytes)" in rows["empty"]["error"]
     assert rows["truncated"]["error"].startswith("import failed")
     assert rows["random"]["error"].startswith("import failed")
@@ -104,12 +117,10 @@ def test_bad_input_gets_failed_rows_with_reasons_and_the_job_carries_on(shared_o
     assert not marker.exists(), "a .blend file ran embedded Python"
     assert keys_in_shards(out) == Counter({"good": 1, "alien": 1, "scene": 1})
     summary = json.loads(storage.read_text(f"{out}/summary.json"))
-    assert summary["rendered"] == 3 and summary["failed"] == 4 and summary["blender_starts"] == 1
+    assert summary["rendered"] == 3 and summary["failed"] == 5 and summary["blender_starts"] == 1
 
 
 def test_timeouts_fail_one_object(tmp_path: Path) -> None:
-    from tests.test_render_blender import heavy_ply
-
     objects = tmp_path / "objects"
     objects.mkdir()
     heavy_ply(objects / "heavy.ply", n=900)
