@@ -107,7 +107,11 @@ class PreprocessConfig:
     max_angle_deg: float = 120.0
     val_fraction: float = 0.1
     seed: int = 0
-    pairs_per_shard: int = 256
+    mask_half_angle_deg: float = 45.0  # covered pixels reach mask 0.5 at this source/target ray angle
+    flip_average: bool = False  # ZoeDepth: average with the prediction on the mirrored image
+    device: Literal["cpu", "cuda"] = "cpu"  # depth, splatting and masks
+    workers: int | None = None  # actors in the pair-making pool; None: CPUs - 1 (at least 1)
+    objects_per_shard: int = 16  # all pairs of an object share one shard
 
 
 @dataclass

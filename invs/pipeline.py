@@ -41,7 +41,8 @@ def init_ray(config: Config) -> None:
         kwargs["num_cpus"] = config.ray.num_cpus
     if config.ray.object_store_memory_mb is not None:
         kwargs["object_store_memory"] = config.ray.object_store_memory_mb * 2**20
-    ray.init(**kwargs)
+    # "local": always a new instance, even when a `ray start` cluster runs on this machine.
+    ray.init(address="local", **kwargs)
 
 
 def camera_rig_png(config: Config, uid: str) -> bytes:

@@ -51,6 +51,18 @@ INDEX_SCHEMA = pa.schema(
         ("tgt", pa.int32()),
         ("visible_fraction", pa.float32()),
         ("angle_deg", pa.float32()),
+        ("render_shard", pa.string()),
+    ]
+)
+
+#: Objects (or whole render shards, ``uid`` null) a stage could not use, with the reason.
+FAILURES_DIR = "failures"
+FAILURE_SCHEMA = pa.schema(
+    [
+        ("render_shard", pa.string()),
+        ("uid", pa.string()),
+        ("error", pa.string()),
+        ("finished_at", pa.timestamp("ms", tz="UTC")),
     ]
 )
 

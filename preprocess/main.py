@@ -13,7 +13,6 @@ if __package__ in (None, ""):  # run as a script (how `ray submit` calls it): ma
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from invs import cli
-from invs.errors import InvsError
 
 FLAGS = {
     "renders": "preprocess.renders",
@@ -36,7 +35,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = cli.resolve_config(args, FLAGS, locations=("preprocess.renders", "preprocess.out"))
     cli.check_outputs(config, ("preprocess.out",))
-    raise InvsError("the preprocess stage is not implemented yet: only configuration checking runs")
+    from preprocess.job import run
+
+    summary = run(config)
+    law = summary["law"]
+    print(
+        f"preprocess: {summary['pairs_written']} pairs from {summary['objects_done']} objects, "
+        f"{len(summary['failures'])} failures, {summary['pairs_per_s'] or 0:.2f} pairs/s"
+    )
+    if law:
+        print(
+            f"  law: PSNR partial {law['psnr_partial']:.2f} dB vs backward warp {law['psnr_backward']:.2f} dB; "
+            f"stray {law['stray_fraction']:.3%} of covered; unseen pixels with mask < 0.5: "
+            f"{law['unseen_below_half']:.3%}; visible fraction {law['visible_fraction']:.2f}"
+        )
+    for failure in summary["failures"][:20]:
+        print(f"  failed {failure['uid'] or failure['render_shard']}: {failure['error'].splitlines()[0]}")
+    print(f"outputs: {summary['out']}/shards, {summary['out']}/index, {summary['out']}/summary.json")
+    return 0
 
 
 if __name__ == "__main__":

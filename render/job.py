@@ -103,9 +103,12 @@ class Progress:
             self._bar.close()
 
 
-def _worker_count(config: Config, resources: dict[str, float]) -> tuple[int, int]:
-    """(Blender processes, render threads each): one per GPU with ``device: gpu``, else CPUs // threads."""
-    threads = max(1, config.render.threads_per_worker)
+def _worker_count(config: Config, resources: dict[str, float], largest_node_cpus: float) -> tuple[int, int]:
+    """(Blender processes, render threads each): one per GPU with ``device: gpu``, else CPUs // threads.
+
+    Threads are capped at the largest node's CPUs: a worker asking for more could never be scheduled.
+    """
+    threads = max(1, min(config.render.threads_per_worker, int(largest_node_cpus) or 1))
     if config.render.device == "gpu":
         return config.render.workers or max(1, int(resources.get("GPU", 0))), threads
     return config.render.workers or max(1, int(resources.get("CPU", 1) // threads)), threads
@@ -135,7 +138,8 @@ def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
     worker_stats: list[dict[str, Any]] = []
     if p.todo:
         init_ray(config)
-        workers, threads = _worker_count(config, ray.cluster_resources())
+        largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
+        workers, threads = _worker_count(config, ray.cluster_resources(), largest)
         workers = min(workers, len(p.todo))
         # With device gpu each worker holds one GPU: Ray sets CUDA_VISIBLE_DEVICES, which its Blender inherits.
         gpus = 1 if config.render.device == "gpu" else 0

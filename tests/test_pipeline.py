@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from invs import shards
+from tests.test_render_job import local_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,6 +39,7 @@ def test_pipeline_renders_the_samples_and_leaves_pictures(tmp_path: Path) -> Non
         text=True,
         timeout=600,
         cwd=REPO,
+        env=local_env(),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "[render] 5 rendered, 0 failed" in proc.stdout

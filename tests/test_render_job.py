@@ -35,6 +35,12 @@ def render(objects: str, out: str, *extra: str, env: dict[str, str] | None = Non
     return proc
 
 
+def local_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment without the session cluster's address: the job starts its own local Ray instance."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, **(extra or {})}
+
+
 def latest(out: str) -> dict[str, dict]:
     return tables.latest_by_uid(tables.read_table(storage.join(out, "manifest"), tables.MANIFEST_SCHEMA))
 
@@ -117,7 +123,7 @@ def test_bad_input_gets_failed_rows_with_reasons_and_the_job_carries_on(shared_o
     assert not marker.exists(), "a .blend file ran embedded Python"
     assert keys_in_shards(out) == Counter({"good": 1, "alien": 1, "scene": 1})
     summary = json.loads(storage.read_text(f"{out}/summary.json"))
-    assert summary["rendered"] == 3 and summary["failed"] == 5 and summary["blender_starts"] == 1
+    assert summary["rendered"] == 3 and summary["failed"] == 5 and summary["blender_starts"] == 1, summary
 
 
 def test_timeouts_fail_one_object(tmp_path: Path) -> None:

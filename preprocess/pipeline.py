@@ -1,0 +1,182 @@
+"""Per-object work of the preprocess stage, as plain functions (the Ray Data job in :mod:`preprocess.job` maps them).
+
+For one render sample: choose view pairs, get the source views' depth (ground truth, or ZoeDepth aligned to the
+known camera distance), build the partial target views and masks (:mod:`preprocess.geometry`), measure the
+sanity law against the target's ground truth (:mod:`preprocess.law`), and encode the pair samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from invs import cameras, shards, tables
+from invs.config import Config
+from invs.errors import ShardFormatError
+from preprocess.geometry import partial_view
+from preprocess.law import law_metrics
+from preprocess.pairs import sample_pairs
+
+#: Views covering less of the image than this are not used as source or target.
+MIN_ALPHA_FRACTION = 1e-3
+LAW_KEYS = ("psnr_partial", "psnr_backward", "stray_fraction", "unseen_below_half", "visible_fraction")
+
+
+@dataclass
+class ObjectPairs:
+    """The encoded pairs of one object, their index rows and law figures."""
+
+    uid: str
+    pairs: list[tuple[str, dict[str, bytes]]] = field(default_factory=list)
+    index_rows: list[dict[str, Any]] = field(default_factory=list)
+    law: dict[str, float] = field(default_factory=dict)
+    skipped_views: int = 0
+
+
+def resize_view(
+    rgba: np.ndarray, depth: np.ndarray, K: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resample one view to ``size x size``: RGBA with a box filter, depth by nearest pixel, K scaled."""
+    h, w = depth.shape
+    if (h, w) == (size, size):
+        return rgba, depth, K
+    image = np.asarray(Image.fromarray(rgba, "RGBA").resize((size, size), Image.BOX))
+    rows = np.minimum(((np.arange(size) + 0.5) * h / size).astype(int), h - 1)
+    cols = np.minimum(((np.arange(size) + 0.5) * w / size).astype(int), w - 1)
+    resized_depth = depth[rows][:, cols]
+    resized_depth = np.where(image[..., 3] > 0, resized_depth, 0)
+    return image, resized_depth, cameras.scale_intrinsics(K, size / w, size / h)
+
+
+def on_white(rgba: np.ndarray) -> np.ndarray:
+    """Straight-alpha RGBA uint8 -> RGB float32 in [0, 1] on white (the training images' background)."""
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    return rgba[..., :3].astype(np.float32) / 255.0 * alpha + (1.0 - alpha)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def source_depths(
+    estimator: Any,
+    sample: shards.RenderSample,
+    views: list[int],
+    rgb: dict[int, np.ndarray],
+    depth_gt: dict[int, np.ndarray],
+) -> tuple[dict[int, np.ndarray], dict[int, dict[str, Any]]]:
+    """Depth of each source view and how it was obtained: GT as is, or ZoeDepth aligned to the camera distance
+    (median over the foreground), with its error against GT after a least-squares scale+shift fit."""
+    if estimator is None:
+        return {i: depth_gt[i] for i in views}, {i: {"kind": "gt"} for i in views}
+    from preprocess.depth import align_least_squares, align_to_distance, depth_errors
+
+    images = torch.from_numpy(np.stack([rgb[i] for i in views])).permute(0, 3, 1, 2)
+    predicted = estimator(images)
+    out, info = {}, {}
+    for k, i in enumerate(views):
+        mask = torch.from_numpy(depth_gt[i] > 0)
+        gt = torch.from_numpy(depth_gt[i].astype(np.float32))
+        aligned, alignment = align_to_distance(predicted[k], mask, float(sample.meta["views"][i]["radius"]))
+        fitted, _ = align_least_squares(predicted[k], gt, mask)
+        alignment["errors_after_lstsq"] = depth_errors(fitted, gt, mask)
+        alignment["errors_median_aligned"] = depth_errors(aligned, gt, mask)
+        out[i] = np.where(depth_gt[i] > 0, aligned.numpy(), 0.0).astype(np.float32)
+        info[i] = alignment
+    return out, info
+
+
+def object_pairs(
+    sample: shards.RenderSample, config: Config, render_shard: str, estimator: Any = None, device: str = "cpu"
+) -> ObjectPairs:
+    """All training pairs of one rendered object (see the module docstring)."""
+    p = config.preprocess
+    meta = sample.meta
+    uid = str(meta["uid"])
+    views = []
+    for i in range(sample.num_views):
+        rgba, depth, K = resize_view(sample.rgba[i], sample.depth[i].astype(np.float32), sample.K(i), p.resolution)
+        views.append((rgba, depth, K, sample.c2w(i)))
+    usable = [float((v[0][..., 3] > 0).mean()) >= MIN_ALPHA_FRACTION for v in views]
+    result = ObjectPairs(uid=uid, skipped_views=usable.count(False))
+    chosen = sample_pairs(
+        [v[3] for v in views], usable, p.pairs_per_object, uid, p.seed, p.min_angle_deg, p.max_angle_deg
+    )
+    if not chosen:
+        raise ShardFormatError(f"{uid}: no usable view pair ({result.skipped_views} empty views)")
+    rgb = {i: on_white(v[0]) for i, v in enumerate(views)}
+    depth_gt = {i: v[1] for i, v in enumerate(views)}
+    src_views = sorted({s for s, _ in chosen})
+    depth_src, alignment = source_depths(estimator, sample, src_views, rgb, depth_gt)
+
+    def stack(items: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.stack(items)).float().to(device)
+
+    s, t = [a for a, _ in chosen], [b for _, b in chosen]
+    rgb_s = stack([rgb[i] for i in s]).permute(0, 3, 1, 2)
+    d_s = stack([depth_src[i] for i in s])
+    K_s, T_s = stack([views[i][2] for i in s]), stack([views[i][3] for i in s])
+    K_t, T_t = stack([views[j][2] for j in t]), stack([views[j][3] for j in t])
+    pv = partial_view(rgb_s, d_s, K_s, T_s, K_t, T_t, p.resolution, p.resolution, p.mask_half_angle_deg)
+    law = law_metrics(
+        pv,
+        rgb_s,
+        stack([depth_gt[i] for i in s]),
+        K_s,
+        T_s,
+        stack([rgb[j] for j in t]).permute(0, 3, 1, 2),
+        stack([views[j][0][..., 3] / 255.0 for j in t]),
+        stack([depth_gt[j] for j in t]),
+        K_t,
+        T_t,
+    )
+    result.law = {k: law[k] for k in LAW_KEYS} | {"compared_pixels": law["compared_pixels"]}
+    split = tables.split_for_uid(uid, p.val_fraction)
+    partial = pv.partial.permute(0, 2, 3, 1).cpu().numpy()
+    for k, (i, j) in enumerate(chosen):
+        key = shards.pair_key(sample.key, i, j)
+        visible = pv.visible[k].cpu().numpy()
+        visible_fraction = float(visible.sum()) / max(int((views[j][0][..., 3] > 0).sum()), 1)
+        pair_meta = {
+            "uid": uid,
+            "src": i,
+            "tgt": j,
+            "K_src": views[i][2],
+            "c2w_src": views[i][3],
+            "K_tgt": views[j][2],
+            "c2w_tgt": views[j][3],
+            "depth_source": "gt" if estimator is None else p.depth_model,
+            "depth_alignment": alignment[i],
+            "visible_fraction": visible_fraction,
+            "angle_deg": cameras.angle_between_views_deg(views[i][3], views[j][3]),
+            "mask": {"polarity": "255 = generate", "half_angle_deg": p.mask_half_angle_deg},
+        }
+        pair = shards.PairSample(
+            key=key,
+            source=to_uint8(rgb[i]),
+            target=to_uint8(rgb[j]),
+            partial=to_uint8(partial[k]),
+            mask=to_uint8(pv.mask[k].cpu().numpy()),
+            visible=visible.astype(np.uint8) * 255,
+            epipolar=pv.region[k].cpu().numpy().astype(np.uint8) * 255,
+            depth=depth_src[i].astype(np.float16),
+            meta=pair_meta,
+        )
+        result.pairs.append((key, shards.encode_pair_sample(pair)))
+        result.index_rows.append(
+            {
+                "key": key,
+                "uid": uid,
+                "split": split,
+                "src": i,
+                "tgt": j,
+                "visible_fraction": visible_fraction,
+                "angle_deg": pair_meta["angle_deg"],
+                "render_shard": render_shard,
+            }
+        )
+    return result
