@@ -14,6 +14,7 @@ Bad input (a corrupt render shard, a sample missing members, no usable view pair
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import time
 import uuid
@@ -156,6 +157,9 @@ def run(config: Config) -> dict[str, Any]:
         gpu = 1 if p.device == "cuda" else 0
         import ray.data
 
+        # Our own progress lines (below) replace Ray Data's per-operator log spam.
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         ds = ray.data.from_items(items).flat_map(read_objects)
         ds = ds.map_batches(
             PairMaker,

@@ -1,0 +1,112 @@
+"""The preprocess job end to end on real renders: pair shards and index, resume, bad input, the law's figures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from invs import shards, storage, tables
+from tests.test_render_job import local_env, render
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.blender
+FAST = ["--resolution", "96", "--pairs-per-object", "8", "--set", "preprocess.min_angle_deg=10"]
+
+
+@pytest.fixture(scope="module")
+def renders(shared_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    objects = tmp_path_factory.mktemp("objects")
+    for name in ("BoxTextured.glb", "SpotCow.glb", "kenney_alien.glb"):
+        shutil.copy(shared_objects / name, objects / name)
+    out = str(tmp_path_factory.mktemp("renders"))
+    proc = render(str(objects), out, "--views", "4", "--resolution", "96", "--set", "render.samples=32")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def preprocess(renders: str, out: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "preprocess/main.py"), "--renders", renders, "--out", out, *FAST, *extra],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env=local_env(),
+    )
+    assert "Traceback" not in proc.stdout, proc.stdout[-3000:]
+    return proc
+
+
+def index_of(out: str) -> list[dict]:
+    return tables.read_table(storage.join(out, "index"), tables.INDEX_SCHEMA).to_pylist()
+
+
+def test_pairs_index_and_law_figures(renders: str, tmp_path: Path) -> None:
+    out = str(tmp_path / "pairs")
+    proc = preprocess(renders, out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = index_of(out)
+    assert f"{len(rows)} pairs from 3 objects, 0 failures" in proc.stdout, proc.stdout
+    assert 3 * 6 <= len(rows) <= 3 * 8 and len({r["key"] for r in rows}) == len(rows)
+    by_uid = {r["uid"]: r["split"] for r in rows}
+    assert all(r["split"] == by_uid[r["uid"]] for r in rows)  # one object, one split
+    in_shards = Counter(k for uri in shards.list_shards(out) for k, _ in shards.iter_tar_samples(uri))
+    assert in_shards == Counter({r["key"]: 1 for r in rows})
+    for r in rows:
+        assert r["key"] == f"{r['uid']}_{r['src']:03d}_{r['tgt']:03d}" and storage.exists(r["shard"])
+    samples = list(shards.iter_pair_samples(shards.list_shards(out)))
+    for s in samples:
+        assert s.target.shape == (96, 96, 3) and s.mask.dtype == np.uint8 and s.depth.shape == (96, 96)
+        known_background = s.epipolar == 0
+        assert np.all(s.mask[known_background] == 0) and np.all(s.partial[known_background] == 255)
+        assert np.all(s.mask[(s.visible == 0) & (s.epipolar == 255)] == 255)
+        assert s.meta["depth_source"] == "gt" and 0 < s.meta["visible_fraction"] <= 1
+    summary = json.loads(storage.read_text(f"{out}/summary.json"))
+    law = summary["law"]
+    assert law["psnr_partial"] >= law["psnr_backward"] - 1.0
+    assert law["stray_fraction"] < 0.005 and law["unseen_below_half"] < 0.01
+    assert "law: PSNR partial" in proc.stdout
+
+
+def test_resume_skips_done_objects_and_removes_orphans(renders: str, tmp_path: Path) -> None:
+    out = str(tmp_path / "pairs")
+    assert preprocess(renders, out).returncode == 0
+    first, pairs = shards.list_shards(out), len(index_of(out))
+    shutil.copy(first[0], Path(out) / "shards" / "crashed-00000000-000000.tar")
+    again = preprocess(renders, out)
+    assert "0 to do; 1 orphan shard(s) removed" in again.stdout, again.stdout
+    assert shards.list_shards(out) == first and len(index_of(out)) == pairs
+
+
+def test_bad_render_shards_become_failures(renders: str, tmp_path: Path) -> None:
+    """A truncated shard and a sample without its depth are recorded with reasons; the rest goes on."""
+    broken = tmp_path / "renders"
+    shutil.copytree(renders, broken)
+    (shard,) = shards.list_shards(str(broken))
+    samples = list(shards.iter_tar_samples(shard))
+    assert len(samples) == 3
+    good, damaged, cut = samples
+    del damaged[1]["depth.001.npy"]
+    with shards.ShardWriter(str(broken / "shards"), "fixed", max_samples=1) as w:
+        w.write(*good)
+        w.write(*damaged)
+        w.write(*cut)
+    new = sorted(set(shards.list_shards(str(broken))) - {shard})
+    Path(new[2]).write_bytes(Path(new[2]).read_bytes()[:3000])  # truncate the third
+    rows = [tables.manifest_row(k, "ok", key=k, shard=u, attempts=1) for (k, _), u in zip(samples, new, strict=True)]
+    tables.append_rows(str(broken / "manifest"), rows, tables.MANIFEST_SCHEMA)
+    out = str(tmp_path / "pairs")
+    proc = preprocess(str(broken), out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    failures = tables.read_table(f"{out}/failures", tables.FAILURE_SCHEMA).to_pylist()
+    reasons = {f["uid"] or "shard": f["error"] for f in failures}
+    assert "missing depth.001.npy" in reasons[damaged[0]]
+    assert "truncated" in reasons["shard"] or "truncated" in reasons.get(cut[0], "")
+    assert {r["uid"] for r in index_of(out)} == {good[0]}
