@@ -20,7 +20,7 @@ from invs.config import Config, save_resolved
 #: (stage, entry point, built?) in pipeline order.
 STAGES: list[tuple[str, str, bool]] = [
     ("render", "render/main.py", True),
-    ("preprocess", "preprocess/main.py", False),
+    ("preprocess", "preprocess/main.py", True),
     ("train", "train/run.py", False),
     ("evaluate", "train/run.py --evaluate", False),
 ]
@@ -88,6 +88,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         (storage.join(config.render.out, "shards"), "render shards (webdataset)"),
         (sheet_uri, "rendered views and depth, one row per object"),
     ]
+    config.preprocess.renders = config.render.out  # each stage reads the previous stage's output URI
+    print(
+        f"[preprocess] {config.preprocess.renders} -> {config.preprocess.out} (depth: {config.preprocess.depth})",
+        flush=True,
+    )
+    from preprocess.job import run as run_preprocess
+
+    pre = run_preprocess(config)
+    law = pre["law"]
+    print(
+        f"[preprocess] {pre['pairs_written']} pairs, {len(pre['failures'])} failures"
+        + (
+            f"; law: PSNR {law['psnr_partial']:.2f} dB (backward warp {law['psnr_backward']:.2f}), unseen kept "
+            f"{law['unseen_below_half']:.2%}"
+            if law
+            else ""
+        ),
+        flush=True,
+    )
+    pairs_uri = storage.join(out, "pairs.png")
+    storage.write_bytes(pairs_uri, pairs_sheet_png(config.preprocess.out))
+    outputs += [
+        (storage.join(config.preprocess.out, "shards"), "pair shards (webdataset) and index/ (parquet)"),
+        (pairs_uri, "source | partial | mask | epipolar region | target, one pair per object"),
+    ]
     for name, entry, ok in STAGES:
         if not ok:
             print(f"[{name}] not built yet — skipped ({entry})")
@@ -97,6 +122,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for uri, what in outputs:
         print(f"  {uri}   ({what})")
     return 0
+
+
+def pairs_sheet_png(pairs_uri: str, max_rows: int = 8) -> bytes:
+    """PNG of one pair per object: source | partial | mask | epipolar region | target."""
+    from invs.preview import pair_sheet
+    from invs.shards import iter_pair_samples, list_shards
+
+    chosen: dict[str, object] = {}
+    for sample in iter_pair_samples(list_shards(pairs_uri)):
+        chosen.setdefault(sample.meta["uid"], sample)
+        if len(chosen) == max_rows:
+            break
+    buf = io.BytesIO()
+    pair_sheet([chosen[k] for k in sorted(chosen)]).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def render_sheet_png(renders_uri: str, max_objects: int = 8) -> bytes:

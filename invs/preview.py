@@ -90,3 +90,19 @@ def contact_sheet(samples: list, max_views: int = 6, cell: int = 128) -> Image.I
             x = col * cell if col < len(tiles) - 1 else max_views * cell
             sheet.paste(Image.fromarray(tile).resize((cell, cell), Image.BILINEAR), (x, y + 14))
     return sheet
+
+
+def pair_sheet(samples: list, cell: int = 128) -> Image.Image:
+    """One row per :class:`invs.shards.PairSample`: source | partial | mask | epipolar region | target."""
+    titles = ["source", "partial (splatted)", "mask (white = generate)", "epipolar region", "target"]
+    sheet = Image.new("RGB", (5 * cell, 14 + max(1, len(samples)) * (cell + 14)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for col, title in enumerate(titles):
+        draw.text((col * cell + 4, 2), title, fill="black")
+    for row, s in enumerate(samples):
+        y = 14 + row * (cell + 14)
+        draw.text((4, y), f"{s.key}  visible {s.meta['visible_fraction']:.2f}", fill="black")
+        tiles = [s.source, s.partial, np.stack([s.mask] * 3, -1), np.stack([s.epipolar] * 3, -1), s.target]
+        for col, tile in enumerate(tiles):
+            sheet.paste(Image.fromarray(tile).resize((cell, cell), Image.NEAREST), (col * cell, y + 14))
+    return sheet

@@ -29,11 +29,17 @@ def test_pipeline_renders_the_samples_and_leaves_pictures(tmp_path: Path) -> Non
             "--set",
             f"render.out={renders}",
             "--set",
-            "render.views=2",
+            "render.views=4",
             "--set",
-            "render.resolution=48",
+            "render.resolution=64",
             "--set",
-            "render.samples=4",
+            "render.samples=8",
+            "--set",
+            "preprocess.resolution=64",
+            "--set",
+            "preprocess.pairs_per_object=2",
+            "--set",
+            f"preprocess.out={tmp_path / 'run' / 'pairs'}",
         ],
         capture_output=True,
         text=True,
@@ -56,3 +62,8 @@ def test_pipeline_renders_the_samples_and_leaves_pictures(tmp_path: Path) -> Non
     assert sheet.size[1] >= 5 * 100  # one row per object
     assert len(np.unique(np.asarray(sheet.convert("L")))) > 50  # a real picture, not a blank page
     assert (tmp_path / "run" / "cameras.png").is_file() and (tmp_path / "run" / "config.yaml").is_file()
+    # The preprocess stage read the render stage's output and wrote pairs for every object.
+    assert "[preprocess] 10 pairs, 0 failures" in proc.stdout, proc.stdout
+    pairs = list(shards.iter_pair_samples(shards.list_shards(str(tmp_path / "run" / "pairs"))))
+    assert sorted({p.meta["uid"] for p in pairs}) == sorted(s.key for s in samples)
+    assert Image.open(tmp_path / "run" / "pairs.png").size[1] > 5 * 128
