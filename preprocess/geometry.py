@@ -171,47 +171,49 @@ def occlusion_region(
     samples: int = 64,
     margin: float = 0.01,
     radius: float = BOUNDING_RADIUS,
-    rows_per_chunk: int = 64,
+    points_per_chunk: int = 1 << 21,
 ) -> torch.Tensor:
-    """(B, H, W) bool: True where the target pixel is *not* proven empty by the source (the occlusion region)."""
+    """(B, H, W) bool: True where the target pixel is *not* proven empty by the source (the occlusion region).
+
+    Only rays that cross the bounding sphere are sampled (the others are empty by construction), in chunks of
+    at most ``points_per_chunk`` samples to bound memory.
+    """
     b, hs, ws = depth_src.shape
     device = depth_src.device
     depth = depth_src.float()
-    fg = F.max_pool2d((depth > 0).float()[:, None], 3, stride=1, padding=1)[:, 0] > 0
+    fg = (F.max_pool2d((depth > 0).float()[:, None], 3, stride=1, padding=1)[:, 0] > 0).reshape(-1)
     big = torch.full_like(depth, float("inf"))
-    near_surface = -F.max_pool2d(-torch.where(depth > 0, depth, big)[:, None], 3, stride=1, padding=1)[:, 0]
-    Kt, Tt = K_tgt.float(), c2w_tgt.float()
-    origin = Tt[:, :3, 3]
-    grid = pixel_grid(height, width, device)
+    near_surface = (-F.max_pool2d(-torch.where(depth > 0, depth, big)[:, None], 3, stride=1, padding=1)).reshape(-1)
+    Kt, Tt, Ks, Ts = K_tgt.float(), c2w_tgt.float(), K_src.float(), c2w_src.float()
+    uv = pixel_grid(height, width, device).expand(b, -1, -1)
+    d_cam = torch.stack(
+        [
+            (uv[..., 0] - Kt[:, 0, 2, None]) / Kt[:, 0, 0, None],
+            (uv[..., 1] - Kt[:, 1, 2, None]) / Kt[:, 1, 1, None],
+            torch.ones_like(uv[..., 0]),
+        ],
+        dim=-1,
+    )
+    dirs = F.normalize(d_cam @ Tt[:, :3, :3].transpose(1, 2), dim=-1)
+    t0, t1 = _sphere_interval(Tt[:, :3, 3], dirs, radius)
+    batch_of, pixel_of = torch.nonzero(t1 > t0, as_tuple=True)  # rays that cross the sphere
     unknown = torch.zeros(b, height * width, dtype=torch.bool, device=device)
     steps = (torch.arange(samples, device=device, dtype=torch.float32) + 0.5) / samples
-    for start in range(0, height, rows_per_chunk):
-        sl = slice(start * width, min(height, start + rows_per_chunk) * width)
-        uv = grid[sl].expand(b, -1, -1)
-        d_cam = torch.stack(
-            [
-                (uv[..., 0] - Kt[:, 0, 2, None]) / Kt[:, 0, 0, None],
-                (uv[..., 1] - Kt[:, 1, 2, None]) / Kt[:, 1, 1, None],
-                torch.ones_like(uv[..., 0]),
-            ],
-            dim=-1,
-        )
-        dirs = F.normalize(d_cam @ Tt[:, :3, :3].transpose(1, 2), dim=-1)
-        t0, t1 = _sphere_interval(origin, dirs, radius)
-        hit = t1 > t0
-        t = t0[..., None] + (t1 - t0)[..., None] * steps  # (B, n, S)
-        pts = origin[:, None, None, :] + dirs[:, :, None, :] * t[..., None]
-        n = pts.shape[1]
-        suv, sz = project(pts.reshape(b, -1, 3), K_src.float(), c2w_src.float())
-        col = torch.floor(suv[..., 0]).long()
-        row = torch.floor(suv[..., 1]).long()
-        inside = (sz > 0) & (col >= 0) & (col < ws) & (row >= 0) & (row < hs)
-        flat = row.clamp(0, hs - 1) * ws + col.clamp(0, ws - 1)
-        fg_at = torch.gather(fg.reshape(b, -1), 1, flat)
-        surf_at = torch.gather(near_surface.reshape(b, -1), 1, flat)
-        empty = inside & (~fg_at | (sz < surf_at - margin))
-        proven = empty.view(b, n, samples).all(-1)
-        unknown[:, sl] = hit & ~proven
+    R_src, o_src = Ts[:, :3, :3], Ts[:, :3, 3]
+    rays_per_chunk = max(1, points_per_chunk // samples)
+    for start in range(0, len(batch_of), rays_per_chunk):
+        bi, pi = batch_of[start : start + rays_per_chunk], pixel_of[start : start + rays_per_chunk]
+        t = t0[bi, pi, None] + (t1 - t0)[bi, pi, None] * steps  # (n, S)
+        pts = Tt[bi, None, :3, 3] + dirs[bi, pi, None, :] * t[..., None]  # (n, S, 3)
+        cam = torch.einsum("nsk,nkj->nsj", pts - o_src[bi, None, :], R_src[bi])  # world -> source camera
+        z = cam[..., 2]
+        safe = torch.where(z > 1e-8, z, torch.ones_like(z))
+        col = torch.floor(cam[..., 0] / safe * Ks[bi, 0, 0, None] + Ks[bi, 0, 2, None]).long()
+        row = torch.floor(cam[..., 1] / safe * Ks[bi, 1, 1, None] + Ks[bi, 1, 2, None]).long()
+        inside = (z > 1e-8) & (col >= 0) & (col < ws) & (row >= 0) & (row < hs)
+        flat = (bi[:, None] * hs + row.clamp(0, hs - 1)) * ws + col.clamp(0, ws - 1)
+        empty = inside & (~fg[flat] | (z < near_surface[flat] - margin))
+        unknown[bi, pi] = ~empty.all(dim=1)
     return unknown.view(b, height, width)
 
 
