@@ -318,6 +318,29 @@ def _check_images(images: torch.Tensor) -> None:
         raise ValueError(f"images must be at least {_MIN_SIDE}x{_MIN_SIDE} pixels, got {tuple(images.shape[-2:])}")
 
 
+def check_available(model_id_or_path: str) -> None:
+    """Fail fast (DepthModelError) when the model's configuration cannot be found, without loading weights."""
+    from transformers import AutoConfig
+
+    source = str(model_id_or_path)
+    local = Path(source).expanduser().is_dir()
+    if local:
+        absent = [
+            n
+            for n in ("config.json", "preprocessor_config.json")
+            if not Path(source).expanduser().joinpath(n).is_file()
+        ]
+        if absent:
+            raise _load_error(model_id_or_path, f"the directory has no {' or '.join(absent)}")
+        return
+    if _looks_like_path(source):
+        raise _load_error(model_id_or_path, "no such directory")
+    try:
+        AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise _load_error(model_id_or_path, _reason(exc, local)) from exc
+
+
 def _looks_like_path(source: str) -> bool:
     """A local path rather than a hub id ("namespace/name"): absolute, ./ ../ ~, or more than one '/'."""
     return source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source

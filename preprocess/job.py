@@ -122,6 +122,10 @@ def run(config: Config) -> dict[str, Any]:
     started = time.monotonic()
     p = config.preprocess
     out, renders = storage.normalize(p.out), storage.normalize(p.renders)
+    if p.depth == "zoedepth":
+        from preprocess.depth import check_available
+
+        check_available(p.depth_model)  # before any worker starts
     manifest = tables.latest_by_uid(
         tables.read_table(storage.join(renders, tables.MANIFEST_DIR), tables.MANIFEST_SCHEMA)
     )

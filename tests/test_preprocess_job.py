@@ -110,3 +110,32 @@ def test_bad_render_shards_become_failures(renders: str, tmp_path: Path) -> None
     assert "missing depth.001.npy" in reasons[damaged[0]]
     assert "truncated" in reasons["shard"] or "truncated" in reasons.get(cut[0], "")
     assert {r["uid"] for r in index_of(out)} == {good[0]}
+
+
+def test_zoedepth_from_a_local_model_directory(renders: str, tmp_path: Path) -> None:
+    """The real loading path with a small model saved to disk; alignment and depth error are recorded per pair."""
+    import torch
+    from transformers import ZoeDepthForDepthEstimation, ZoeDepthImageProcessorPil
+
+    from preprocess.depth import tiny_zoedepth_config
+
+    torch.manual_seed(0)
+    model_dir = tmp_path / "zoedepth-tiny"
+    ZoeDepthForDepthEstimation(tiny_zoedepth_config()).save_pretrained(model_dir)
+    ZoeDepthImageProcessorPil().save_pretrained(model_dir)
+    out = str(tmp_path / "pairs")
+    proc = preprocess(renders, out, "--depth", "zoedepth", "--depth-model", str(model_dir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pairs = list(shards.iter_pair_samples(shards.list_shards(out)))
+    assert pairs and all(p.meta["depth_source"] == str(model_dir) for p in pairs)
+    alignment = pairs[0].meta["depth_alignment"]
+    assert alignment["kind"] == "median" and alignment["scale"] > 0
+    assert set(alignment["errors_after_lstsq"]) >= {"abs_rel", "rmse", "delta1"}
+
+
+@pytest.mark.parametrize("model", ["Intel/zoedepth-nyu-kitti", "/no/such/model"])
+def test_missing_depth_weights_fail_fast_with_one_line(renders: str, tmp_path: Path, model: str) -> None:
+    proc = preprocess(renders, str(tmp_path / "pairs"), "--depth", "zoedepth", "--depth-model", model)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot load the ZoeDepth model" in lines[0] and "--depth gt" in lines[0]
