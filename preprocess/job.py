@@ -98,7 +98,7 @@ def write_shard(batch: dict[str, Any], out: str, run_id: str) -> dict[str, list[
         for pair_key, members in result.pairs:
             writer.write(pair_key, members)
         index += result.index_rows
-        law.append(result.law | {"pairs": len(result.pairs)})
+        law.append(result.law | {"pairs": len(result.pairs), "skipped_views": result.skipped_views})
     published = writer.close()
     shard_uri = published[0].uri if published else None
     for row in index:
@@ -195,6 +195,7 @@ def run(config: Config) -> dict[str, Any]:
         "orphan_shards_removed": len(orphans),
         "depth": p.depth,
         "resolution": p.resolution,
+        "empty_views_skipped": sum(e["skipped_views"] for e in law),
         "law": _aggregate_law(law),
         "wall_s": round(wall, 2),
         "pairs_per_s": round(written / wall, 3) if written else None,

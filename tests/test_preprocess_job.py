@@ -72,7 +72,7 @@ def test_pairs_index_and_law_figures(renders: str, tmp_path: Path) -> None:
     law = summary["law"]
     assert law["psnr_partial"] >= law["psnr_backward"] - 1.0
     assert law["stray_fraction"] < 0.005 and law["unseen_below_half"] < 0.01
-    assert "law: PSNR partial" in proc.stdout
+    assert "law: PSNR partial" in proc.stdout and summary["empty_views_skipped"] == 0
 
 
 def test_resume_skips_done_objects_and_removes_orphans(renders: str, tmp_path: Path) -> None:
@@ -139,3 +139,18 @@ def test_missing_depth_weights_fail_fast_with_one_line(renders: str, tmp_path: P
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot load the ZoeDepth model" in lines[0] and "--depth gt" in lines[0]
+
+
+def test_views_with_empty_alpha_are_never_used_and_are_counted(renders: str) -> None:
+    from invs.config import load_config
+    from preprocess.pipeline import object_pairs
+
+    sample = next(shards.iter_render_samples(shards.list_shards(renders)))
+    sample.rgba[0][..., 3] = 0
+    sample.depth[0][:] = 0
+    config = load_config(
+        "local", {"preprocess.resolution": 96, "preprocess.pairs_per_object": 12, "preprocess.min_angle_deg": 10.0}
+    )
+    result = object_pairs(sample, config, "shard")
+    assert result.skipped_views == 1 and result.pairs
+    assert all(r["src"] != 0 and r["tgt"] != 0 for r in result.index_rows)
