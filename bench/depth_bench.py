@@ -14,7 +14,6 @@ asserts a speed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -23,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import write_results
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights: nothing to download
 
 import torch
@@ -178,9 +180,7 @@ def main() -> int:
             for key, value in results[section].items():
                 if key != "runs":
                     print(f"{section} {key}: {value}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(results, args.out)
     return 0
 
 

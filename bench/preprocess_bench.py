@@ -11,7 +11,6 @@ Timings, not tests: nothing here asserts a speed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import torch
 
+from bench.common import write_results
 from invs import shards
 from invs.config import load_config
 from preprocess import geometry, pipeline
@@ -117,9 +117,7 @@ def main() -> int:
             f"; batched vs one at a time: {r['batched_speedup_over_one_at_a_time']:.2f}x",
             flush=True,
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(results, args.out)
     return 0
 
 

@@ -14,7 +14,6 @@ built-in samples. Timings, not tests: nothing here asserts a speed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import write_results
 from invs.config import load_config
 from render.blender_process import BlenderProcess
 from render.sources import ObjectRef
@@ -131,9 +131,7 @@ def main() -> int:
             f"{fp['seconds_per_view']:.3f} s/view; fresh/long-lived = {ratio:.2f}x",
             flush=True,
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(results, args.out)
     return 0
 
 

@@ -17,7 +17,6 @@ inverse depth of a sphere-like surface, 2% of the points invalid. Timings, not t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -32,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import write_results
 from preprocess.splat import softmax_splat
 
 Splat = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -200,9 +200,7 @@ def main() -> int:
                 f"naive/softmax_splat = {ratio:.2f}x (wall, median)",
                 flush=True,
             )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(results, args.out)
     return 0
 
 
