@@ -9,13 +9,13 @@ config go beside the render output (the parent of ``render.out``).
 from __future__ import annotations
 
 import io
-import os
 import sys
 import time
 from collections.abc import Sequence
 
 from invs import cameras, cli, storage
 from invs.config import Config, save_resolved
+from invs.ray_session import init_ray
 
 #: (stage, entry point, built?) in pipeline order.
 STAGES: list[tuple[str, str, bool]] = [
@@ -24,25 +24,6 @@ STAGES: list[tuple[str, str, bool]] = [
     ("train", "train/run.py", False),
     ("evaluate", "train/run.py --evaluate", False),
 ]
-
-
-def init_ray(config: Config) -> None:
-    """Connect to ``ray.address`` or start a local Ray instance sized by the config."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, object] = {"logging_level": "ERROR", "include_dashboard": False}
-    address = config.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:  # a cluster (also: inside `ray job submit`, which sets RAY_ADDRESS)
-        ray.init(address=address, logging_level="ERROR")
-        return
-    if config.ray.num_cpus is not None:
-        kwargs["num_cpus"] = config.ray.num_cpus
-    if config.ray.object_store_memory_mb is not None:
-        kwargs["object_store_memory"] = config.ray.object_store_memory_mb * 2**20
-    # "local": always a new instance, even when a `ray start` cluster runs on this machine.
-    ray.init(address="local", **kwargs)
 
 
 def camera_rig_png(config: Config, uid: str) -> bytes:

@@ -117,7 +117,7 @@ def _aggregate_law(entries: list[dict[str, float]]) -> dict[str, float]:
 def run(config: Config) -> dict[str, Any]:
     import ray
 
-    from invs.pipeline import init_ray
+    from invs.ray_session import init_ray
 
     started = time.monotonic()
     p = config.preprocess

@@ -118,7 +118,7 @@ def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
     """Render what the manifest says is not done yet; returns the summary (also written as OUT/summary.json)."""
     import ray
 
-    from invs.pipeline import init_ray
+    from invs.ray_session import init_ray
     from render.worker import RenderWorker
 
     started = time.monotonic()
