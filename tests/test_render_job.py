@@ -29,7 +29,7 @@ def render(objects: str, out: str, *extra: str, env: dict[str, str] | None = Non
         text=True,
         timeout=600,
         cwd=REPO,
-        env={**os.environ, **(env or {})},
+        env=local_env(env),
     )
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     return proc
