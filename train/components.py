@@ -1,0 +1,193 @@
+"""Model components for the train stage: tiny random-config ones built offline, or real ones from a checkpoint.
+
+Both return ``{"unet", "vae", "text_encoder", "tokenizer", "scheduler"}``, the parts that
+``diffusers.StableDiffusionInpaintPipeline`` takes (with ``safety_checker=None, feature_extractor=None,
+requires_safety_checker=False``).
+
+The real target is an SD inpainting checkpoint such as ``stabilityai/stable-diffusion-2-inpainting``: UNet with
+``in_channels=9`` (noisy latents 4 + mask 1 + masked-image latents 4), VAE with 4 latent channels, downsampling 8
+and ``scaling_factor=0.18215``, OpenCLIP-H text encoder (``cross_attention_dim=1024``). Its ``scheduler`` folder is
+a ``PNDMScheduler`` config (``scaled_linear`` betas 0.00085-0.012, 1000 training steps, ``steps_offset=1``,
+``prediction_type="epsilon"``); like diffusers' training scripts we read that config into a ``DDPMScheduler``
+(``add_noise`` for training) — the betas and prediction type carry over unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from invs.errors import InvsError
+
+COMPONENT_NAMES = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+# Scheduler values of the SD (1.x / 2 inpainting, 512 px) family; the tiny model uses the same ones so that the
+# training loop sees realistic noise levels.
+SD_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+    "steps_offset": 1,
+}
+
+TINY_TEXT_MAX_LENGTH = 77  # CLIP's context length: the pipeline pads prompts to tokenizer.model_max_length
+TINY_VAE_SCALE_FACTOR = 4  # 2 ** (len(vae block_out_channels) - 1); SD's VAE downsamples by 8
+
+
+class ModelUnavailableError(InvsError):
+    """The requested diffusers model (hub id or local path) cannot be loaded; no random weights are substituted."""
+
+
+# ------------------------------------------------------------------------------------------------ tiny
+
+
+def _byte_level_alphabet() -> list[str]:
+    """GPT-2/CLIP's reversible byte -> printable unicode character map, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    codes = dict(zip(printable, printable, strict=True))
+    extra = 0
+    for b in range(256):
+        if b not in codes:
+            codes[b] = 256 + extra
+            extra += 1
+    return [chr(codes[b]) for b in range(256)]
+
+
+def build_tiny_tokenizer(max_length: int = TINY_TEXT_MAX_LENGTH) -> Any:
+    """A real ``CLIPTokenizer`` over a hand-written byte-level vocabulary with no merges (one token per byte).
+
+    Vocabulary: ``<|startoftext|>`` = 0, ``<|endoftext|>`` = 1 (also pad/unk), then the 256 byte characters, then
+    the same with CLIP's end-of-word suffix ``</w>`` — 514 tokens. Written as ``vocab.json`` + ``merges.txt`` (only
+    the ``#version`` header) into a temporary directory and loaded with ``local_files_only=True``.
+    """
+    from transformers import CLIPTokenizer
+
+    alphabet = _byte_level_alphabet()
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for suffix in ("", "</w>"):
+        for ch in alphabet:
+            vocab[ch + suffix] = len(vocab)
+    with tempfile.TemporaryDirectory(prefix="invs-tokenizer-") as tmp:
+        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+        return CLIPTokenizer.from_pretrained(tmp, local_files_only=True, model_max_length=max_length)
+
+
+def build_tiny_components(seed: int = 0) -> dict[str, Any]:
+    """Small random-weight inpainting components built from configs, fully offline (for tests and ``--tiny``).
+
+    UNet: 9 input channels, 4 output, ``block_out_channels=(32, 64)``, ``cross_attention_dim=32``. VAE: 4 latent
+    channels, ``block_out_channels=(32, 64, 64)`` -> downsampling factor 4 (SD: 8), so 64 px images give 16x16
+    latents. Text encoder: 2-layer CLIP, hidden size 32, 77 positions. Scheduler: ``DDPMScheduler`` with
+    :data:`SD_SCHEDULER_CONFIG`. Weights depend only on ``seed``.
+    """
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_tiny_tokenizer()
+    hidden = 32
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=9,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=hidden,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,  # as SD 2
+        norm_num_groups=16,
+    )
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=64,
+    )
+    torch.manual_seed(seed + 2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=TINY_TEXT_MAX_LENGTH,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+    scheduler = DDPMScheduler(**SD_SCHEDULER_CONFIG)
+    for model in (unet, vae, text_encoder):
+        model.eval()
+    return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
+
+
+# ------------------------------------------------------------------------------------------------ real
+
+
+def load_components(model_id_or_path: str) -> dict[str, Any]:
+    """Load a diffusers inpainting model's parts (subfolders ``unet vae text_encoder tokenizer scheduler``).
+
+    ``model_id_or_path`` is a hub id (resolved through the local HF cache; downloads only when the hub is
+    reachable and ``HF_HUB_OFFLINE`` is unset) or a local directory. Raises :class:`ModelUnavailableError` (one
+    line) when any part cannot be loaded or the UNet is not a 9-channel inpainting UNet — never substitutes random
+    weights.
+    """
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    loaders = {
+        "unet": UNet2DConditionModel,
+        "vae": AutoencoderKL,
+        "text_encoder": CLIPTextModel,
+        "tokenizer": CLIPTokenizer,
+        "scheduler": DDPMScheduler,
+    }
+    local = Path(model_id_or_path).expanduser()
+    looks_local = local.is_absolute() or model_id_or_path.startswith((".", "~")) or local.exists()
+    if looks_local and not local.is_dir():
+        raise ModelUnavailableError(
+            f"model {model_id_or_path!r} not found: no such directory; pass --model a diffusers inpainting model "
+            "directory (with unet/ vae/ text_encoder/ tokenizer/ scheduler/) or a hub id, or use --tiny"
+        )
+    source = str(local) if looks_local else model_id_or_path
+    parts: dict[str, Any] = {}
+    for name, cls in loaders.items():
+        try:
+            parts[name] = cls.from_pretrained(source, subfolder=name)
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            fix = (
+                "check that the directory holds a complete diffusers inpainting model"
+                if looks_local
+                else "download it first (e.g. `hf download " + model_id_or_path + "` with network access, "
+                "HF_HUB_OFFLINE unset) or pass a local directory"
+            )
+            raise ModelUnavailableError(
+                f"cannot load {name} of model {model_id_or_path!r} ({detail[:200]}); {fix}; or use --tiny "
+                "for a small random-weight model"
+            ) from exc
+    in_channels = parts["unet"].config.in_channels
+    if in_channels != 9:
+        raise ModelUnavailableError(
+            f"model {model_id_or_path!r} has a {in_channels}-channel UNet; iNVS needs an inpainting UNet with 9 "
+            "(noisy latents 4 + mask 1 + masked-image latents 4), e.g. stabilityai/stable-diffusion-2-inpainting"
+        )
+    return parts
