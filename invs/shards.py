@@ -442,6 +442,18 @@ def list_shards(out_uri: str) -> list[str]:
     return storage.list_files(storage.join(out_uri, "shards"), suffix=".tar")
 
 
+def remove_orphan_shards(out_uri: str, referenced: set[str]) -> list[str]:
+    """Delete the shards under ``OUT/shards/`` that no table row references; returns their URIs.
+
+    A writer publishes a shard before it appends the rows that point at it, so a run that died in between
+    leaves such an orphan; deleting it (its samples are made again) keeps every sample in the shards exactly once.
+    """
+    orphans = [uri for uri in list_shards(out_uri) if uri not in referenced]
+    for uri in orphans:
+        storage.delete(uri)
+    return orphans
+
+
 # ------------------------------------------------------------------------------------------------ webdataset
 
 

@@ -140,9 +140,7 @@ def run(config: Config) -> dict[str, Any]:
     done_keys = {shards.safe_key(u) for u in index.column("uid").to_pylist()}
     done_keys |= {shards.safe_key(u) for u in failed.column("uid").to_pylist() if u}
     referenced = set(index.column("shard").to_pylist())
-    orphans = [u for u in shards.list_shards(out) if u not in referenced]
-    for uri in orphans:
-        storage.delete(uri)
+    orphans = shards.remove_orphan_shards(out, referenced)
     todo = {s: keys for s, keys in by_shard.items() if set(keys) - done_keys}
     total_objects = sum(len(k) for k in by_shard.values())
     save_resolved(config, out)

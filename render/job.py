@@ -31,7 +31,7 @@ class Plan:
     todo: list[tuple[ObjectRef, int]] = field(default_factory=list)
     done: int = 0
     given_up: list[ObjectRef] = field(default_factory=list)
-    orphans: list[str] = field(default_factory=list)
+    referenced_shards: set[str] = field(default_factory=set)
 
 
 def plan(config: Config, objects: list[ObjectRef]) -> Plan:
@@ -39,8 +39,7 @@ def plan(config: Config, objects: list[ObjectRef]) -> Plan:
     out = storage.normalize(config.render.out)
     latest = tables.latest_by_uid(tables.read_table(storage.join(out, tables.MANIFEST_DIR), tables.MANIFEST_SCHEMA))
     referenced = {row["shard"] for row in latest.values() if row["status"] == "ok"}
-    result = Plan(objects=objects)
-    result.orphans = [uri for uri in shards.list_shards(out) if uri not in referenced]
+    result = Plan(objects=objects, referenced_shards=referenced)
     for ref in objects:
         row = latest.get(ref.uid)
         if row is None:
@@ -52,12 +51,6 @@ def plan(config: Config, objects: list[ObjectRef]) -> Plan:
         else:
             result.todo.append((ref, row["total_attempts"] + 1))
     return result
-
-
-def remove_orphans(p: Plan) -> None:
-    """Delete shards that no manifest row references (their objects are rendered again in this run)."""
-    for uri in p.orphans:
-        storage.delete(uri)
 
 
 class Progress:
@@ -125,9 +118,9 @@ def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
     out = storage.normalize(config.render.out)
     objects = resolve_objects(config.render)
     p = plan(config, objects)
-    remove_orphans(p)
-    if p.orphans:
-        print(f"render: removed {len(p.orphans)} orphan shard(s) left by an interrupted run", flush=True)
+    orphans = shards.remove_orphan_shards(out, p.referenced_shards)
+    if orphans:
+        print(f"render: removed {len(orphans)} orphan shard(s) left by an interrupted run", flush=True)
     save_resolved(config, out)
     print(
         f"render: {len(objects)} objects: {p.done} already done, {len(p.todo)} to render, "
@@ -174,13 +167,18 @@ def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
             submit(actor)
         progress.close()
         worker_stats = ray.get([a.close.remote() for a in actors])
-    summary = _summary(config, p, results, worker_stats, time.monotonic() - started)
+    summary = _summary(config, p, orphans, results, worker_stats, time.monotonic() - started)
     storage.write_text(storage.join(out, SUMMARY_NAME), json.dumps(summary, indent=2))
     return summary
 
 
 def _summary(
-    config: Config, p: Plan, results: list[dict[str, Any]], worker_stats: list[dict[str, Any]], wall_s: float
+    config: Config,
+    p: Plan,
+    orphans: list[str],
+    results: list[dict[str, Any]],
+    worker_stats: list[dict[str, Any]],
+    wall_s: float,
 ) -> dict[str, Any]:
     counts = Counter(r["status"] for r in results)
     blender_s = sum(s["blender_s"] for s in worker_stats)
@@ -193,7 +191,7 @@ def _summary(
         "rendered": counts.get("ok", 0),
         "failed": counts.get("failed", 0),
         "given_up": [r.uid for r in p.given_up],
-        "orphan_shards_removed": len(p.orphans),
+        "orphan_shards_removed": len(orphans),
         "failures": [{"uid": r["uid"], "error": r["error"]} for r in results if r["status"] == "failed"],
         "missing_textures": sum(r.get("missing_textures", 0) for r in results),
         "cropped_views": sum(r.get("cropped_views", 0) for r in results),
