@@ -27,6 +27,7 @@ import torch
 from bench.common import write_results
 from invs import shards
 from invs.config import load_config
+from invs.images import on_white
 from preprocess import geometry, pipeline
 from render.sources import ObjectRef
 from render.worker import RenderWorker
@@ -92,7 +93,7 @@ def main() -> int:
         def stack(items: list[np.ndarray]) -> torch.Tensor:
             return torch.from_numpy(np.stack(items)).float()
 
-        rgb = stack([pipeline.on_white(views[i][0]) for i in s]).permute(0, 3, 1, 2)
+        rgb = stack([on_white(views[i][0]) for i in s]).permute(0, 3, 1, 2)
         depth = stack([views[i][1] for i in s])
         K_s, T_s = stack([views[i][2] for i in s]), stack([sample.c2w(i) for i in s])
         K_t, T_t = stack([views[j][2] for j in t]), stack([sample.c2w(j) for j in t])

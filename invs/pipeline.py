@@ -8,7 +8,6 @@ config go beside the render output (the parent of ``render.out``).
 
 from __future__ import annotations
 
-import io
 import sys
 import time
 from collections.abc import Sequence
@@ -28,15 +27,13 @@ STAGES: list[tuple[str, str, bool]] = [
 
 def camera_rig_png(config: Config, uid: str) -> bytes:
     """PNG of the views the render stage samples for object ``uid`` under ``config``."""
-    from invs.preview import draw_camera_rig
+    from invs.preview import draw_camera_rig, png_bytes
     from render.worker import view_specs
 
     cam, r = config.camera, config.render
     specs = view_specs(config, uid)
     K = cameras.intrinsics_from_lens(cam.lens_mm, cam.sensor_width_mm, r.resolution, r.resolution)
-    buf = io.BytesIO()
-    draw_camera_rig(specs, K, r.resolution, r.resolution).save(buf, format="PNG")
-    return buf.getvalue()
+    return png_bytes(draw_camera_rig(specs, K, r.resolution, r.resolution))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def pairs_sheet_png(pairs_uri: str, max_rows: int = 8) -> bytes:
     """PNG of one pair per object: source | partial | mask | epipolar region | target."""
-    from invs.preview import pair_sheet
+    from invs.preview import pair_sheet, png_bytes
     from invs.shards import iter_pair_samples, list_shards
 
     chosen: dict[str, object] = {}
@@ -115,14 +112,12 @@ def pairs_sheet_png(pairs_uri: str, max_rows: int = 8) -> bytes:
         chosen.setdefault(sample.meta["uid"], sample)
         if len(chosen) == max_rows:
             break
-    buf = io.BytesIO()
-    pair_sheet([chosen[k] for k in sorted(chosen)]).save(buf, format="PNG")
-    return buf.getvalue()
+    return png_bytes(pair_sheet([chosen[k] for k in sorted(chosen)]))
 
 
 def render_sheet_png(renders_uri: str, max_objects: int = 8) -> bytes:
     """PNG contact sheet of the first objects in a render output."""
-    from invs.preview import contact_sheet
+    from invs.preview import contact_sheet, png_bytes
     from invs.shards import iter_render_samples, list_shards
 
     samples = []
@@ -130,9 +125,7 @@ def render_sheet_png(renders_uri: str, max_objects: int = 8) -> bytes:
         samples.append(sample)
         if len(samples) == max_objects:
             break
-    buf = io.BytesIO()
-    contact_sheet(sorted(samples, key=lambda s: s.key)).save(buf, format="PNG")
-    return buf.getvalue()
+    return png_bytes(contact_sheet(sorted(samples, key=lambda s: s.key)))
 
 
 if __name__ == "__main__":

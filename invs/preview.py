@@ -7,10 +7,13 @@ row, and world +z is up.
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 from PIL import Image, ImageDraw
 
 from invs import cameras as C
+from invs.images import on_white, to_uint8
 
 _CUBE_EDGES = [(0, 1), (1, 3), (3, 2), (2, 0), (4, 5), (5, 7), (7, 6), (6, 4), (0, 4), (1, 5), (2, 6), (3, 7)]
 
@@ -22,6 +25,13 @@ def _frustum(K: np.ndarray, c2w: np.ndarray, width: int, height: int, depth: flo
     y = (corners[:, 1] - K[1, 2]) / K[1, 1] * depth
     cam = np.stack([x, y, np.full(4, depth)], axis=-1)
     return np.vstack([c2w[:3, 3], cam @ c2w[:3, :3].T + c2w[:3, 3]])
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    """The image encoded as PNG."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def draw_camera_rig(
@@ -59,12 +69,6 @@ def draw_camera_rig(
     return image
 
 
-def on_white(rgba: np.ndarray) -> np.ndarray:
-    """Composite straight-alpha RGBA (H, W, 4) uint8 onto white: (H, W, 3) uint8."""
-    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-    return (rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
-
-
 def depth_image(depth: np.ndarray) -> np.ndarray:
     """Planar depth (H, W) as a grey picture: near is bright, far is dark, no surface (0) is white."""
     d = depth.astype(np.float32)
@@ -85,7 +89,7 @@ def contact_sheet(samples: list, max_views: int = 6, cell: int = 128) -> Image.I
     for row, sample in enumerate(samples):
         y = row * (cell + 14)
         draw.text((4, y), f"{sample.key}  ({sample.num_views} views; last column: depth of view 0)", fill="black")
-        tiles = [on_white(im) for im in sample.rgba[:max_views]] + [depth_image(sample.depth[0])]
+        tiles = [to_uint8(on_white(im)) for im in sample.rgba[:max_views]] + [depth_image(sample.depth[0])]
         for col, tile in enumerate(tiles):
             x = col * cell if col < len(tiles) - 1 else max_views * cell
             sheet.paste(Image.fromarray(tile).resize((cell, cell), Image.BILINEAR), (x, y + 14))

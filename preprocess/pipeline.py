@@ -17,6 +17,7 @@ from PIL import Image
 from invs import cameras, shards, tables
 from invs.config import Config
 from invs.errors import ShardFormatError
+from invs.images import on_white, to_uint8
 from preprocess.geometry import partial_view
 from preprocess.law import law_metrics
 from preprocess.pairs import sample_pairs
@@ -50,16 +51,6 @@ def resize_view(
     resized_depth = depth[rows][:, cols]
     resized_depth = np.where(image[..., 3] > 0, resized_depth, 0)
     return image, resized_depth, cameras.scale_intrinsics(K, size / w, size / h)
-
-
-def on_white(rgba: np.ndarray) -> np.ndarray:
-    """Straight-alpha RGBA uint8 -> RGB float32 in [0, 1] on white (the training images' background)."""
-    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
-    return rgba[..., :3].astype(np.float32) / 255.0 * alpha + (1.0 - alpha)
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def source_depths(
