@@ -61,15 +61,19 @@ def pixel_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
     return torch.stack([u, v], dim=-1).reshape(-1, 2)
 
 
+def pixel_rays(K: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, H*W, 3) camera-frame rays ``(x/z, y/z, 1)`` through every pixel centre (planar depth 1)."""
+    uv = pixel_grid(height, width, K.device).expand(K.shape[0], -1, -1)
+    x = (uv[..., 0] - K[:, 0, 2, None]) / K[:, 0, 0, None]
+    y = (uv[..., 1] - K[:, 1, 2, None]) / K[:, 1, 1, None]
+    return torch.stack([x, y, torch.ones_like(x)], dim=-1)
+
+
 def unproject(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
     """World points (B, H*W, 3) of every pixel centre from planar depth (B, H, W)."""
     _check("depth", depth, (None, None, None))
     b, h, w = depth.shape
-    uv = pixel_grid(h, w, depth.device).expand(b, -1, -1)
-    z = depth.reshape(b, -1)
-    x = (uv[..., 0] - K[:, 0, 2, None]) / K[:, 0, 0, None] * z
-    y = (uv[..., 1] - K[:, 1, 2, None]) / K[:, 1, 1, None] * z
-    cam = torch.stack([x, y, z], dim=-1)
+    cam = pixel_rays(K.to(depth.device), h, w) * depth.reshape(b, -1, 1)
     return cam @ c2w[:, :3, :3].transpose(1, 2) + c2w[:, None, :3, 3]
 
 
@@ -185,16 +189,7 @@ def occlusion_region(
     big = torch.full_like(depth, float("inf"))
     near_surface = (-F.max_pool2d(-torch.where(depth > 0, depth, big)[:, None], 3, stride=1, padding=1)).reshape(-1)
     Kt, Tt, Ks, Ts = K_tgt.float(), c2w_tgt.float(), K_src.float(), c2w_src.float()
-    uv = pixel_grid(height, width, device).expand(b, -1, -1)
-    d_cam = torch.stack(
-        [
-            (uv[..., 0] - Kt[:, 0, 2, None]) / Kt[:, 0, 0, None],
-            (uv[..., 1] - Kt[:, 1, 2, None]) / Kt[:, 1, 1, None],
-            torch.ones_like(uv[..., 0]),
-        ],
-        dim=-1,
-    )
-    dirs = F.normalize(d_cam @ Tt[:, :3, :3].transpose(1, 2), dim=-1)
+    dirs = F.normalize(pixel_rays(Kt, height, width) @ Tt[:, :3, :3].transpose(1, 2), dim=-1)
     t0, t1 = _sphere_interval(Tt[:, :3, 3], dirs, radius)
     batch_of, pixel_of = torch.nonzero(t1 > t0, as_tuple=True)  # rays that cross the sphere
     unknown = torch.zeros(b, height * width, dtype=torch.bool, device=device)
