@@ -112,19 +112,47 @@ class PreprocessConfig:
     device: Literal["cpu", "cuda"] = "cpu"  # depth, splatting and masks
     workers: int | None = None  # actors in the pair-making pool; None: CPUs - 1 (at least 1)
     objects_per_shard: int = 16  # all pairs of an object share one shard
+    latents: str | None = None  # also store VAE latents of target and partial: "tiny" or a diffusers model id/path
 
 
 @dataclass
 class TrainConfig:
-    data: str = "out/local/pairs"
-    out: str = "out/local/train"
+    data: str = "out/local/pairs"  # pair shards of the preprocess stage (OUT/shards + OUT/index)
+    out: str = "out/local/train"  # Ray Train run (checkpoints), logs, validation grids, the exported pipeline
     model: str = "stabilityai/stable-diffusion-2-inpainting"
-    tiny: bool = False
-    steps: int = 300
-    batch_size: int = 4
-    num_workers: int = 1
+    tiny: bool = False  # small random-config model built offline instead of `model`
+    resolution: int | None = None  # None: the pair shards' size; otherwise they must have this size
+    steps: int = 300  # optimizer steps (each of `grad_accumulation` micro-batches per worker)
+    batch_size: int = 4  # per worker and micro-batch
+    grad_accumulation: int = 1
+    num_workers: int = 1  # Ray Train workers (DDP ranks)
     use_gpu: bool = False
+    loader_workers: int = 1  # data-loading processes per worker (0: load in the training process)
+    shuffle_buffer: int = 64  # samples shuffled together while streaming (after shuffling shard order)
     learning_rate: float = 1e-4
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"  # auto: bf16 autocast on GPU, float32 on CPU
+    gradient_checkpointing: bool = False
+    ema_decay: float = 0.9999  # 0 turns EMA off
+    timesteps: Literal["uniform", "cubic", "logit_normal"] = "cubic"
+    logit_normal_mean: float = 1.5
+    logit_normal_std: float = 1.0
+    noise_offset: float = 0.0
+    prediction_type: Literal["scheduler", "epsilon", "v_prediction"] = "scheduler"  # scheduler: the model's own
+    conditioning: Literal["empty_prompt", "clip_image"] = "empty_prompt"
+    image_encoder: str = "openai/clip-vit-large-patch14"  # for clip_image (tiny: a small random CLIP)
+    cfg_dropout: float = 0.1  # probability of the unconditional embedding in training (clip_image)
+    use_latents: bool = True  # use precomputed VAE latents in the pair shards when they match the model's VAE
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    max_failures: int = 2  # worker losses survived by restarting from the last checkpoint
+    validate_every: int = 100  # 0: only at the end
+    val_pairs: int = 4
+    val_inference_steps: int = 20
+    guidance_scale: float = 1.0
     seed: int = 0
 
 

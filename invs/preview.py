@@ -96,17 +96,42 @@ def contact_sheet(samples: list, max_views: int = 6, cell: int = 128) -> Image.I
     return sheet
 
 
-def pair_sheet(samples: list, cell: int = 128) -> Image.Image:
-    """One row per :class:`invs.shards.PairSample`: source | partial | mask | epipolar region | target."""
-    titles = ["source", "partial (splatted)", "mask (white = generate)", "epipolar region", "target"]
-    sheet = Image.new("RGB", (5 * cell, 14 + max(1, len(samples)) * (cell + 14)), "white")
+def image_grid(titles: list[str], rows: list[tuple[str, list[np.ndarray]]], cell: int = 128) -> Image.Image:
+    """Titled columns of uint8 tiles (RGB ``(H, W, 3)`` or L ``(H, W)``), one labelled row per entry."""
+    sheet = Image.new("RGB", (len(titles) * cell, 14 + max(1, len(rows)) * (cell + 14)), "white")
     draw = ImageDraw.Draw(sheet)
     for col, title in enumerate(titles):
         draw.text((col * cell + 4, 2), title, fill="black")
-    for row, s in enumerate(samples):
+    for row, (label, tiles) in enumerate(rows):
         y = 14 + row * (cell + 14)
-        draw.text((4, y), f"{s.key}  visible {s.meta['visible_fraction']:.2f}", fill="black")
-        tiles = [s.source, s.partial, np.stack([s.mask] * 3, -1), np.stack([s.epipolar] * 3, -1), s.target]
+        draw.text((4, y), label, fill="black")
         for col, tile in enumerate(tiles):
+            tile = np.stack([tile] * 3, -1) if tile.ndim == 2 else tile
             sheet.paste(Image.fromarray(tile).resize((cell, cell), Image.NEAREST), (col * cell, y + 14))
     return sheet
+
+
+def pair_sheet(samples: list, cell: int = 128) -> Image.Image:
+    """One row per :class:`invs.shards.PairSample`: source | partial | mask | epipolar region | target."""
+    titles = ["source", "partial (splatted)", "mask (white = generate)", "epipolar region", "target"]
+    rows = [
+        (f"{s.key}  visible {s.meta['visible_fraction']:.2f}", [s.source, s.partial, s.mask, s.epipolar, s.target])
+        for s in samples
+    ]
+    return image_grid(titles, rows, cell)
+
+
+def prediction_sheet(batch: dict, prediction, labels: list[str] | None = None, cell: int = 128) -> Image.Image:
+    """One row per pair: source | partial | mask | prediction | target, from training tensors (images in [-1, 1],
+    mask (B, 1, H, W) in [0, 1]) and predictions (B, 3, H, W) in [0, 1]."""
+
+    def rgb(x) -> np.ndarray:
+        return to_uint8(x.detach().float().cpu().permute(1, 2, 0).clamp(0, 1).numpy())
+
+    titles = ["source", "partial", "mask (white = generate)", "prediction", "target"]
+    rows = []
+    for i in range(prediction.shape[0]):
+        tiles = [rgb((batch[n][i] + 1) / 2) for n in ("source", "partial")]
+        tiles += [to_uint8(batch["mask"][i, 0].float().cpu().numpy()), rgb(prediction[i]), rgb((batch["target"][i] + 1) / 2)]
+        rows.append((labels[i] if labels else f"pair {i}", tiles))
+    return image_grid(titles, rows, cell)

@@ -7,13 +7,16 @@ import os
 from invs.config import Config
 
 
-def init_ray(config: Config) -> None:
-    """Connect to ``ray.address`` or start a local Ray instance sized by the config."""
+def init_ray(config: Config, dashboard: bool = False) -> None:
+    """Connect to ``ray.address`` or start a local Ray instance sized by the config.
+
+    ``dashboard``: start the local instance's dashboard too (Ray Train V2 queries actor state through it).
+    """
     import ray
 
     if ray.is_initialized():
         return
-    kwargs: dict[str, object] = {"logging_level": "ERROR", "include_dashboard": False}
+    kwargs: dict[str, object] = {"logging_level": "ERROR", "include_dashboard": dashboard}
     address = config.ray.address or os.environ.get("RAY_ADDRESS")
     if address:  # a cluster (also: inside `ray job submit`, which sets RAY_ADDRESS)
         ray.init(address=address, logging_level="ERROR")

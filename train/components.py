@@ -142,6 +142,66 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ real
 
 
+def _source(model_id_or_path: str) -> tuple[str, bool]:
+    """``(where to load from, is it a local directory)``; a local-looking path that is not a directory is an error."""
+    local = Path(model_id_or_path).expanduser()
+    looks_local = local.is_absolute() or model_id_or_path.startswith((".", "~")) or local.exists()
+    if looks_local and not local.is_dir():
+        raise ModelUnavailableError(
+            f"model {model_id_or_path!r} not found: no such directory; pass --model a diffusers inpainting model "
+            "directory (with unet/ vae/ text_encoder/ tokenizer/ scheduler/) or a hub id, or use --tiny"
+        )
+    return (str(local) if looks_local else model_id_or_path), looks_local
+
+
+def _load_part(model_id_or_path: str, name: str, cls: Any) -> Any:
+    source, looks_local = _source(model_id_or_path)
+    try:
+        return cls.from_pretrained(source, subfolder=name)
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        fix = (
+            "check that the directory holds a complete diffusers inpainting model"
+            if looks_local
+            else "download it first (e.g. `hf download " + model_id_or_path + "` with network access, "
+            "HF_HUB_OFFLINE unset) or pass a local directory"
+        )
+        raise ModelUnavailableError(
+            f"cannot load {name} of model {model_id_or_path!r} ({detail[:200]}); {fix}; or use --tiny "
+            "for a small random-weight model"
+        ) from exc
+
+
+def load_vae(model_id_or_path: str) -> Any:
+    """Only the VAE of a diffusers model (``vae/``); :class:`ModelUnavailableError` when absent."""
+    from diffusers import AutoencoderKL
+
+    return _load_part(model_id_or_path, "vae", AutoencoderKL).eval()
+
+
+def check_model_available(model_id_or_path: str) -> None:
+    """Fail fast (one line) when a model's configs are not on disk or in the local hub cache, without loading
+    weights: run on the driver before any worker starts."""
+    source, looks_local = _source(model_id_or_path)
+    if looks_local:
+        missing = [n for n in COMPONENT_NAMES if not (Path(source) / n).is_dir()]
+        if missing:
+            raise ModelUnavailableError(
+                f"model directory {model_id_or_path!r} lacks {', '.join(missing)}/; it must be a diffusers "
+                "inpainting model (or use --tiny)"
+            )
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    missing = [n for n in ("unet", "vae") if not isinstance(try_to_load_from_cache(source, f"{n}/config.json"), str)]
+    if missing:
+        raise ModelUnavailableError(
+            f"model {model_id_or_path!r} is not in the local Hugging Face cache (no {missing[0]}/config.json); "
+            f"download it first (`hf download {model_id_or_path}` with network access) or pass a local directory, "
+            "or use --tiny"
+        )
+
+
 def load_components(model_id_or_path: str) -> dict[str, Any]:
     """Load a diffusers inpainting model's parts (subfolders ``unet vae text_encoder tokenizer scheduler``).
 
@@ -160,30 +220,7 @@ def load_components(model_id_or_path: str) -> dict[str, Any]:
         "tokenizer": CLIPTokenizer,
         "scheduler": DDPMScheduler,
     }
-    local = Path(model_id_or_path).expanduser()
-    looks_local = local.is_absolute() or model_id_or_path.startswith((".", "~")) or local.exists()
-    if looks_local and not local.is_dir():
-        raise ModelUnavailableError(
-            f"model {model_id_or_path!r} not found: no such directory; pass --model a diffusers inpainting model "
-            "directory (with unet/ vae/ text_encoder/ tokenizer/ scheduler/) or a hub id, or use --tiny"
-        )
-    source = str(local) if looks_local else model_id_or_path
-    parts: dict[str, Any] = {}
-    for name, cls in loaders.items():
-        try:
-            parts[name] = cls.from_pretrained(source, subfolder=name)
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            fix = (
-                "check that the directory holds a complete diffusers inpainting model"
-                if looks_local
-                else "download it first (e.g. `hf download " + model_id_or_path + "` with network access, "
-                "HF_HUB_OFFLINE unset) or pass a local directory"
-            )
-            raise ModelUnavailableError(
-                f"cannot load {name} of model {model_id_or_path!r} ({detail[:200]}); {fix}; or use --tiny "
-                "for a small random-weight model"
-            ) from exc
+    parts = {name: _load_part(model_id_or_path, name, cls) for name, cls in loaders.items()}
     in_channels = parts["unet"].config.in_channels
     if in_channels != 9:
         raise ModelUnavailableError(

@@ -2,80 +2,118 @@
 
 For a batch of pairs (tensors from :func:`train.batches.pair_to_tensors`, images in [-1, 1], mask 1 = generate):
 
-1. ``z0 = vae.encode(target).latent_dist.sample() * scaling_factor``; ``p = vae.encode(partial)...`` likewise
-   (the partial view as is, on white: at inference it is passed to the pipeline as ``masked_image_latents``).
-2. ``m`` = the soft mask max-pooled to latent resolution (:func:`train.batches.mask_to_latent`).
+1. ``z0`` = a sample of the VAE posterior of the target times ``scaling_factor``; ``p`` likewise for the partial
+   view as is, on white (at inference it is passed to the pipeline as ``masked_image_latents``). When the batch
+   carries precomputed posterior moments (``batch["moments"]``, see :mod:`train.latents`) the VAE is skipped.
+2. ``m`` = the soft mask max-pooled to latent resolution (:func:`train.batches.mask_to_latent`), not binarised.
 3. Timesteps from a named distribution (:mod:`train.timesteps`), noise ``e`` (+ ``noise_offset`` per channel),
    ``z_t = scheduler.add_noise(z0, e, t)``.
-4. UNet input ``cat([z_t, m, p])`` (the pipeline's order), conditioned on the prompt embedding (``""`` by
-   default: iNVS conditions on the partial view, not on text).
-5. MSE against ``e`` (``prediction_type="epsilon"``) or the velocity (``"v_prediction"``), from the scheduler.
+4. UNet input ``cat([z_t, m, p])`` (the pipeline's order), cross-attention on the conditioning
+   (:mod:`train.conditioning`) with classifier-free-guidance dropout.
+5. MSE against ``e`` (``epsilon``) or the velocity (``v_prediction``).
+
+Every random draw (posterior samples, timesteps, noise, CFG dropout) comes from the one ``generator`` passed in, so
+a step is reproducible from its seed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from train.batches import inpaint_unet_input, mask_to_latent
+from train.conditioning import Conditioner, ImageProjection, cfg_drop_mask
 from train.timesteps import sample_timesteps
 
 
 @dataclass
 class LossConfig:
     timesteps: str = "cubic"
+    timestep_params: dict[str, float] = field(default_factory=dict)
     noise_offset: float = 0.0
-    prompt: str = ""
+    cfg_dropout: float = 0.0
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
 
 
-def prompt_embedding(components: dict[str, Any], prompt: str, batch: int) -> torch.Tensor:
-    """Text-encoder hidden states ``(batch, tokens, dim)`` of one prompt, padded to the tokenizer's length."""
-    tokenizer, encoder = components["tokenizer"], components["text_encoder"]
-    ids = tokenizer(
-        prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-    with torch.no_grad():
-        hidden = encoder(ids.to(encoder.device))[0]
-    return hidden.expand(batch, -1, -1)
+class Denoiser(nn.Module):
+    """The trained weights: the 9-channel inpainting UNet and, for ``clip_image`` conditioning, its projection."""
+
+    def __init__(self, unet: nn.Module, projection: ImageProjection | None = None) -> None:
+        super().__init__()
+        self.unet = unet
+        self.projection = projection
+
+    def forward(self, unet_input: torch.Tensor, t: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        cond = self.projection(features) if self.projection is not None else features
+        return self.unet(unet_input, t, encoder_hidden_states=cond.to(unet_input.dtype)).sample
+
+
+@dataclass
+class Frozen:
+    """The parts that are not trained: VAE, noise scheduler, conditioner."""
+
+    vae: Any
+    scheduler: Any
+    conditioner: Conditioner
 
 
 def encode(vae: Any, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Scaled VAE latents of images in [-1, 1] (no gradient: the VAE is frozen)."""
+    """Scaled VAE latents (a posterior sample) of images in [-1, 1] (no gradient: the VAE is frozen)."""
     with torch.no_grad():
-        latents = vae.encode(images).latent_dist.sample(generator)
-    return latents * vae.config.scaling_factor
+        latents = vae.encode(images.to(vae.dtype)).latent_dist.sample(generator)
+    return latents.float() * vae.config.scaling_factor
+
+
+def sample_moments(moments: torch.Tensor, scaling_factor: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Scaled latents sampled from stored posterior moments ``(B, 8, h, w)`` = ``cat([mean, logvar])``."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    return DiagonalGaussianDistribution(moments.float()).sample(generator) * scaling_factor
+
+
+def batch_latents(frozen: Frozen, batch: dict[str, torch.Tensor], generator: torch.Generator | None):
+    """``(z0, partial_latents)`` of a batch: from stored moments if present, else by encoding with the VAE."""
+    if "moments" in batch:
+        sf = frozen.vae.config.scaling_factor
+        return sample_moments(batch["moments"][:, 0], sf, generator), sample_moments(batch["moments"][:, 1], sf, generator)
+    return encode(frozen.vae, batch["target"], generator), encode(frozen.vae, batch["partial"], generator)
 
 
 def training_loss(
-    components: dict[str, Any],
+    denoiser: nn.Module,
+    frozen: Frozen,
     batch: dict[str, torch.Tensor],
     config: LossConfig,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """The denoising loss of one batch (see the module docstring); differentiable in the UNet's weights."""
-    unet, vae, scheduler = components["unet"], components["vae"], components["scheduler"]
-    z0 = encode(vae, batch["target"], generator)
-    partial = encode(vae, batch["partial"], generator)
+    """The denoising loss of one batch (see the module docstring); differentiable in the denoiser's weights.
+
+    ``generator`` must live on the CPU; draws are made there and moved to the batch's device, so the same seed gives
+    the same step on every device.
+    """
+    z0, partial = batch_latents(frozen, batch, generator)
+    device = batch["mask"].device
+    z0, partial = z0.to(device), partial.to(device)
     mask = mask_to_latent(batch["mask"], tuple(z0.shape[-2:]))
     b = z0.shape[0]
-    noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+    noise = torch.randn(z0.shape, generator=generator).to(device)
     if config.noise_offset:
-        noise = noise + config.noise_offset * torch.randn(
-            (b, z0.shape[1], 1, 1), generator=generator, device=z0.device, dtype=z0.dtype
-        )
-    t = sample_timesteps(config.timesteps, b, scheduler.config.num_train_timesteps, generator=generator)
-    t = t.to(z0.device)
-    noisy = scheduler.add_noise(z0, noise, t)
-    prediction_type = scheduler.config.prediction_type
-    if prediction_type == "epsilon":
+        noise = noise + config.noise_offset * torch.randn((b, z0.shape[1], 1, 1), generator=generator).to(device)
+    t = sample_timesteps(
+        config.timesteps, b, frozen.scheduler.config.num_train_timesteps, generator=generator, **config.timestep_params
+    ).to(device)
+    noisy = frozen.scheduler.add_noise(z0, noise, t)
+    if config.prediction_type == "epsilon":
         target = noise
-    elif prediction_type == "v_prediction":
-        target = scheduler.get_velocity(z0, noise, t)
+    elif config.prediction_type == "v_prediction":
+        target = frozen.scheduler.get_velocity(z0, noise, t)
     else:
-        raise ValueError(f"unsupported prediction type {prediction_type!r} (epsilon or v_prediction)")
-    cond = prompt_embedding(components, config.prompt, b)
-    pred = unet(inpaint_unet_input(noisy, mask, partial), t, encoder_hidden_states=cond).sample
+        raise ValueError(f"unsupported prediction type {config.prediction_type!r} (epsilon or v_prediction)")
+    drop = cfg_drop_mask(b, config.cfg_dropout, generator).to(device)
+    features = frozen.conditioner.features(batch, drop)
+    pred = denoiser(inpaint_unet_input(noisy, mask, partial), t, features)
     return F.mse_loss(pred.float(), target.float())

@@ -1,0 +1,206 @@
+"""Novel views from a trained model: the diffusers inpainting pipeline fed exactly as in training, export and load.
+
+Inference with ``StableDiffusionInpaintPipeline`` (diffusers 0.42), matched to :mod:`train.loss`:
+
+* ``image`` = the partial view (only its size is used: with ``strength=1`` the start is pure noise);
+* ``masked_image_latents`` = VAE posterior *mean* of the partial view (on white) times ``scaling_factor`` — not
+  the pipeline's default, which greys out masked pixels of ``image`` before encoding;
+* ``mask_image`` = the soft mask max-pooled to latent cells and upsampled back (nearest), with the pipeline's
+  mask processor set not to binarise, so the UNet sees the same soft latent mask as in training (the stock
+  pipeline binarises at 0.5);
+* ``prompt_embeds`` / ``negative_prompt_embeds`` from :mod:`train.conditioning`.
+
+An exported model directory is a regular diffusers pipeline (``StableDiffusionInpaintPipeline.from_pretrained``
+loads it) plus ``invs.json`` (conditioning, resolution, these conventions) and, for ``clip_image`` conditioning,
+``image_projection/`` (the trained linear map) beside ``image_encoder/``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from invs import storage
+from train.batches import mask_to_latent
+from train.components import ModelUnavailableError
+from train.conditioning import Conditioner, ImageProjection
+
+INVS_FILE = "invs.json"
+PROJECTION_DIR = "image_projection"
+
+
+def soft_mask_processor(vae_scale_factor: int) -> Any:
+    from diffusers.image_processor import VaeImageProcessor
+
+    return VaeImageProcessor(
+        vae_scale_factor=vae_scale_factor, do_normalize=False, do_binarize=False, do_convert_grayscale=True
+    )
+
+
+def build_pipeline(components: dict[str, Any], unet: Any) -> Any:
+    """A ``StableDiffusionInpaintPipeline`` from the components, ``unet``, and a DDIM scheduler of the same betas."""
+    from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
+    from transformers import CLIPImageProcessor
+
+    encoder = components.get("image_encoder")
+    extractor = None
+    if encoder is not None:
+        size = encoder.config.image_size
+        extractor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    pipe = StableDiffusionInpaintPipeline(
+        vae=components["vae"],
+        text_encoder=components["text_encoder"],
+        tokenizer=components["tokenizer"],
+        unet=unet,
+        scheduler=DDIMScheduler.from_config(components["scheduler"].config),
+        safety_checker=None,
+        feature_extractor=extractor,
+        image_encoder=encoder,
+        requires_safety_checker=False,
+    )
+    pipe.mask_processor = soft_mask_processor(pipe.vae_scale_factor)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class NovelViewModel:
+    """A pipeline plus its conditioning: ``predict`` turns (source, partial, mask) batches into target views."""
+
+    def __init__(self, pipe: Any, conditioning: str, projection: ImageProjection | None, resolution: int) -> None:
+        self.pipe, self.resolution, self.projection = pipe, resolution, projection
+        parts = {"tokenizer": pipe.tokenizer, "text_encoder": pipe.text_encoder, "image_encoder": pipe.image_encoder}
+        self.conditioner = Conditioner(conditioning, parts)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_pretrained(cls, uri: str, device: str = "cpu", dtype: torch.dtype | None = None) -> NovelViewModel:
+        """Load an exported model directory (local path or ``s3://``; S3 is downloaded to a temporary folder)."""
+        from diffusers import StableDiffusionInpaintPipeline
+
+        local = _local_copy(uri)
+        try:
+            info = json.loads((local / INVS_FILE).read_text())
+            pipe = StableDiffusionInpaintPipeline.from_pretrained(local, local_files_only=True, torch_dtype=dtype)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelUnavailableError(f"{uri} is not an exported iNVS model ({exc})") from exc
+        pipe.mask_processor = soft_mask_processor(pipe.vae_scale_factor)
+        pipe.set_progress_bar_config(disable=True)
+        projection = None
+        if info["conditioning"] == "clip_image":
+            projection = load_projection(local / PROJECTION_DIR)
+        return cls(pipe.to(device), info["conditioning"], projection, int(info["resolution"])).to(device)
+
+    def to(self, device: str | torch.device) -> NovelViewModel:
+        self.pipe.to(device)
+        self.conditioner.to(device)
+        if self.projection is not None:
+            self.projection.to(device)
+        return self
+
+    @torch.no_grad()
+    def predict(
+        self,
+        batch: dict[str, torch.Tensor],
+        steps: int = 50,
+        guidance_scale: float = 1.0,
+        seed: int = 0,
+    ) -> torch.Tensor:
+        """Predicted target views ``(B, 3, H, W)`` in [0, 1] for ``source``/``partial`` in [-1, 1] and the soft
+        ``mask`` ``(B, 1, H, W)`` (1 = generate); the same ``seed`` gives the same views."""
+        pipe = self.pipe
+        device = pipe.device
+        vae = pipe.vae
+        partial = batch["partial"].to(device)
+        b, _, h, w = partial.shape
+        latents = vae.encode(partial.to(vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
+        cells = mask_to_latent(batch["mask"].float().to(device), tuple(latents.shape[-2:]))
+        mask = F.interpolate(cells, size=(h, w), mode="nearest")
+        features = self.conditioner.features({"source": batch["source"].to(device)})
+        uncond = self.conditioner.unconditional(b, device)
+        if self.projection is not None:
+            features, uncond = self.projection(features), self.projection(uncond)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        noise = torch.randn(latents.shape, generator=generator).to(device, pipe.unet.dtype)
+        out = pipe(
+            image=(partial + 1) / 2,
+            mask_image=mask,
+            masked_image_latents=latents,
+            prompt_embeds=features.to(pipe.unet.dtype),
+            negative_prompt_embeds=uncond.to(pipe.unet.dtype),
+            guidance_scale=guidance_scale,
+            num_inference_steps=steps,
+            height=h,
+            width=w,
+            latents=noise,
+            output_type="pt",
+        )
+        return out.images.float().clamp(0, 1)
+
+
+def save_projection(projection: ImageProjection, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(
+        json.dumps({"in_features": projection.in_features, "out_features": projection.out_features})
+    )
+    save_file({k: v.contiguous() for k, v in projection.state_dict().items()}, str(folder / "model.safetensors"))
+
+
+def load_projection(folder: Path) -> ImageProjection:
+    from safetensors.torch import load_file
+
+    config = json.loads((folder / "config.json").read_text())
+    projection = ImageProjection(int(config["in_features"]), int(config["out_features"]))
+    projection.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return projection.eval()
+
+
+def export_model(
+    components: dict[str, Any],
+    unet: Any,
+    projection: ImageProjection | None,
+    conditioning: str,
+    resolution: int,
+    out_uri: str,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Save a diffusers pipeline directory (+ ``invs.json`` and the projection) to ``out_uri`` (local or S3)."""
+    pipe = build_pipeline(components, unet)
+    with tempfile.TemporaryDirectory(prefix="invs-export-") as tmp:
+        folder = Path(tmp) / "model"
+        pipe.save_pretrained(folder, safe_serialization=True)
+        if projection is not None:
+            save_projection(projection, folder / PROJECTION_DIR)
+        info = {
+            "conditioning": conditioning,
+            "resolution": resolution,
+            "mask": "soft, 1 = generate; max-pooled to latent cells; do not binarise",
+            "masked_image_latents": "VAE posterior mean of the partial view on white, times scaling_factor",
+            **(extra or {}),
+        }
+        (folder / INVS_FILE).write_text(json.dumps(info, indent=2))
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            storage.upload_file(path, storage.join(out_uri, path.relative_to(folder).as_posix()))
+
+
+def _local_copy(uri: str) -> Path:
+    if not storage.is_s3(uri):
+        path = Path(uri).expanduser()
+        if not (path / INVS_FILE).is_file():
+            raise ModelUnavailableError(f"{uri} is not an exported iNVS model (no {INVS_FILE})")
+        return path
+    target = Path(tempfile.mkdtemp(prefix="invs-model-"))
+    files = storage.list_files(uri)
+    if not files:
+        raise ModelUnavailableError(f"{uri} is not an exported iNVS model (empty)")
+    prefix = uri.rstrip("/") + "/"
+    for f in files:
+        dest = target / f[len(prefix) :]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        storage.download_file(f, dest)
+    return target

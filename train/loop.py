@@ -1,0 +1,407 @@
+"""The per-worker training loop that Ray Train runs (``TorchTrainer(train_loop_per_worker, ...)``).
+
+Every worker builds the same model (tiny from the seed, or loaded from the checkpoint), wraps the trainable
+:class:`~train.loss.Denoiser` in DDP (``ray.train.torch.prepare_model``), streams its own part of the pair shards
+(:mod:`train.data`) and runs ``steps`` optimizer steps of ``grad_accumulation`` micro-batches each (DDP gradient
+sync only on the last micro-batch). Step ``k``'s random draws come from a generator seeded by ``(seed, k, micro,
+rank)``, so a resumed run repeats exactly what an uninterrupted one does.
+
+Precision: float32 master weights; ``mixed_precision=bf16`` (``auto`` on GPU) runs the UNet under bf16 autocast
+and keeps the frozen VAE and encoders in bf16. Attention uses PyTorch SDPA (``AttnProcessor2_0``).
+Optional gradient checkpointing. EMA of the trainable weights on rank 0 (diffusers ``EMAModel``).
+
+Checkpoints (rank 0, every ``checkpoint_every`` steps and at the end) hold ``denoiser.pt``, ``optimizer.pt``,
+``lr_scheduler.pt``, ``ema.pt`` and ``state.json`` (step, every stream's data position); Ray Train uploads them
+under ``OUT/run/`` and hands the latest back through ``ray.train.get_checkpoint()`` after a worker failure or to
+a resumed run. Validation (rank 0, every ``validate_every`` steps and at the end) samples the validation pairs
+with the EMA weights, logs PSNR/SSIM and writes a grid; the final EMA weights are exported as a diffusers
+pipeline to ``OUT/model``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from invs import storage
+from invs.config import Config, TrainConfig, apply_storage_settings
+from train.conditioning import Conditioner, ImageProjection, build_tiny_image_encoder, load_image_encoder
+from train.data import DataPlan, DataPosition, PairStream, StreamStart, _seed, collate
+from train.latents import vae_fingerprint
+from train.loss import Denoiser, Frozen, LossConfig, training_loss
+
+log = logging.getLogger("invs.train")
+
+METRICS_CSV = "logs/metrics.csv"
+METRIC_FIELDS = ("step", "loss", "lr", "samples_per_s", "skipped", "val_psnr", "val_ssim", "val_psnr_partial")
+
+
+# ------------------------------------------------------------------------------------------------ model
+
+
+def model_parts(tc: TrainConfig) -> dict[str, Any]:
+    """The frozen and trainable components for this config (tiny offline, or loaded), scheduler as configured."""
+    from train.components import build_tiny_components, load_components
+
+    parts = build_tiny_components(seed=tc.seed) if tc.tiny else load_components(tc.model)
+    if tc.conditioning == "clip_image":
+        parts["image_encoder"] = build_tiny_image_encoder(tc.seed) if tc.tiny else load_image_encoder(tc.image_encoder)
+    if tc.prediction_type != "scheduler":
+        parts["scheduler"] = type(parts["scheduler"]).from_config(
+            parts["scheduler"].config, prediction_type=tc.prediction_type
+        )
+    return parts
+
+
+def latents_vae(tc: TrainConfig) -> str | None:
+    """Fingerprint of this run's VAE, for matching precomputed latents (None when they are not to be used)."""
+    if not tc.use_latents:
+        return None
+    return vae_fingerprint("tiny", tc.seed) if tc.tiny else vae_fingerprint(tc.model)
+
+
+def build_denoiser(parts: dict[str, Any], conditioner: Conditioner, tc: TrainConfig) -> Denoiser:
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    unet = parts["unet"]
+    unet.set_attn_processor(AttnProcessor2_0())
+    if tc.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    projection = None
+    if conditioner.kind == "clip_image":
+        torch.manual_seed(_seed(tc.seed, "projection") % 2**31)
+        projection = ImageProjection(conditioner.feature_dim, unet.config.cross_attention_dim)
+    return Denoiser(unet, projection)
+
+
+def autocast_dtype(tc: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if tc.mixed_precision == "bf16" or (tc.mixed_precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, tc: TrainConfig) -> Any:
+    from diffusers.optimization import get_scheduler
+
+    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[tc.lr_schedule]
+    return get_scheduler(name, optimizer, num_warmup_steps=tc.warmup_steps, num_training_steps=tc.steps)
+
+
+# ------------------------------------------------------------------------------------------------ loop
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point; ``loop_config`` = ``{"config": Config, "plan": DataPlan, "fail_at_step": int|None}``."""
+    import ray.train
+    import ray.train.torch
+    from diffusers.training_utils import EMAModel
+
+    config: Config = loop_config["config"]
+    plan: DataPlan = loop_config["plan"]
+    tc = config.train
+    apply_storage_settings(config)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    amp = autocast_dtype(tc, device)
+
+    parts = model_parts(tc)
+    for name in ("vae", "text_encoder", "image_encoder"):
+        if name in parts:
+            parts[name].requires_grad_(False).to(device)
+            if amp is not None:
+                parts[name].to(dtype=amp)
+    conditioner = Conditioner(tc.conditioning, parts).to(device)
+    denoiser = build_denoiser(parts, conditioner, tc)
+    trainable = [p for p in denoiser.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=tc.learning_rate, weight_decay=tc.weight_decay)
+    scheduler = lr_scheduler(optimizer, tc)
+    ema = EMAModel(trainable, decay=tc.ema_decay) if rank == 0 and tc.ema_decay > 0 else None
+
+    start_step = 0
+    position = DataPosition(num_streams=world * max(tc.loader_workers, 1))
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            start_step, position = load_state(Path(folder), denoiser, optimizer, scheduler, ema, position)
+    model = ray.train.torch.prepare_model(denoiser, parallel_strategy_kwargs={"find_unused_parameters": False})
+    if ema is not None:
+        ema.to(device)
+
+    dataset = PairStream(
+        plan,
+        rank,
+        world,
+        tc.loader_workers,
+        tc.seed,
+        tc.shuffle_buffer,
+        starts=position.streams,
+        rotation=position.batches % max(tc.loader_workers, 1),
+        latents_vae=latents_vae(tc),
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=tc.batch_size, num_workers=tc.loader_workers, collate_fn=collate, pin_memory=False
+    )
+    batches = iter(loader)
+    frozen = Frozen(parts["vae"], parts["scheduler"], conditioner)
+    loss_config = LossConfig(
+        timesteps=tc.timesteps,
+        timestep_params={"mean": tc.logit_normal_mean, "std": tc.logit_normal_std}
+        if tc.timesteps == "logit_normal"
+        else {},
+        noise_offset=tc.noise_offset,
+        cfg_dropout=tc.cfg_dropout if tc.conditioning == "clip_image" else 0.0,
+        prediction_type=parts["scheduler"].config.prediction_type,
+    )
+    logger = MetricsLog(tc.out, start_step) if rank == 0 else None
+    validator = Validator(plan, tc, parts, conditioner, device) if rank == 0 else None
+    fail_at = loop_config.get("fail_at_step")
+    tick, samples = time.perf_counter(), 0
+
+    for step in range(start_step, tc.steps):
+        if fail_at is not None and restored is None and step == fail_at and rank == world - 1:
+            log.error("simulated loss of worker %d at step %d", rank, step)
+            os._exit(1)
+        total = torch.zeros((), device=device)
+        for micro in range(tc.grad_accumulation):
+            batch = next(batches)
+            position.consume(batch)
+            tensors = {k: v.to(device) for k, v in batch.items() if v.dtype.is_floating_point}
+            samples += int(batch["stream"].shape[0])
+            generator = torch.Generator().manual_seed(_seed(tc.seed, step, micro, rank) % 2**63)
+            last = micro == tc.grad_accumulation - 1
+            sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()
+            with sync, torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss = training_loss(model, frozen, tensors, loss_config, generator) / tc.grad_accumulation
+                loss.backward()
+            total += loss.detach()
+        if tc.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.step(trainable)
+        if world > 1:
+            torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.AVG)
+        done = step + 1
+        final = done == tc.steps
+        elapsed = time.perf_counter() - tick
+        metrics: dict[str, Any] = {
+            "step": done,
+            "loss": float(total),
+            "lr": scheduler.get_last_lr()[0],
+            "samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
+            "skipped": _sum_over_ranks(position.skipped, device, world),
+        }
+        if final or (tc.validate_every and done % tc.validate_every == 0):
+            if validator is not None:
+                with ema_weights(ema, trainable):
+                    metrics |= validator.run(model_unwrapped(model), done)
+        checkpoint_now = final or done % tc.checkpoint_every == 0
+        if logger is not None:
+            logger.write(metrics)
+        if checkpoint_now:
+            positions = _gather(position, world)
+            with tempfile.TemporaryDirectory(prefix="invs-ckpt-") as folder:
+                checkpoint = None
+                if rank == 0:
+                    save_state(Path(folder), done, model_unwrapped(model), optimizer, scheduler, ema, positions)
+                    logger.flush()
+                    checkpoint = ray.train.Checkpoint.from_directory(folder)
+                ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{done:08d}")
+        elif done % 10 == 0:
+            ray.train.report(metrics)
+        tick, samples = time.perf_counter(), 0
+
+    if rank == 0:
+        export(model_unwrapped(model), ema, trainable, parts, tc, plan)
+
+
+def model_unwrapped(model: torch.nn.Module) -> Denoiser:
+    return model.module if hasattr(model, "module") else model  # type: ignore[return-value]
+
+
+def _sum_over_ranks(value: int, device: torch.device, world: int) -> int:
+    if world == 1:
+        return value
+    t = torch.tensor(float(value), device=device)
+    torch.distributed.all_reduce(t)
+    return int(t.item())
+
+
+def _gather(position: DataPosition, world: int) -> DataPosition:
+    if world == 1:
+        return position
+    everyone: list[Any] = [None] * world
+    torch.distributed.all_gather_object(everyone, position.to_json())
+    return position.merge([DataPosition.from_json(p) for p in everyone])
+
+
+@contextlib.contextmanager
+def ema_weights(ema: Any, parameters: list[torch.nn.Parameter]):
+    """Temporarily swap the EMA weights into ``parameters`` (no-op without EMA)."""
+    if ema is None:
+        yield
+        return
+    ema.store(parameters)
+    ema.copy_to(parameters)
+    try:
+        yield
+    finally:
+        ema.restore(parameters)
+
+
+# ------------------------------------------------------------------------------------------------ state
+
+
+def save_state(
+    folder: Path,
+    step: int,
+    denoiser: Denoiser,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    ema: Any,
+    position: DataPosition,
+) -> None:
+    torch.save(denoiser.state_dict(), folder / "denoiser.pt")
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    torch.save(scheduler.state_dict(), folder / "lr_scheduler.pt")
+    if ema is not None:
+        torch.save(ema.state_dict(), folder / "ema.pt")
+    (folder / "state.json").write_text(json.dumps({"step": step, "data": position.to_json()}, indent=1))
+
+
+def load_state(
+    folder: Path,
+    denoiser: Denoiser,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    ema: Any,
+    position: DataPosition,
+) -> tuple[int, DataPosition]:
+    """Restore a checkpoint in place; returns the step to continue from and the data position to use."""
+    state = json.loads((folder / "state.json").read_text())
+    denoiser.load_state_dict(torch.load(folder / "denoiser.pt", map_location="cpu", weights_only=True))
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
+    scheduler.load_state_dict(torch.load(folder / "lr_scheduler.pt", map_location="cpu", weights_only=False))
+    if ema is not None and (folder / "ema.pt").is_file():
+        ema.load_state_dict(torch.load(folder / "ema.pt", map_location="cpu", weights_only=False))
+    saved = DataPosition.from_json(state["data"])
+    if saved.num_streams != position.num_streams:
+        log.warning(
+            "data position saved for %d streams, this run has %d (workers x loader processes changed): every stream "
+            "starts a new epoch after the furthest one reached",
+            saved.num_streams,
+            position.num_streams,
+        )
+        epoch = max((s.epoch for s in saved.streams.values()), default=0) + 1
+        position.streams = {s: StreamStart(epoch, 0, 0) for s in range(position.num_streams)}
+        position.batches = 0
+    else:
+        position = saved
+    log.info("resumed from step %d", state["step"])
+    return int(state["step"]), position
+
+
+# ------------------------------------------------------------------------------------------------ logs
+
+
+class MetricsLog:
+    """Rank 0's metrics as CSV (``OUT/logs/metrics.csv``, one row per step), cut back to the resume step."""
+
+    def __init__(self, out: str, start_step: int) -> None:
+        self.uri = storage.join(out, METRICS_CSV)
+        self.rows: list[dict[str, Any]] = []
+        if start_step > 0 and storage.exists(self.uri):
+            previous = csv.DictReader(io.StringIO(storage.read_text(self.uri)))
+            self.rows = [r for r in previous if int(r["step"]) <= start_step]
+
+    def write(self, metrics: dict[str, Any]) -> None:
+        self.rows.append({k: metrics.get(k, "") for k in METRIC_FIELDS})
+        if not storage.is_s3(self.uri):
+            self.flush()
+
+    def flush(self) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        storage.write_text(self.uri, buffer.getvalue())
+
+
+class Validator:
+    """Samples the validation pairs with the current weights; PSNR/SSIM against the targets and a picture."""
+
+    def __init__(
+        self, plan: DataPlan, tc: TrainConfig, parts: dict[str, Any], conditioner: Conditioner, device: Any
+    ) -> None:
+        from invs import shards
+        from train.batches import pair_to_tensors
+
+        self.tc, self.parts, self.device = tc, parts, device
+        items = [pair_to_tensors(shards.decode_pair_sample(k, m), plan.resolution) for k, m in plan.val_samples]
+        self.batch = collate(items) if items else None
+        self.labels = [k for k, _ in plan.val_samples]
+        self.conditioner = conditioner
+        self.resolution = plan.resolution
+
+    def run(self, denoiser: Denoiser, step: int) -> dict[str, float]:
+        from invs import metrics
+        from invs.preview import png_bytes, prediction_sheet
+        from train.inference import NovelViewModel, build_pipeline
+
+        if self.batch is None:
+            return {}
+        was_training = denoiser.training
+        denoiser.eval()
+        try:
+            model = NovelViewModel(
+                build_pipeline(self.parts, denoiser.unet), self.tc.conditioning, denoiser.projection, self.resolution
+            )
+            model.conditioner = self.conditioner
+            prediction = model.predict(
+                self.batch, self.tc.val_inference_steps, self.tc.guidance_scale, seed=self.tc.seed
+            ).cpu()
+        finally:
+            denoiser.train(was_training)
+        target = (self.batch["target"] + 1) / 2
+        partial = (self.batch["partial"] + 1) / 2
+        sheet = prediction_sheet(self.batch, prediction, self.labels)
+        storage.write_bytes(storage.join(self.tc.out, "validation", f"step_{step:08d}.png"), png_bytes(sheet))
+        return {
+            "val_psnr": float(metrics.psnr(prediction, target).mean()),
+            "val_ssim": float(metrics.ssim(prediction, target).mean()),
+            "val_psnr_partial": float(metrics.psnr(partial, target).mean()),
+        }
+
+
+def export(denoiser: Denoiser, ema: Any, trainable: list[torch.nn.Parameter], parts, tc: TrainConfig, plan) -> None:
+    """Write the final (EMA) weights as a diffusers pipeline to ``OUT/model``."""
+    from train.inference import export_model
+
+    if ema is not None:
+        ema.copy_to(trainable)
+    denoiser.eval()
+    cpu_parts = {k: (v.to("cpu", torch.float32) if isinstance(v, torch.nn.Module) else v) for k, v in parts.items()}
+    export_model(
+        cpu_parts,
+        denoiser.unet.to("cpu", torch.float32),
+        denoiser.projection.to("cpu") if denoiser.projection is not None else None,
+        tc.conditioning,
+        plan.resolution,
+        storage.join(tc.out, "model"),
+        extra={"steps": tc.steps, "ema_decay": tc.ema_decay, "model": "tiny" if tc.tiny else tc.model},
+    )
