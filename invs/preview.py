@@ -132,6 +132,7 @@ def prediction_sheet(batch: dict, prediction, labels: list[str] | None = None, c
     rows = []
     for i in range(prediction.shape[0]):
         tiles = [rgb((batch[n][i] + 1) / 2) for n in ("source", "partial")]
-        tiles += [to_uint8(batch["mask"][i, 0].float().cpu().numpy()), rgb(prediction[i]), rgb((batch["target"][i] + 1) / 2)]
+        mask = to_uint8(batch["mask"][i, 0].float().cpu().numpy())
+        tiles += [mask, rgb(prediction[i]), rgb((batch["target"][i] + 1) / 2)]
         rows.append((labels[i] if labels else f"pair {i}", tiles))
     return image_grid(titles, rows, cell)

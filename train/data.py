@@ -108,7 +108,9 @@ def plan_data(data: str, resolution: int | None, val_pairs: int) -> DataPlan:
     if sample.target.shape[:2] != (size, size):
         raise InvsError(f"pairs must be square; {sample.key} is {sample.target.shape[:2]}")
     if resolution is not None and resolution != size:
-        raise InvsError(f"train.resolution is {resolution} but the pairs at {data} are {size} px; preprocess at {resolution}")
+        raise InvsError(
+            f"train.resolution is {resolution} but the pairs at {data} are {size} px; preprocess at {resolution}"
+        )
     if size % 8:
         raise InvsError(f"pair size {size} px is not a multiple of 8 (the VAE's downsampling)")
     val_samples: list[tuple[str, dict[str, bytes]]] = []

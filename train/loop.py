@@ -206,10 +206,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
             "skipped": _sum_over_ranks(position.skipped, device, world),
         }
-        if final or (tc.validate_every and done % tc.validate_every == 0):
-            if validator is not None:
-                with ema_weights(ema, trainable):
-                    metrics |= validator.run(model_unwrapped(model), done)
+        validate_now = final or (tc.validate_every and done % tc.validate_every == 0)
+        if validate_now and validator is not None:
+            with ema_weights(ema, trainable):
+                metrics |= validator.run(model_unwrapped(model), done)
         checkpoint_now = final or done % tc.checkpoint_every == 0
         if logger is not None:
             logger.write(metrics)

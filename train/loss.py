@@ -79,7 +79,8 @@ def batch_latents(frozen: Frozen, batch: dict[str, torch.Tensor], generator: tor
     """``(z0, partial_latents)`` of a batch: from stored moments if present, else by encoding with the VAE."""
     if "moments" in batch:
         sf = frozen.vae.config.scaling_factor
-        return sample_moments(batch["moments"][:, 0], sf, generator), sample_moments(batch["moments"][:, 1], sf, generator)
+        moments = batch["moments"]
+        return sample_moments(moments[:, 0], sf, generator), sample_moments(moments[:, 1], sf, generator)
     return encode(frozen.vae, batch["target"], generator), encode(frozen.vae, batch["partial"], generator)
 
 
