@@ -64,6 +64,11 @@ class PairMaker:
             self.estimator = DepthEstimator.from_pretrained(
                 p.depth_model, device=self.device, dtype=dtype, flip_average=p.flip_average
             )
+        self.vae = None
+        if p.latents:
+            from invs.latents import load_vae
+
+            self.vae = load_vae(p.latents).to(self.device)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         from preprocess.pipeline import object_pairs
@@ -76,7 +81,9 @@ class PairMaker:
             if not reason:
                 try:
                     sample = shards.decode_render_sample(str(key), pickle.loads(blob), where=str(shard))
-                    result = pickle.dumps(object_pairs(sample, self.config, str(shard), self.estimator, self.device))
+                    result = pickle.dumps(
+                        object_pairs(sample, self.config, str(shard), self.estimator, self.device, self.vae)
+                    )
                 except (ShardFormatError, KeyError, ValueError) as exc:
                     reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ShardFormatError) else str(exc)
             for name, value in (("render_shard", str(shard)), ("key", str(key)), ("blob", result), ("error", reason)):
@@ -126,6 +133,10 @@ def run(config: Config) -> dict[str, Any]:
         from preprocess.depth import check_available
 
         check_available(p.depth_model)  # before any worker starts
+    if p.latents and p.latents != "tiny":
+        from invs.models import check_model_available
+
+        check_model_available(p.latents, parts=("vae",))
     manifest = tables.latest_by_uid(
         tables.read_table(storage.join(renders, tables.MANIFEST_DIR), tables.MANIFEST_SCHEMA)
     )

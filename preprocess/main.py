@@ -21,6 +21,7 @@ FLAGS = {
     "depth": "preprocess.depth",
     "depth_model": "preprocess.depth_model",
     "resolution": "preprocess.resolution",
+    "latents": "preprocess.latents",
 }
 
 
@@ -32,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--depth", choices=["zoedepth", "gt"], help="ZoeDepth on the source view, or renderer depth")
     parser.add_argument("--depth-model", help="ZoeDepth hub id or local path")
     parser.add_argument("--resolution", type=int)
+    parser.add_argument(
+        "--latents", help="also store VAE latents of target and partial view: 'tiny' or a diffusers model id/path"
+    )
     args = parser.parse_args(argv)
     config = cli.resolve_config(args, FLAGS, locations=("preprocess.renders", "preprocess.out"))
     cli.check_outputs(config, ("preprocess.out",))

@@ -18,6 +18,8 @@ from invs import cameras, shards, tables
 from invs.config import Config
 from invs.errors import ShardFormatError
 from invs.images import on_white, to_uint8
+from invs.latents import LAYOUT as LATENTS_LAYOUT
+from invs.latents import posterior_moments, vae_fingerprint
 from preprocess.geometry import partial_view
 from preprocess.law import law_metrics
 from preprocess.pairs import sample_pairs
@@ -82,9 +84,15 @@ def source_depths(
 
 
 def object_pairs(
-    sample: shards.RenderSample, config: Config, render_shard: str, estimator: Any = None, device: str = "cpu"
+    sample: shards.RenderSample,
+    config: Config,
+    render_shard: str,
+    estimator: Any = None,
+    device: str = "cpu",
+    vae: Any = None,
 ) -> ObjectPairs:
-    """All training pairs of one rendered object (see the module docstring)."""
+    """All training pairs of one rendered object (see the module docstring); with ``vae``, each pair also stores the
+    VAE posterior moments of its target and partial view (:mod:`invs.latents`)."""
     p = config.preprocess
     meta = sample.meta
     uid = str(meta["uid"])
@@ -128,6 +136,11 @@ def object_pairs(
     result.law = {k: law[k] for k in LAW_KEYS} | {"compared_pixels": law["compared_pixels"]}
     split = tables.split_for_uid(uid, p.val_fraction)
     partial = pv.partial.permute(0, 2, 3, 1).cpu().numpy()
+    moments = None
+    if vae is not None:
+        targets_u8 = np.stack([to_uint8(rgb[j]) for j in t])
+        partial_u8 = to_uint8(partial)
+        moments = np.stack([posterior_moments(vae, targets_u8, device), posterior_moments(vae, partial_u8, device)], 1)
     for k, (i, j) in enumerate(chosen):
         key = shards.pair_key(sample.key, i, j)
         visible = pv.visible[k].cpu().numpy()
@@ -146,6 +159,8 @@ def object_pairs(
             "angle_deg": cameras.angle_between_views_deg(views[i][3], views[j][3]),
             "mask": {"polarity": "255 = generate", "half_angle_deg": p.mask_half_angle_deg},
         }
+        if moments is not None:
+            pair_meta["latents"] = {"vae": vae_fingerprint(str(p.latents)), "layout": LATENTS_LAYOUT}
         pair = shards.PairSample(
             key=key,
             source=to_uint8(rgb[i]),
@@ -156,6 +171,7 @@ def object_pairs(
             epipolar=pv.region[k].cpu().numpy().astype(np.uint8) * 255,
             depth=depth_src[i].astype(np.float16),
             meta=pair_meta,
+            latents=moments[k] if moments is not None else None,
         )
         result.pairs.append((key, shards.encode_pair_sample(pair)))
         result.index_rows.append(

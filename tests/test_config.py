@@ -42,6 +42,8 @@ def test_overrides_parse_values_as_yaml() -> None:
     assert c.render.views == 24 and c.camera.radius_range == (2.0, 3.0) and c.render.num_objects is None
     assert c.train.use_gpu is True and c.storage.s3_endpoint == "http://127.0.0.1:8333"
     assert cfg.load_config("local", {"render.views": 3}).render.views == 3
+    # YAML 1.1 reads exponent floats without a dot as strings; float settings accept them.
+    assert cfg.load_config("local", ["train.learning_rate=2e-3"]).train.learning_rate == 0.002
 
 
 @pytest.mark.parametrize(
@@ -51,6 +53,7 @@ def test_overrides_parse_values_as_yaml() -> None:
         (["rendr.views=3"], "unknown setting 'rendr'"),
         (["render.views=many"], "render.views: expected int, got 'many'"),
         (["render.views=2.5"], "render.views: expected int"),
+        (["train.learning_rate=fast"], "train.learning_rate: expected float, got 'fast'"),
         (["render.views=true"], "render.views: expected int"),
         (["render.engine=blender"], "render.engine: expected 'cycles' | 'eevee'"),
         (["camera.radius_range=[1, 2, 3]"], "camera.radius_range: expected [float, float]"),

@@ -154,3 +154,30 @@ def test_views_with_empty_alpha_are_never_used_and_are_counted(renders: str) -> 
     result = object_pairs(sample, config, "shard")
     assert result.skipped_views == 1 and result.pairs
     assert all(r["src"] != 0 and r["tgt"] != 0 for r in result.index_rows)
+
+
+def test_precomputed_latents_are_the_vae_posterior_of_target_and_partial(renders: str, tmp_path: Path) -> None:
+    import torch
+
+    from invs.latents import load_vae, posterior_moments
+    from train.data import PairStream, plan_data
+
+    out = str(tmp_path / "pairs")
+    proc = preprocess(renders, out, "--latents", "tiny", "--resolution", "64")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pairs = list(shards.iter_pair_samples(shards.list_shards(out)))
+    assert pairs and all(p.latents is not None and p.latents.shape == (2, 8, 16, 16) for p in pairs)
+    assert all(p.latents.dtype == np.float16 and p.meta["latents"]["vae"] == "tiny:seed=0" for p in pairs)
+    vae = load_vae("tiny")
+    expected = posterior_moments(vae, np.stack([pairs[0].target, pairs[0].partial]))
+    np.testing.assert_allclose(pairs[0].latents.astype(np.float32), expected.astype(np.float32), atol=2e-3)
+    # Training picks them up only for the VAE that made them.
+    plan = plan_data(out, None, val_pairs=0)
+    item = next(iter(PairStream(plan, 0, 1, 0, seed=0, latents_vae="tiny:seed=0")))
+    assert item["moments"].shape == (2, 8, 16, 16) and item["moments"].dtype == torch.float32
+    assert "moments" not in next(iter(PairStream(plan, 0, 1, 0, seed=0, latents_vae="tiny:seed=1")))
+
+
+def test_missing_latents_vae_fails_fast(renders: str, tmp_path: Path) -> None:
+    proc = preprocess(renders, str(tmp_path / "pairs"), "--latents", "stabilityai/stable-diffusion-2-inpainting")
+    assert proc.returncode == 2 and "not in the local Hugging Face cache" in proc.stderr

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.components import ModelUnavailableError
+from invs.models import ModelUnavailableError
 
 CONDITIONINGS = ("empty_prompt", "clip_image")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -95,6 +95,13 @@ class Conditioner:
             self._prompt = empty_prompt_embedding(components)
         elif self.image_encoder is None:
             raise ValueError("clip_image conditioning needs components['image_encoder']")
+
+    @classmethod
+    def from_embedding(cls, embedding: torch.Tensor) -> Conditioner:
+        """A fixed-prompt conditioner from precomputed hidden states ``(1, tokens, dim)`` (benchmarks)."""
+        self = cls.__new__(cls)
+        self.kind, self.image_encoder, self._prompt = "empty_prompt", None, embedding
+        return self
 
     @property
     def feature_dim(self) -> int:

@@ -115,7 +115,13 @@ def plan_data(data: str, resolution: int | None, val_pairs: int) -> DataPlan:
         raise InvsError(f"pair size {size} px is not a multiple of 8 (the VAE's downsampling)")
     val_samples: list[tuple[str, dict[str, bytes]]] = []
     for shard in sorted({s for _, s in chosen}):
-        val_samples += read_samples(shard, {k for k, s in chosen if s == shard})
+        for key, members in read_samples(shard, {k for k, s in chosen if s == shard}):
+            try:
+                pair_to_tensors(shards.decode_pair_sample(key, members, where=shard), size)
+            except ShardFormatError as exc:
+                log.warning("skipping validation pair %s: %s", key, exc)
+                continue
+            val_samples.append((key, members))
     val_samples.sort()
     return DataPlan(data=data, resolution=size, train_keys=train_keys, val_samples=val_samples, val_source=val_source)
 

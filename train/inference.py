@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from invs import storage
+from invs.models import ModelUnavailableError
 from train.batches import mask_to_latent
-from train.components import ModelUnavailableError
 from train.conditioning import Conditioner, ImageProjection
 
 INVS_FILE = "invs.json"

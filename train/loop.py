@@ -35,9 +35,9 @@ import torch
 
 from invs import storage
 from invs.config import Config, TrainConfig, apply_storage_settings
+from invs.latents import vae_fingerprint
 from train.conditioning import Conditioner, ImageProjection, build_tiny_image_encoder, load_image_encoder
 from train.data import DataPlan, DataPosition, PairStream, StreamStart, _seed, collate
-from train.latents import vae_fingerprint
 from train.loss import Denoiser, Frozen, LossConfig, training_loss
 
 log = logging.getLogger("invs.train")
@@ -51,7 +51,7 @@ METRIC_FIELDS = ("step", "loss", "lr", "samples_per_s", "skipped", "val_psnr", "
 
 def model_parts(tc: TrainConfig) -> dict[str, Any]:
     """The frozen and trainable components for this config (tiny offline, or loaded), scheduler as configured."""
-    from train.components import build_tiny_components, load_components
+    from invs.models import build_tiny_components, load_components
 
     parts = build_tiny_components(seed=tc.seed) if tc.tiny else load_components(tc.model)
     if tc.conditioning == "clip_image":
@@ -172,6 +172,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     for step in range(start_step, tc.steps):
         if fail_at is not None and restored is None and step == fail_at and rank == world - 1:
+            # Ray Train registers a reported checkpoint when it next polls the workers (every 2 s); a worker lost
+            # before that poll takes its part of the report with it. Die a little later, as real failures do.
+            time.sleep(5.0)
             log.error("simulated loss of worker %d at step %d", rank, step)
             os._exit(1)
         total = torch.zeros((), device=device)

@@ -4,7 +4,7 @@ For a batch of pairs (tensors from :func:`train.batches.pair_to_tensors`, images
 
 1. ``z0`` = a sample of the VAE posterior of the target times ``scaling_factor``; ``p`` likewise for the partial
    view as is, on white (at inference it is passed to the pipeline as ``masked_image_latents``). When the batch
-   carries precomputed posterior moments (``batch["moments"]``, see :mod:`train.latents`) the VAE is skipped.
+   carries precomputed posterior moments (``batch["moments"]``, see :mod:`invs.latents`) the VAE is skipped.
 2. ``m`` = the soft mask max-pooled to latent resolution (:func:`train.batches.mask_to_latent`), not binarised.
 3. Timesteps from a named distribution (:mod:`train.timesteps`), noise ``e`` (+ ``noise_offset`` per channel),
    ``z_t = scheduler.add_noise(z0, e, t)``.

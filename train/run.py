@@ -71,7 +71,7 @@ def check_run_state(out: str, resume: bool) -> None:
 
 
 def check_model(config: Config) -> None:
-    from train.components import check_model_available
+    from invs.models import check_model_available
 
     tc = config.train
     if not tc.tiny:

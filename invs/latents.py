@@ -26,10 +26,10 @@ def vae_fingerprint(model: str, tiny_seed: int = 0) -> str:
 def load_vae(model: str) -> Any:
     """The VAE of ``model`` (``"tiny"``: the tiny offline model with seed 0), in eval mode."""
     if model == "tiny":
-        from train.components import build_tiny_components
+        from invs.models import build_tiny_components
 
         return build_tiny_components(seed=0)["vae"].eval()
-    from train.components import load_vae as load_real_vae
+    from invs.models import load_vae as load_real_vae
 
     return load_real_vae(model)
 

@@ -1,4 +1,5 @@
-"""Model components for the train stage: tiny random-config ones built offline, or real ones from a checkpoint.
+"""Diffusion model components: tiny random-config ones built offline, or real ones from a checkpoint (train stage,
+and the VAE for precomputed latents in the preprocess stage).
 
 Both return ``{"unet", "vae", "text_encoder", "tokenizer", "scheduler"}``, the parts that
 ``diffusers.StableDiffusionInpaintPipeline`` takes (with ``safety_checker=None, feature_extractor=None,
@@ -179,12 +180,12 @@ def load_vae(model_id_or_path: str) -> Any:
     return _load_part(model_id_or_path, "vae", AutoencoderKL).eval()
 
 
-def check_model_available(model_id_or_path: str) -> None:
+def check_model_available(model_id_or_path: str, parts: tuple[str, ...] = COMPONENT_NAMES) -> None:
     """Fail fast (one line) when a model's configs are not on disk or in the local hub cache, without loading
     weights: run on the driver before any worker starts."""
     source, looks_local = _source(model_id_or_path)
     if looks_local:
-        missing = [n for n in COMPONENT_NAMES if not (Path(source) / n).is_dir()]
+        missing = [n for n in parts if not (Path(source) / n).is_dir()]
         if missing:
             raise ModelUnavailableError(
                 f"model directory {model_id_or_path!r} lacks {', '.join(missing)}/; it must be a diffusers "
@@ -193,7 +194,8 @@ def check_model_available(model_id_or_path: str) -> None:
         return
     from huggingface_hub import try_to_load_from_cache
 
-    missing = [n for n in ("unet", "vae") if not isinstance(try_to_load_from_cache(source, f"{n}/config.json"), str)]
+    weighted = [n for n in parts if n in ("unet", "vae", "text_encoder")]
+    missing = [n for n in weighted if not isinstance(try_to_load_from_cache(source, f"{n}/config.json"), str)]
     if missing:
         raise ModelUnavailableError(
             f"model {model_id_or_path!r} is not in the local Hugging Face cache (no {missing[0]}/config.json); "
@@ -228,3 +230,36 @@ def load_components(model_id_or_path: str) -> dict[str, Any]:
             "(noisy latents 4 + mask 1 + masked-image latents 4), e.g. stabilityai/stable-diffusion-2-inpainting"
         )
     return parts
+
+
+# ------------------------------------------------------------------------------------------------ SD-2-sized
+
+#: ``unet/config.json`` of stabilityai/stable-diffusion-2-inpainting (865 M parameters), for benchmarks with random
+#: weights: the real architecture's cost without downloading it.
+SD2_INPAINT_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 9,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    "cross_attention_dim": 1024,
+    "attention_head_dim": (5, 10, 20, 20),
+    "use_linear_projection": True,
+    "norm_num_groups": 32,
+}
+
+#: ``vae/config.json`` of the SD 1.x / 2 family (84 M parameters; downsampling 8).
+SD_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 512,
+    "scaling_factor": 0.18215,
+}

@@ -11,8 +11,8 @@ import pytest
 import torch
 from diffusers import StableDiffusionInpaintPipeline
 
+from invs.models import ModelUnavailableError, build_tiny_components, load_components
 from train.batches import inpaint_unet_input, mask_to_latent
-from train.components import ModelUnavailableError, build_tiny_components, load_components
 
 SIZE = 64
 

@@ -1,0 +1,221 @@
+"""train/run.py end to end with Ray Train: 2 CPU workers (gloo) on pair shards made from the real objects.
+
+Covers the overfit run with export and validation, a lost worker restarting from its checkpoint, ``--resume``,
+bad input, and S3 for data and checkpoints.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from invs import shards, storage
+from tests.test_render_job import local_env, render
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = [pytest.mark.blender, pytest.mark.ray]
+PAIRS = ["--pairs-per-object", "8", "--set", "preprocess.min_angle_deg=10"]
+FAST = ["--tiny", "--batch-size", "2", "--set", "train.val_inference_steps=4", "--set", "train.val_pairs=3"]
+
+
+@pytest.fixture(scope="module")
+def pairs(shared_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """24 pairs at 64 px from three real objects (render 4 views each, then preprocess with ground-truth depth)."""
+    objects = tmp_path_factory.mktemp("objects")
+    for name in ("BoxTextured.glb", "SpotCow.glb", "kenney_alien.glb"):
+        shutil.copy(shared_objects / name, objects / name)
+    renders = str(tmp_path_factory.mktemp("renders"))
+    proc = render(str(objects), renders, "--views", "4", "--resolution", "64", "--set", "render.samples=8")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = str(tmp_path_factory.mktemp("pairs"))
+    proc = subprocess.run(
+        [sys.executable, "preprocess/main.py", "--renders", renders, "--out", out, "--resolution", "64", *PAIRS],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env=local_env(),
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return out
+
+
+def train(
+    data: str, out: str, *extra: str, env: dict[str, str] | None = None, cluster: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run train/run.py: on the session's two-node cluster (``cluster``, RAY_ADDRESS from the fixture) or on a
+    local Ray instance of its own."""
+    proc = subprocess.run(
+        [sys.executable, "train/run.py", "--data", data, "--out", out, *FAST, *extra],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+        env={**os.environ, **(env or {})} if cluster else local_env(env),
+    )
+    if proc.returncode == 2:  # a refused run says why in one error line (Ray's log lines may follow it)
+        assert any(line.startswith("error: ") for line in proc.stderr.splitlines()), proc.stderr[-3000:]
+    return proc
+
+
+def losses(out: str) -> dict[int, float]:
+    rows = csv.DictReader(storage.read_text(storage.join(out, "logs", "metrics.csv")).splitlines())
+    return {int(r["step"]): float(r["loss"]) for r in rows}
+
+
+def test_two_workers_overfit_validate_and_export(pairs: str, tmp_path: Path, ray_cluster) -> None:
+    """Two workers, one per node of the two-node cluster (DDP over gloo between 127.0.0.2 and 127.0.0.3)."""
+    out = str(tmp_path / "run")
+    proc = train(
+        pairs,
+        out,
+        "--num-workers",
+        "2",
+        "--steps",
+        "40",
+        "--set",
+        "train.learning_rate=2e-3",
+        "--set",
+        "train.validate_every=20",
+        "--set",
+        "train.checkpoint_every=20",
+        "--set",
+        "train.loader_workers=1",
+        cluster=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    curve = losses(out)
+    assert sorted(curve) == list(range(1, 41))
+    values = np.array([curve[s] for s in range(1, 41)])
+    assert np.isfinite(values).all()
+    assert values[-10:].mean() < 0.8 * values[:10].mean(), values
+    summary = json.loads(storage.read_text(storage.join(out, "summary.json")))
+    assert summary["num_workers"] == 2 and summary["final"]["step"] == 40
+    assert np.isfinite(summary["final"]["val_psnr"]) and -1 <= summary["final"]["val_ssim"] <= 1
+    for step in (20, 40):
+        assert (Path(out) / "validation" / f"step_{step:08d}.png").stat().st_size > 1000
+    assert "val PSNR" in proc.stdout and str(Path(out) / "model") in proc.stdout
+
+    # The export is a diffusers pipeline, and our wrapper inpaints with it.
+    from diffusers import StableDiffusionInpaintPipeline
+
+    from train.batches import pair_to_tensors
+    from train.data import collate, read_samples
+    from train.inference import NovelViewModel
+
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(str(Path(out) / "model"), local_files_only=True)
+    assert pipe.unet.config.in_channels == 9
+    model = NovelViewModel.from_pretrained(str(Path(out) / "model"))
+    shard = shards.list_shards(pairs)[0]
+    keys = {key for key, _ in shards.iter_tar_samples(shard)}
+    raw = read_samples(shard, set(sorted(keys)[:2]))
+    batch = collate([pair_to_tensors(shards.decode_pair_sample(k, m), 64) for k, m in raw])
+    views = model.predict(batch, steps=3, seed=7)
+    assert views.shape == (2, 3, 64, 64) and torch.isfinite(views).all()
+    assert torch.equal(views, model.predict(batch, steps=3, seed=7))
+    state = torch.load(Path(out) / "run" / "checkpoint_00000040" / "denoiser.pt", weights_only=True)
+    exported = pipe.unet.state_dict()
+    ema_differs = any(not torch.equal(state[f"unet.{k}"], v) for k, v in exported.items())
+    assert ema_differs, "the export holds the EMA weights, not the last raw weights"
+
+
+def test_lost_worker_and_resume_repeat_the_uninterrupted_run(pairs: str, tmp_path: Path, ray_cluster) -> None:
+    """Checkpoint every 3 steps (so the loader processes resume mid-rotation). (a) uninterrupted 7 steps; (b) the
+    last worker dies at step 5 and Ray Train restarts both from step 3; (c) 3 steps, then ``--resume`` to 7. All
+    three log the same loss at every step."""
+    common = ["--num-workers", "2", "--set", "train.checkpoint_every=3", "--set", "train.loader_workers=2"]
+    common += ["--set", "train.validate_every=0", "--set", "train.val_pairs=0"]
+    a, b, c = (str(tmp_path / n) for n in "abc")
+    assert train(pairs, a, "--steps", "7", *common, cluster=True).returncode == 0
+    proc = train(pairs, b, "--steps", "7", *common, env={"INVS_TRAIN_FAIL_AT_STEP": "5"}, cluster=True)
+    assert proc.returncode == 0, [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert "simulated loss of worker 1 at step 5" in proc.stdout + proc.stderr
+    assert train(pairs, c, "--steps", "3", *common, cluster=True).returncode == 0
+    refused = train(pairs, c, "--steps", "7", *common, cluster=True)
+    assert refused.returncode == 2 and "already holds a training run" in refused.stderr
+    assert train(pairs, c, "--steps", "7", "--resume", *common, cluster=True).returncode == 0
+    reference = losses(a)
+    assert sorted(reference) == list(range(1, 8))
+    for other in (b, c):
+        got = losses(other)
+        assert sorted(got) == list(range(1, 8))
+        np.testing.assert_allclose([got[s] for s in range(1, 8)], [reference[s] for s in range(1, 8)], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [("{tmp}/nothing", "no training pairs at"), ("s3://no-such-bucket-invs/pairs", "no-such-bucket-invs")],
+)
+def test_wrong_data_fails_fast_before_any_worker(tmp_path: Path, data: str, message: str, s3_server) -> None:
+    out = str(tmp_path / "run")
+    proc = train(data.format(tmp=tmp_path), out, "--steps", "2")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error:") and message in proc.stderr
+    assert "RayTrainWorker" not in proc.stdout + proc.stderr
+    assert not (Path(out) / "run").exists()
+
+
+def test_resume_without_a_run_is_refused(pairs: str, tmp_path: Path) -> None:
+    proc = train(pairs, str(tmp_path / "empty"), "--steps", "2", "--resume")
+    assert proc.returncode == 2 and "holds no training run" in proc.stderr
+
+
+def corrupt_two_pairs(data: Path) -> list[str]:
+    """Rewrite the first shard with one pair's mask removed and another's partial view at the wrong size."""
+    shard = shards.list_shards(str(data))[0]
+    samples = list(shards.iter_tar_samples(shard))
+    del samples[0][1]["mask.png"]
+    samples[1][1]["partial.png"] = shards.encode_png(np.full((32, 32, 3), 255, np.uint8), "RGB")
+    Path(shard).unlink()
+    with shards.ShardWriter(str(data / "shards"), Path(shard).stem.rsplit("-", 1)[0], max_samples=1 << 20) as w:
+        for key, members in samples:
+            w.write(key, members)
+    assert shards.list_shards(str(data)) == [shard]
+    return [samples[0][0], samples[1][0]]
+
+
+@pytest.mark.s3
+def test_s3_data_and_checkpoints_with_bad_pairs_skipped(pairs: str, tmp_path: Path, s3_bucket: str) -> None:
+    """Pair shards and the run on the local S3 server; two broken pairs are skipped with a warning and counted."""
+    local = tmp_path / "pairs"
+    shutil.copytree(pairs, local)
+    bad = corrupt_two_pairs(local)
+    data, out = f"{s3_bucket}/pairs", f"{s3_bucket}/train"
+    for path in local.rglob("*"):
+        if path.is_file():
+            storage.upload_file(path, storage.join(data, path.relative_to(local).as_posix()))
+    proc = train(
+        data,
+        out,
+        "--steps",
+        "12",
+        "--set",
+        "train.checkpoint_every=6",
+        "--set",
+        "train.keep_checkpoints=1",
+        "--set",
+        "train.loader_workers=0",
+        "--set",
+        "train.validate_every=0",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = storage.list_files(out)
+    checkpoints = {f.split("/run/")[1].split("/")[0] for f in files if "/run/checkpoint_0" in f}
+    assert checkpoints == {"checkpoint_00000012"}  # keep_checkpoints=1 removed the one of step 6
+    for name in ("model/model_index.json", "model/unet/config.json", "logs/metrics.csv", "summary.json"):
+        assert storage.join(out, name) in files
+    assert any(f.startswith(storage.join(out, "validation")) for f in files)
+    assert sorted(losses(out)) == list(range(1, 13))
+    summary = json.loads(storage.read_text(storage.join(out, "summary.json")))
+    assert summary["final"]["skipped"] >= 2  # 12 steps x 2 pairs cover the whole train split at least once
+    log = proc.stdout + proc.stderr
+    assert all(f"pair {key}" in log for key in bad), log[-3000:]
