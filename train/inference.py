@@ -170,6 +170,8 @@ def export_model(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Save a diffusers pipeline directory (+ ``invs.json`` and the projection) to ``out_uri`` (local or S3)."""
+    if conditioning != "clip_image":
+        components = {k: v for k, v in components.items() if k != "image_encoder"}
     pipe = build_pipeline(components, unet)
     with tempfile.TemporaryDirectory(prefix="invs-export-") as tmp:
         folder = Path(tmp) / "model"

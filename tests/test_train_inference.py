@@ -1,0 +1,70 @@
+"""Inference matches training: the UNet sees the soft max-pooled mask and the partial view's VAE latents; the
+exported model reloads (plain diffusers, and with its conditioning) and predicts the same views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from invs.models import build_tiny_components
+from train.batches import mask_to_latent
+from train.conditioning import ImageProjection, build_tiny_image_encoder
+from train.inference import NovelViewModel, build_pipeline, export_model
+
+
+def batch(seed: int = 0, size: int = 32) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    images = {k: torch.rand(2, 3, size, size, generator=g) * 2 - 1 for k in ("source", "target", "partial")}
+    ramp = torch.linspace(0, 0.9, size).expand(2, 1, size, size).clone()  # soft: 0 left, 0.9 right
+    return images | {"mask": ramp}
+
+
+def model(kind: str) -> tuple[NovelViewModel, dict]:
+    parts = build_tiny_components(seed=0)
+    parts["image_encoder"] = build_tiny_image_encoder(0)
+    projection = ImageProjection(32, 32) if kind == "clip_image" else None
+    return NovelViewModel(build_pipeline(parts, parts["unet"]), kind, projection, 32), parts
+
+
+def test_unet_input_is_the_training_input() -> None:
+    m, parts = model("empty_prompt")
+    b = batch()
+    seen = []
+    hook = m.pipe.unet.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    try:
+        m.predict(b, steps=2)
+    finally:
+        hook.remove()
+    x = seen[0]  # (2, 9, 8, 8): noisy latents, mask, partial latents
+    expected_mask = mask_to_latent(b["mask"], (8, 8))
+    assert expected_mask.min() < 0.5 < expected_mask.max(), "the check needs soft values on both sides of 0.5"
+    torch.testing.assert_close(x[:, 4:5], expected_mask)
+    vae = parts["vae"]
+    with torch.no_grad():
+        latents = vae.encode(b["partial"]).latent_dist.mode() * vae.config.scaling_factor
+    torch.testing.assert_close(x[:, 5:], latents, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["empty_prompt", "clip_image"])
+def test_export_reloads_and_predicts_the_same_views(tmp_path: Path, kind: str) -> None:
+    from diffusers import StableDiffusionInpaintPipeline
+
+    m, parts = model(kind)
+    b = batch(1)
+    views = m.predict(b, steps=3, guidance_scale=2.0, seed=4)
+    assert views.shape == (2, 3, 32, 32) and 0 <= views.min() and views.max() <= 1
+    export_model(parts, parts["unet"], m.projection, kind, 32, str(tmp_path / "model"))
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(tmp_path / "model", local_files_only=True)
+    assert (pipe.image_encoder is not None) == (kind == "clip_image")
+    again = NovelViewModel.from_pretrained(str(tmp_path / "model")).predict(b, steps=3, guidance_scale=2.0, seed=4)
+    torch.testing.assert_close(again, views, rtol=0, atol=1e-5)
+    assert not torch.equal(views, m.predict(b, steps=3, guidance_scale=2.0, seed=5)), "the seed matters"
+
+
+def test_not_an_export_is_one_clear_error(tmp_path: Path) -> None:
+    from invs.models import ModelUnavailableError
+
+    with pytest.raises(ModelUnavailableError, match="not an exported iNVS model"):
+        NovelViewModel.from_pretrained(str(tmp_path))
