@@ -170,17 +170,22 @@ def test_resume_without_a_run_is_refused(pairs: str, tmp_path: Path) -> None:
 
 
 def corrupt_two_pairs(data: Path) -> list[str]:
-    """Rewrite the first shard with one pair's mask removed and another's partial view at the wrong size."""
-    shard = shards.list_shards(str(data))[0]
+    """Rewrite a shard with one train pair's mask removed and another's partial view at the wrong size."""
+    from invs import tables
+
+    index = tables.read_table(str(data / "index"), tables.INDEX_SCHEMA).to_pylist()
+    train_keys = {r["key"] for r in index if r["split"] == "train"}
+    shard = next(s for s in shards.list_shards(str(data)) if train_keys & {k for k, _ in shards.iter_tar_samples(s)})
     samples = list(shards.iter_tar_samples(shard))
-    del samples[0][1]["mask.png"]
-    samples[1][1]["partial.png"] = shards.encode_png(np.full((32, 32, 3), 255, np.uint8), "RGB")
+    bad = [i for i, (key, _) in enumerate(samples) if key in train_keys][:2]
+    del samples[bad[0]][1]["mask.png"]
+    samples[bad[1]][1]["partial.png"] = shards.encode_png(np.full((32, 32, 3), 255, np.uint8), "RGB")
     Path(shard).unlink()
     with shards.ShardWriter(str(data / "shards"), Path(shard).stem.rsplit("-", 1)[0], max_samples=1 << 20) as w:
         for key, members in samples:
             w.write(key, members)
-    assert shards.list_shards(str(data)) == [shard]
-    return [samples[0][0], samples[1][0]]
+    assert shard in shards.list_shards(str(data))
+    return [samples[i][0] for i in bad]
 
 
 @pytest.mark.s3

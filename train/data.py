@@ -99,11 +99,7 @@ def plan_data(data: str, resolution: int | None, val_pairs: int) -> DataPlan:
     if not chosen and val_pairs:
         val_source = "train (the index has no val pairs)"
         chosen = sorted((k, s) for s, keys in train_keys.items() for k in keys)[:val_pairs]
-    first_shard = sorted(train_keys)[0]
-    found = read_samples(first_shard, {train_keys[first_shard][0]})
-    if not found:
-        raise InvsError(f"{first_shard} does not hold {train_keys[first_shard][0]}, which the index lists there")
-    sample = shards.decode_pair_sample(*found[0], where=first_shard)
+    sample = first_readable_sample(train_keys)
     size = sample.target.shape[0]
     if sample.target.shape[:2] != (size, size):
         raise InvsError(f"pairs must be square; {sample.key} is {sample.target.shape[:2]}")
@@ -124,6 +120,22 @@ def plan_data(data: str, resolution: int | None, val_pairs: int) -> DataPlan:
             val_samples.append((key, members))
     val_samples.sort()
     return DataPlan(data=data, resolution=size, train_keys=train_keys, val_samples=val_samples, val_source=val_source)
+
+
+def first_readable_sample(train_keys: dict[str, list[str]]) -> shards.PairSample:
+    """The first train pair that decodes (bad ones are skipped here too), to learn the data's resolution."""
+    for shard in sorted(train_keys):
+        wanted = set(train_keys[shard])
+        try:
+            for key, members in shards.iter_tar_samples(shard):
+                if key in wanted:
+                    try:
+                        return shards.decode_pair_sample(key, members, where=shard)
+                    except ShardFormatError as exc:
+                        log.warning("skipping pair %s: %s", key, exc)
+        except ShardFormatError as exc:
+            log.warning("%s", exc)
+    raise InvsError(f"none of the train pairs listed in the index can be read ({len(train_keys)} shards)")
 
 
 def read_samples(shard: str, keys: set[str]) -> list[tuple[str, dict[str, bytes]]]:
