@@ -140,6 +140,34 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
 
 
+def fit_tiny_vae(
+    vae: Any, images: torch.Tensor, steps: int, batch: int = 8, lr: float = 2e-3, kl_weight: float = 1e-6, seed: int = 0
+) -> float:
+    """Fit a (tiny) ``AutoencoderKL`` as an autoencoder on images ``(N, 3, H, W)`` in [-1, 1]; returns the last loss.
+
+    A random VAE decodes any latents to noise, so a ``--tiny`` model's predicted views are unreadable however well
+    its UNet learns; a few hundred steps on the training targets make its decoder reproduce shapes and colours.
+    Loss: MSE of the reconstruction of a posterior sample + ``kl_weight`` x KL (SD's VAE recipe, minus the
+    perceptual and GAN terms). Deterministic for a given ``seed``.
+    """
+    if images.ndim != 4 or images.shape[1] != 3 or len(images) == 0:
+        raise ValueError(f"need images (N, 3, H, W), got {tuple(images.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
+    vae.train()
+    loss = torch.zeros(())
+    for _ in range(steps):
+        x = images[torch.randint(0, len(images), (min(batch, len(images)),), generator=g)]
+        posterior = vae.encode(x).latent_dist
+        reconstruction = vae.decode(posterior.sample(g)).sample
+        loss = torch.nn.functional.mse_loss(reconstruction, x) + kl_weight * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    vae.eval()
+    return float(loss.detach())
+
+
 # ------------------------------------------------------------------------------------------------ real
 
 

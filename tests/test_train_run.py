@@ -72,27 +72,22 @@ def losses(out: str) -> dict[int, float]:
     return {int(r["step"]): float(r["loss"]) for r in rows}
 
 
-def test_two_workers_overfit_validate_and_export(pairs: str, tmp_path: Path, ray_cluster) -> None:
-    """Two workers, one per node of the two-node cluster (DDP over gloo between 127.0.0.2 and 127.0.0.3)."""
-    out = str(tmp_path / "run")
-    proc = train(
-        pairs,
-        out,
-        "--num-workers",
-        "2",
-        "--steps",
-        "40",
-        "--set",
-        "train.learning_rate=2e-3",
-        "--set",
-        "train.validate_every=20",
-        "--set",
-        "train.checkpoint_every=20",
-        "--set",
-        "train.loader_workers=1",
-        cluster=True,
-    )
+COMMON = ["--num-workers", "2", "--set", "train.learning_rate=2e-3", "--set", "train.checkpoint_every=3"]
+COMMON += ["--set", "train.loader_workers=2"]
+
+
+@pytest.fixture(scope="module")
+def reference(pairs: str, tmp_path_factory: pytest.TempPathFactory, ray_cluster) -> tuple[str, str]:
+    """A 40-step run with two workers, one per node of the two-node cluster (DDP over gloo between 127.0.0.2 and
+    127.0.0.3), validating at 20 and 40; also the uninterrupted reference for the failure and resume test."""
+    out = str(tmp_path_factory.mktemp("reference") / "run")
+    proc = train(pairs, out, "--steps", "40", *COMMON, "--set", "train.validate_every=20", cluster=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_two_workers_overfit_validate_and_export(pairs: str, reference: tuple[str, str]) -> None:
+    out, stdout = reference
     curve = losses(out)
     assert sorted(curve) == list(range(1, 41))
     values = np.array([curve[s] for s in range(1, 41)])
@@ -103,7 +98,7 @@ def test_two_workers_overfit_validate_and_export(pairs: str, tmp_path: Path, ray
     assert np.isfinite(summary["final"]["val_psnr"]) and -1 <= summary["final"]["val_ssim"] <= 1
     for step in (20, 40):
         assert (Path(out) / "validation" / f"step_{step:08d}.png").stat().st_size > 1000
-    assert "val PSNR" in proc.stdout and str(Path(out) / "model") in proc.stdout
+    assert "val PSNR" in stdout and str(Path(out) / "model") in stdout
 
     # The export is a diffusers pipeline, and our wrapper inpaints with it.
     from diffusers import StableDiffusionInpaintPipeline
@@ -128,14 +123,15 @@ def test_two_workers_overfit_validate_and_export(pairs: str, tmp_path: Path, ray
     assert ema_differs, "the export holds the EMA weights, not the last raw weights"
 
 
-def test_lost_worker_and_resume_repeat_the_uninterrupted_run(pairs: str, tmp_path: Path, ray_cluster) -> None:
-    """Checkpoint every 3 steps (so the loader processes resume mid-rotation). (a) uninterrupted 7 steps; (b) the
-    last worker dies at step 5 and Ray Train restarts both from step 3; (c) 3 steps, then ``--resume`` to 7. All
-    three log the same loss at every step."""
-    common = ["--num-workers", "2", "--set", "train.checkpoint_every=3", "--set", "train.loader_workers=2"]
-    common += ["--set", "train.validate_every=0", "--set", "train.val_pairs=0"]
-    a, b, c = (str(tmp_path / n) for n in "abc")
-    assert train(pairs, a, "--steps", "7", *common, cluster=True).returncode == 0
+def test_lost_worker_and_resume_repeat_the_uninterrupted_run(
+    pairs: str, tmp_path: Path, reference: tuple[str, str]
+) -> None:
+    """Checkpoints every 3 steps (so the loader processes resume mid-rotation). (b) the last worker dies at step 5
+    and Ray Train restarts both from step 3; (c) 3 steps, then ``--resume`` to 7. Both log the same loss at every
+    step as the uninterrupted reference run (same settings; a constant learning rate, so its length does not
+    matter)."""
+    common = [*COMMON, "--set", "train.validate_every=0", "--set", "train.val_pairs=0"]
+    b, c = str(tmp_path / "b"), str(tmp_path / "c")
     proc = train(pairs, b, "--steps", "7", *common, env={"INVS_TRAIN_FAIL_AT_STEP": "5"}, cluster=True)
     assert proc.returncode == 0, [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert "simulated loss of worker 1 at step 5" in proc.stdout + proc.stderr
@@ -143,12 +139,11 @@ def test_lost_worker_and_resume_repeat_the_uninterrupted_run(pairs: str, tmp_pat
     refused = train(pairs, c, "--steps", "7", *common, cluster=True)
     assert refused.returncode == 2 and "already holds a training run" in refused.stderr
     assert train(pairs, c, "--steps", "7", "--resume", *common, cluster=True).returncode == 0
-    reference = losses(a)
-    assert sorted(reference) == list(range(1, 8))
+    expected = losses(reference[0])
     for other in (b, c):
         got = losses(other)
         assert sorted(got) == list(range(1, 8))
-        np.testing.assert_allclose([got[s] for s in range(1, 8)], [reference[s] for s in range(1, 8)], rtol=1e-5)
+        np.testing.assert_allclose([got[s] for s in range(1, 8)], [expected[s] for s in range(1, 8)], rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -189,8 +184,13 @@ def corrupt_two_pairs(data: Path) -> list[str]:
 
 
 @pytest.mark.s3
-def test_s3_data_and_checkpoints_with_bad_pairs_skipped(pairs: str, tmp_path: Path, s3_bucket: str) -> None:
-    """Pair shards and the run on the local S3 server; two broken pairs are skipped with a warning and counted."""
+def test_ray_job_submit_on_the_cluster_with_s3_and_bad_pairs_skipped(
+    pairs: str, tmp_path: Path, s3_server, s3_bucket: str, ray_cluster
+) -> None:
+    """`ray job submit --working-dir . -- python train/run.py` on the two-node cluster, pair shards and the run on
+    the local S3 server; two broken train pairs are skipped, named and counted."""
+    from infra import local_ray
+
     local = tmp_path / "pairs"
     shutil.copytree(pairs, local)
     bad = corrupt_two_pairs(local)
@@ -198,21 +198,19 @@ def test_s3_data_and_checkpoints_with_bad_pairs_skipped(pairs: str, tmp_path: Pa
     for path in local.rglob("*"):
         if path.is_file():
             storage.upload_file(path, storage.join(data, path.relative_to(local).as_posix()))
-    proc = train(
-        data,
-        out,
-        "--steps",
-        "12",
-        "--set",
-        "train.checkpoint_every=6",
-        "--set",
-        "train.keep_checkpoints=1",
-        "--set",
-        "train.loader_workers=0",
-        "--set",
-        "train.validate_every=0",
+    settings = ["checkpoint_every=6", "keep_checkpoints=1", "loader_workers=0", "validate_every=0"]
+    proc = subprocess.run(
+        [local_ray.ray_binary(), "job", "submit", "--address", ray_cluster.dashboard_url, "--working-dir", str(REPO)]
+        + ["--runtime-env-json", json.dumps({"env_vars": s3_server.env()}), "--", "python", "train/run.py"]
+        + ["--data", data, "--out", out, "--num-workers", "2", "--steps", "12", *FAST]
+        + [arg for setting in settings for arg in ("--set", f"train.{setting}")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-2000:])
+    assert "train: 12 steps on 2 worker(s)" in proc.stdout
     files = storage.list_files(out)
     checkpoints = {f.split("/run/")[1].split("/")[0] for f in files if "/run/checkpoint_0" in f}
     assert checkpoints == {"checkpoint_00000012"}  # keep_checkpoints=1 removed the one of step 6
@@ -221,6 +219,5 @@ def test_s3_data_and_checkpoints_with_bad_pairs_skipped(pairs: str, tmp_path: Pa
     assert any(f.startswith(storage.join(out, "validation")) for f in files)
     assert sorted(losses(out)) == list(range(1, 13))
     summary = json.loads(storage.read_text(storage.join(out, "summary.json")))
-    assert summary["final"]["skipped"] >= 2  # 12 steps x 2 pairs cover the whole train split at least once
-    log = proc.stdout + proc.stderr
-    assert all(f"pair {key}" in log for key in bad), log[-3000:]
+    assert summary["final"]["skipped"] >= 2  # 12 steps x 2 x 2 pairs cover the whole train split
+    assert all(f"pair {key}" in proc.stdout + proc.stderr for key in bad), proc.stdout[-3000:]
