@@ -123,6 +123,7 @@ class TrainConfig:
     out: str = "out/local/train"  # Ray Train run (checkpoints), logs, validation grids, the exported pipeline
     model: str = "stabilityai/stable-diffusion-2-inpainting"
     tiny: bool = False  # small random-config model built offline instead of `model`
+    tiny_vae_fit_steps: int = 0  # tiny: first fit its random VAE on train targets (else predictions decode to noise)
     resolution: int | None = None  # None: the pair shards' size; otherwise they must have this size
     steps: int = 300  # optimizer steps (each of `grad_accumulation` micro-batches per worker)
     batch_size: int = 4  # per worker and micro-batch

@@ -67,7 +67,10 @@ def latents_vae(tc: TrainConfig) -> str | None:
     """Fingerprint of this run's VAE, for matching precomputed latents (None when they are not to be used)."""
     if not tc.use_latents:
         return None
-    return vae_fingerprint("tiny", tc.seed) if tc.tiny else vae_fingerprint(tc.model)
+    if tc.tiny:
+        fitted = f":fit={tc.tiny_vae_fit_steps}" if tc.tiny_vae_fit_steps > 0 else ""
+        return vae_fingerprint("tiny", tc.seed) + fitted
+    return vae_fingerprint(tc.model)
 
 
 def build_denoiser(parts: dict[str, Any], conditioner: Conditioner, tc: TrainConfig) -> Denoiser:
@@ -118,6 +121,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     amp = autocast_dtype(tc, device)
 
     parts = model_parts(tc)
+    if loop_config.get("vae_state") is not None:
+        parts["vae"].load_state_dict(loop_config["vae_state"])
     for name in ("vae", "text_encoder", "image_encoder"):
         if name in parts:
             parts[name].requires_grad_(False).to(device)

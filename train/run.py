@@ -89,6 +89,38 @@ def check_model(config: Config) -> None:
             )
 
 
+def fit_tiny_vae_on(plan: Any, config: Config, max_images: int = 64) -> dict[str, Any]:
+    """Fit the tiny model's VAE on up to ``max_images`` train targets, once, on the driver; every worker loads the
+    returned weights (:func:`invs.models.fit_tiny_vae`)."""
+    import torch
+
+    from invs.models import build_tiny_components, fit_tiny_vae
+    from invs.shards import decode_pair_sample
+    from train.batches import pair_to_tensors
+    from train.data import read_samples
+
+    images = []
+    for shard in plan.shards:
+        keys = set(plan.train_keys[shard][: max_images - len(images)])
+        for key, members in read_samples(shard, keys):
+            try:
+                images.append(pair_to_tensors(decode_pair_sample(key, members), plan.resolution)["target"])
+            except InvsError:
+                continue
+        if len(images) >= max_images:
+            break
+    tc = config.train
+    vae = build_tiny_components(seed=tc.seed)["vae"]
+    started = time.perf_counter()
+    loss = fit_tiny_vae(vae, torch.stack(images), tc.tiny_vae_fit_steps, seed=tc.seed)
+    print(
+        f"train: fitted the tiny VAE on {len(images)} targets, {tc.tiny_vae_fit_steps} steps, reconstruction loss "
+        f"{loss:.4f} ({time.perf_counter() - started:.0f} s)",
+        flush=True,
+    )
+    return {k: v.detach().clone() for k, v in vae.state_dict().items()}
+
+
 def train(config: Config, resume: bool = False) -> dict[str, Any]:
     """Run training as configured; returns the summary (also written to ``OUT/summary.json``)."""
     import ray.train
@@ -99,17 +131,25 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     from train.loop import train_loop_per_worker
 
     tc = config.train
+    # Absolute URIs: Ray Train runs the workers in a directory of its own, where a relative path means elsewhere.
+    tc.data, tc.out = storage.normalize(tc.data), storage.normalize(tc.out)
     check_settings(config)
     check_run_state(tc.out, resume)
     plan = plan_data(tc.data, tc.resolution, tc.val_pairs)
     check_model(config)
     save_resolved(config, tc.out)
+    vae_state = fit_tiny_vae_on(plan, config) if tc.tiny and tc.tiny_vae_fit_steps > 0 else None
     init_ray(config, dashboard=True)
     fs, path = storage.arrow_filesystem(tc.out)
     fail_at = os.environ.get(FAIL_AT_STEP_ENV)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config, "plan": plan, "fail_at_step": int(fail_at) if fail_at else None},
+        train_loop_config={
+            "config": config,
+            "plan": plan,
+            "vae_state": vae_state,
+            "fail_at_step": int(fail_at) if fail_at else None,
+        },
         torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu),
         run_config=ray.train.RunConfig(
