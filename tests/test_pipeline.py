@@ -46,6 +46,8 @@ def test_pipeline_runs_every_stage_and_leaves_pictures(tmp_path: Path) -> None:
             "--set",
             "train.steps=6",
             "--set",
+            "train.tiny_vae_fit_steps=3",
+            "--set",
             "train.val_inference_steps=3",
         ],
         capture_output=True,
