@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint format s3-up s3-down ray-up ray-down clean
+.PHONY: install demo cluster-demo test test-all lint format s3-up s3-down ray-up ray-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 (bpy needs it) or pass PYTHON=/path/to/python3.11"; exit 1; }
@@ -43,6 +43,9 @@ s3-up: $(STAMP)
 
 s3-down: $(STAMP)
 	$(BIN)/python -m infra.local_s3 stop --dir .s3data
+
+cluster-demo: $(STAMP)
+	$(BIN)/python -m infra.cluster_demo
 
 ray-up: $(STAMP)
 	$(BIN)/python -m infra.local_ray up
