@@ -18,6 +18,7 @@ Command line (also used by ``make ray-up`` / ``make ray-down``)::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -104,8 +105,13 @@ def start_cluster(
     workers: int = 1,
     dashboard_port: int = DASHBOARD_PORT,
     timeout_s: float = 120.0,
+    worker_resources: dict[str, float] | None = None,
 ) -> LocalRayCluster:
-    """Start a head node on 127.0.0.2 and ``workers`` nodes on 127.0.0.3, .4, ...; returns when all joined."""
+    """Start a head node on 127.0.0.2 and ``workers`` nodes on 127.0.0.3, .4, ...; returns when all joined.
+
+    ``worker_resources``: custom resources the non-head nodes advertise (like a worker node type of
+    ``ray_cluster.yaml``), so that a stage's ``node_resource`` setting can be tested.
+    """
     ray = ray_binary()
     _run([ray, "get-auth-token", "--generate"], timeout_s)  # creates ~/.ray/auth_token once; never printed
     port = _free_port(HEAD_IP)
@@ -137,6 +143,7 @@ def start_cluster(
                 f"--node-ip-address={ip}",
                 f"--num-cpus={num_cpus_per_node}",
                 f"--object-store-memory={store}",
+                *([f"--resources={json.dumps(worker_resources)}"] if worker_resources else []),
             ],
             timeout_s,
         )

@@ -95,6 +95,7 @@ class RenderConfig:
     objaverse_cache: str | None = None
     objaverse_mirror: str | None = None
     download_processes: int = 4
+    node_resource: str | None = None  # custom Ray resource (ray_cluster.yaml) render workers need; None: any node
 
 
 @dataclass
@@ -114,6 +115,7 @@ class PreprocessConfig:
     device: Literal["cpu", "cuda"] = "cpu"  # depth, splatting and masks
     workers: int | None = None  # actors in the pair-making pool; None: CPUs - 1 (at least 1)
     objects_per_shard: int = 16  # all pairs of an object share one shard
+    node_resource: str | None = None  # custom Ray resource (ray_cluster.yaml) the pair makers need; None: any node
     latents: str | None = None  # also store VAE latents of target and partial: "tiny" or a diffusers model id/path
 
 
@@ -130,6 +132,7 @@ class TrainConfig:
     grad_accumulation: int = 1
     num_workers: int = 1  # Ray Train workers (DDP ranks)
     use_gpu: bool = False
+    node_resource: str | None = None  # custom Ray resource (ray_cluster.yaml) every worker needs; None: any node
     loader_workers: int = 1  # data-loading processes per worker (0: load in the training process)
     shuffle_buffer: int = 64  # samples shuffled together while streaming (after shuffling shard order)
     learning_rate: float = 1e-4

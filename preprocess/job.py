@@ -124,7 +124,7 @@ def _aggregate_law(entries: list[dict[str, float]]) -> dict[str, float]:
 def run(config: Config) -> dict[str, Any]:
     import ray
 
-    from invs.ray_session import init_ray
+    from invs.ray_session import cpus_on_nodes_with, init_ray, node_resources
 
     started = time.monotonic()
     p = config.preprocess
@@ -165,7 +165,7 @@ def run(config: Config) -> dict[str, Any]:
         init_ray(config)
         run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
         items = [{"render_shard": s, "skip": sorted(set(keys) & done_keys)} for s, keys in sorted(todo.items())]
-        cpus = ray.cluster_resources().get("CPU", 1)
+        cpus = cpus_on_nodes_with(p.node_resource) or ray.cluster_resources().get("CPU", 1)
         actors = p.workers or max(1, int(cpus) - 1)
         gpu = 1 if p.device == "cuda" else 0
         import ray.data
@@ -180,6 +180,7 @@ def run(config: Config) -> dict[str, Any]:
             batch_size=1,
             concurrency=actors,
             num_gpus=gpu,
+            resources=node_resources(p.node_resource) or None,
             batch_format="numpy",
         )
         ds = ds.map_batches(

@@ -111,7 +111,7 @@ def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
     """Render what the manifest says is not done yet; returns the summary (also written as OUT/summary.json)."""
     import ray
 
-    from invs.ray_session import init_ray
+    from invs.ray_session import init_ray, node_resources
     from render.worker import RenderWorker
 
     started = time.monotonic()
@@ -131,12 +131,19 @@ def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
     worker_stats: list[dict[str, Any]] = []
     if p.todo:
         init_ray(config)
-        largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=1)
-        workers, threads = _worker_count(config, ray.cluster_resources(), largest)
+        resource = config.render.node_resource
+        nodes = [n for n in ray.nodes() if n["Alive"] and (resource is None or n["Resources"].get(resource, 0) > 0)]
+        if not nodes:
+            print(f"render: no node has resource {resource!r} yet; the autoscaler adds nodes for waiting workers")
+        largest = max((n["Resources"].get("CPU", 0) for n in nodes), default=1)
+        available = {k: sum(n["Resources"].get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
+        workers, threads = _worker_count(config, available, largest)
         workers = min(workers, len(p.todo))
         # With device gpu each worker holds one GPU: Ray sets CUDA_VISIBLE_DEVICES, which its Blender inherits.
         gpus = 1 if config.render.device == "gpu" else 0
-        actor_cls = ray.remote(RenderWorker).options(num_cpus=threads, num_gpus=gpus)
+        actor_cls = ray.remote(RenderWorker).options(
+            num_cpus=threads, num_gpus=gpus, resources=node_resources(config.render.node_resource)
+        )
         run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
         actors = [actor_cls.remote(config, run_id, i, threads) for i in range(workers)]
         queue = list(p.todo)
@@ -201,4 +208,5 @@ def _summary(
         "render_call_share": round(render_s / blender_s, 3) if blender_s else None,
         "blender_starts": sum(s["blender_starts"] for s in worker_stats),
         "workers": len(worker_stats),
+        "worker_nodes": sorted({s["node_ip"] for s in worker_stats}),
     }

@@ -274,6 +274,8 @@ class RenderWorker:
         self.flush()
         self.blender.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        stats = dict(self.stats, blender_starts=self.blender.starts)
+        import ray.util
+
+        stats = dict(self.stats, blender_starts=self.blender.starts, node_ip=ray.util.get_node_ip_address())
         shutil.rmtree(self.tmp, ignore_errors=True)
         return stats

@@ -78,12 +78,16 @@ def s3_bucket(s3_server: local_s3.S3Server) -> str:
     return f"s3://{name}"
 
 
+#: The second node (127.0.0.3) plays every worker node type of ray_cluster.yaml; the head plays none.
+WORKER_RESOURCES = {"render_cpu": 1, "preprocess_gpu": 1, "train_a100": 1}
+
+
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[local_ray.LocalRayCluster]:
     """A real two-node Ray cluster: head on 127.0.0.2, a second node on 127.0.0.3."""
     local_ray.stop_cluster()
     try:
-        cluster = local_ray.start_cluster(num_cpus_per_node=1, object_store_mb=150)
+        cluster = local_ray.start_cluster(num_cpus_per_node=1, object_store_mb=150, worker_resources=WORKER_RESOURCES)
         with _environ(cluster.env()):
             yield cluster
     finally:

@@ -223,3 +223,27 @@ def test_render_job_on_the_two_node_cluster_reading_and_writing_s3(
         assert s.num_views == 2 and s.rgba[0].shape == (48, 48, 4) and s.depth[0].dtype == np.float16
         assert np.all(s.depth[0][s.rgba[0][..., 3] == 0] == 0)
     assert storage.exists(f"{out}/config.yaml") and storage.exists(f"{out}/summary.json")
+
+
+@pytest.mark.ray
+def test_node_resource_keeps_render_workers_on_that_node_type(
+    ray_cluster: local_ray.LocalRayCluster, shared_objects: Path, tmp_path: Path
+) -> None:
+    """With ``render.node_resource=render_cpu`` only the node advertising it (127.0.0.3) runs render workers."""
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    for name in ("BoxTextured.glb", "SpotCow.glb"):
+        shutil.copy(shared_objects / name, objects / name)
+    out = str(tmp_path / "renders")
+    pinned = ["--set", "render.threads_per_worker=1", "--set", "render.node_resource=render_cpu"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "render/main.py"), "--objects", str(objects), "--out", out, *FAST, *pinned],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env=dict(os.environ),  # RAY_ADDRESS of the session's cluster
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(storage.read_text(f"{out}/summary.json"))
+    assert summary["rendered"] == 2 and summary["worker_nodes"] == ["127.0.0.3"]

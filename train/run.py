@@ -126,7 +126,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from invs.ray_session import init_ray
+    from invs.ray_session import init_ray, node_resources
     from train.data import plan_data
     from train.loop import train_loop_per_worker
 
@@ -151,7 +151,11 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             "fail_at_step": int(fail_at) if fail_at else None,
         },
         torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=tc.num_workers, use_gpu=tc.use_gpu),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=tc.num_workers,
+            use_gpu=tc.use_gpu,
+            resources_per_worker={"CPU": 1, **({"GPU": 1} if tc.use_gpu else {}), **node_resources(tc.node_resource)},
+        ),
         run_config=ray.train.RunConfig(
             name=RUN_NAME,
             storage_path=path,
