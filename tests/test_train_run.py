@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.blender, pytest.mark.ray]
 PAIRS = ["--pairs-per-object", "8", "--set", "preprocess.min_angle_deg=10"]
 FAST = ["--tiny", "--batch-size", "2", "--set", "train.val_inference_steps=4", "--set", "train.val_pairs=3"]
+FAST += ["--set", "train.tiny_vae_fit_steps=0"]  # the demo's VAE fit costs a minute per run and is tested there
 
 
 @pytest.fixture(scope="module")
