@@ -16,15 +16,16 @@ def node_resources(name: str | None) -> dict[str, float]:
     return {name: NODE_RESOURCE_SHARE} if name else {}
 
 
-def cpus_on_nodes_with(name: str | None) -> float:
-    """CPUs of the alive nodes that advertise ``name`` (all alive nodes when ``name`` is None)."""
+def nodes_with(name: str | None) -> list[dict]:
+    """The alive nodes (``ray.nodes()`` entries) that advertise ``name`` (all alive nodes when ``name`` is None)."""
     import ray
 
-    return sum(
-        n["Resources"].get("CPU", 0)
-        for n in ray.nodes()
-        if n["Alive"] and (name is None or n["Resources"].get(name, 0) > 0)
-    )
+    return [n for n in ray.nodes() if n["Alive"] and (name is None or n["Resources"].get(name, 0) > 0)]
+
+
+def cpus_on_nodes_with(name: str | None) -> float:
+    """CPUs of the alive nodes that advertise ``name`` (all alive nodes when ``name`` is None)."""
+    return sum(n["Resources"].get("CPU", 0) for n in nodes_with(name))
 
 
 def init_ray(config: Config, dashboard: bool = False) -> None:

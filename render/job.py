@@ -111,7 +111,7 @@ def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
     """Render what the manifest says is not done yet; returns the summary (also written as OUT/summary.json)."""
     import ray
 
-    from invs.ray_session import init_ray, node_resources
+    from invs.ray_session import init_ray, node_resources, nodes_with
     from render.worker import RenderWorker
 
     started = time.monotonic()
@@ -132,7 +132,7 @@ def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
     if p.todo:
         init_ray(config)
         resource = config.render.node_resource
-        nodes = [n for n in ray.nodes() if n["Alive"] and (resource is None or n["Resources"].get(resource, 0) > 0)]
+        nodes = nodes_with(resource)
         if not nodes:
             print(f"render: no node has resource {resource!r} yet; the autoscaler adds nodes for waiting workers")
         largest = max((n["Resources"].get("CPU", 0) for n in nodes), default=1)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from invs import shards, storage, tables
-from invs.errors import InvsError, ShardFormatError, StorageError
+from invs.errors import InvsError, ShardFormatError
 from train.batches import pair_to_tensors
 
 log = logging.getLogger("invs.train.data")
@@ -71,8 +71,6 @@ def plan_data(data: str, resolution: int | None, val_pairs: int) -> DataPlan:
     index_uri = storage.join(data, "index")
     try:
         rows = tables.read_table(index_uri, tables.INDEX_SCHEMA).select(["key", "shard", "split"]).to_pylist()
-    except StorageError:
-        raise
     except (OSError, ValueError) as exc:
         raise InvsError(f"cannot read the pair index {index_uri}: {exc}") from exc
     if not rows:
@@ -84,7 +82,7 @@ def plan_data(data: str, resolution: int | None, val_pairs: int) -> DataPlan:
     by_shard: dict[str, list[str]] = {}
     val: list[tuple[str, str]] = []
     for row in rows:
-        shard = storage.join(data, "shards", storage.basename(row["shard"]))
+        shard = index_shard(data, row["shard"])
         if shard not in present:
             raise InvsError(f"pair index lists {row['key']} in {shard}, which does not exist; re-run preprocess")
         if row["split"] == "val":
@@ -120,6 +118,11 @@ def plan_data(data: str, resolution: int | None, val_pairs: int) -> DataPlan:
             val_samples.append((key, members))
     val_samples.sort()
     return DataPlan(data=data, resolution=size, train_keys=train_keys, val_samples=val_samples, val_source=val_source)
+
+
+def index_shard(data: str, recorded: str) -> str:
+    """The URI of a shard named in the index, under ``DATA/shards/`` (so a moved or copied dataset still works)."""
+    return storage.join(data, "shards", storage.basename(recorded))
 
 
 def first_readable_sample(train_keys: dict[str, list[str]]) -> shards.PairSample:

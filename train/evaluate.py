@@ -29,14 +29,12 @@ GRID_ROWS = 8
 
 def held_out_pairs(data: str, split: str, limit: int | None) -> list[tuple[str, dict[str, bytes]]]:
     """Raw members of the index's ``split`` pairs (sorted by key, at most ``limit``), read from their shards."""
-    from train.data import read_samples
+    from train.data import index_shard, read_samples
 
     rows = tables.read_table(storage.join(data, "index"), tables.INDEX_SCHEMA).to_pylist()
     if not rows:
         raise InvsError(f"no pair index at {data}; --data must be the --out of the preprocess stage")
-    chosen = sorted(
-        (r["key"], storage.join(data, "shards", storage.basename(r["shard"]))) for r in rows if r["split"] == split
-    )
+    chosen = sorted((r["key"], index_shard(data, r["shard"])) for r in rows if r["split"] == split)
     if not chosen:
         raise InvsError(
             f"the pair index at {data} has no {split!r} pairs (splits: {sorted({r['split'] for r in rows})})"

@@ -71,10 +71,18 @@ def build_pipeline(components: dict[str, Any], unet: Any) -> Any:
 class NovelViewModel:
     """A pipeline plus its conditioning: ``predict`` turns (source, partial, mask) batches into target views."""
 
-    def __init__(self, pipe: Any, conditioning: str, projection: ImageProjection | None, resolution: int) -> None:
+    def __init__(
+        self,
+        pipe: Any,
+        conditioning: str,
+        projection: ImageProjection | None,
+        resolution: int,
+        conditioner: Conditioner | None = None,
+    ) -> None:
+        """``conditioner``: one already built from the same parts (training's), instead of building it again."""
         self.pipe, self.resolution, self.projection = pipe, resolution, projection
         parts = {"tokenizer": pipe.tokenizer, "text_encoder": pipe.text_encoder, "image_encoder": pipe.image_encoder}
-        self.conditioner = Conditioner(conditioning, parts)  # type: ignore[arg-type]
+        self.conditioner = conditioner or Conditioner(conditioning, parts)  # type: ignore[arg-type]
 
     @classmethod
     def from_pretrained(cls, uri: str, device: str = "cpu", dtype: torch.dtype | None = None) -> NovelViewModel:

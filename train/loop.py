@@ -202,17 +202,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.step(trainable)
-        if world > 1:
-            torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.AVG)
+        loss_value, skipped = _mean_loss_and_total_skipped(total, position.skipped, world)
         done = step + 1
         final = done == tc.steps
         elapsed = time.perf_counter() - tick
         metrics: dict[str, Any] = {
             "step": done,
-            "loss": float(total),
+            "loss": loss_value,
             "lr": scheduler.get_last_lr()[0],
             "samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
-            "skipped": _sum_over_ranks(position.skipped, device, world),
+            "skipped": skipped,
         }
         validate_now = final or (tc.validate_every and done % tc.validate_every == 0)
         if validate_now and validator is not None:
@@ -242,12 +241,13 @@ def model_unwrapped(model: torch.nn.Module) -> Denoiser:
     return model.module if hasattr(model, "module") else model  # type: ignore[return-value]
 
 
-def _sum_over_ranks(value: int, device: torch.device, world: int) -> int:
+def _mean_loss_and_total_skipped(loss: torch.Tensor, skipped: int, world: int) -> tuple[float, int]:
+    """The loss averaged over ranks and the skipped-pair count summed over ranks, in one collective."""
     if world == 1:
-        return value
-    t = torch.tensor(float(value), device=device)
-    torch.distributed.all_reduce(t)
-    return int(t.item())
+        return float(loss), skipped
+    both = torch.stack([loss.float(), torch.tensor(float(skipped), device=loss.device)])
+    torch.distributed.all_reduce(both)
+    return float(both[0]) / world, int(both[1].item())
 
 
 def _gather(position: DataPosition, world: int) -> DataPosition:
@@ -376,10 +376,8 @@ class Validator:
         was_training = denoiser.training
         denoiser.eval()
         try:
-            model = NovelViewModel(
-                build_pipeline(self.parts, denoiser.unet), self.tc.conditioning, denoiser.projection, self.resolution
-            )
-            model.conditioner = self.conditioner
+            pipe = build_pipeline(self.parts, denoiser.unet)
+            model = NovelViewModel(pipe, self.tc.conditioning, denoiser.projection, self.resolution, self.conditioner)
             prediction = model.predict(
                 self.batch, self.tc.val_inference_steps, self.tc.guidance_scale, seed=self.tc.seed
             ).cpu()
