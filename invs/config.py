@@ -126,6 +126,8 @@ class TrainConfig:
     model: str = "stabilityai/stable-diffusion-2-inpainting"
     tiny: bool = False  # small random-config model built offline instead of `model`
     tiny_vae_fit_steps: int = 0  # tiny: first fit its random VAE on train targets (else predictions decode to noise)
+    tiny_vae_learning_rate: float = 1e-3  # Adam, for that fit
+    vae_scaling_factor: float | None = None  # None: the VAE's own (tiny fitted: 1 / std of its latents, measured)
     resolution: int | None = None  # None: the pair shards' size; otherwise they must have this size
     steps: int = 300  # optimizer steps (each of `grad_accumulation` micro-batches per worker)
     batch_size: int = 4  # per worker and micro-batch
@@ -159,6 +161,7 @@ class TrainConfig:
     val_pairs: int = 4
     val_inference_steps: int = 20
     guidance_scale: float = 1.0
+    known_pixels: Literal["composite", "generate"] = "composite"  # keep the partial view's pixels by the soft mask
     seed: int = 0
 
 

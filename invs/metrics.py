@@ -43,3 +43,16 @@ def ssim(a: torch.Tensor, b: torch.Tensor, window: int = 11, sigma: float = 1.5)
     cov = blur(a * b) - mu_a * mu_b
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return s.flatten(1).mean(1)
+
+
+def compare(images: dict[str, torch.Tensor], target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``psnr_NAME`` and ``ssim_NAME`` per image ``(B,)`` for every named image batch against ``target``.
+
+    One call scores a prediction and its zero-cost baselines on the same pixels, e.g. ``{"generated": ...,
+    "composite": ..., "partial": ..., "source": ...}``.
+    """
+    scores: dict[str, torch.Tensor] = {}
+    for name, image in images.items():
+        scores[f"psnr_{name}"] = psnr(image, target)
+        scores[f"ssim_{name}"] = ssim(image, target)
+    return scores

@@ -101,8 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_train_and_evaluate(config: Config, out: str) -> list[tuple[str, str]]:
-    """Train on the preprocess output (resuming a run already there), then evaluate on its held-out pairs."""
-    from train.evaluate import evaluate
+    """Train on the preprocess output (resuming a run already there), then evaluate on its held-out pairs and on
+    training pairs, and print the model beside its zero-cost baselines."""
+    from train.evaluate import comparison_table, evaluate
     from train.run import RUN_NAME, SNAPSHOT, train
 
     tc = config.train
@@ -117,21 +118,30 @@ def run_train_and_evaluate(config: Config, out: str) -> list[tuple[str, str]]:
         f"in {summary['seconds']:.0f} s",
         flush=True,
     )
-    eval_out = storage.join(out, "eval")
-    split = "val" if summary["val_source"] == "val" else "train"
-    print(f"[evaluate] {summary['model']} on the {split} pairs -> {eval_out}", flush=True)
-    ev = evaluate(summary["model"], tc.data, eval_out, split=split, steps=tc.val_inference_steps, limit=16)
-    print(
-        f"[evaluate] {ev['pairs']} {split} pairs: PSNR {ev['psnr']:.2f} dB, SSIM {ev['ssim']:.3f} (the partial view "
-        f"alone: {ev['psnr_partial']:.2f} dB)",
-        flush=True,
-    )
-    return [
+    held_out = "val" if summary["val_source"] == "val" else "train"
+    summaries = {}
+    for split, what in ((held_out, "held-out"), ("train", "training")):
+        if split in summaries:
+            continue
+        eval_out = storage.join(out, "eval" if split == held_out else f"eval_{split}")
+        print(f"[evaluate] {summary['model']} on {what} pairs -> {eval_out}", flush=True)
+        summaries[split] = evaluate(
+            summary["model"], tc.data, eval_out, split=split, steps=tc.val_inference_steps, limit=16
+        )
+    print("[evaluate] PSNR (dB) and SSIM against the target views, means over pairs:")
+    print(comparison_table({("held-out" if k == held_out else "training"): v for k, v in summaries.items()}))
+    ev = summaries[held_out]
+    outputs = [
         (summary["model"], "the trained model: a diffusers pipeline directory"),
         (summary["metrics_csv"], "training metrics, one row per step"),
-        (ev["picture"], "source | partial | mask | prediction | target on held-out pairs"),
-        (ev["metrics_csv"], "PSNR/SSIM per held-out pair"),
     ]
+    if summary.get("metrics_plot"):
+        outputs.append((summary["metrics_plot"], "loss and validation curves (model vs the partial view alone)"))
+    outputs += [
+        (ev["picture"], "source | partial | mask | prediction | target on held-out pairs"),
+        (ev["metrics_csv"], "PSNR/SSIM per held-out pair, model and baselines"),
+    ]
+    return outputs
 
 
 def pairs_sheet_png(pairs_uri: str, max_rows: int = 8) -> bytes:

@@ -136,3 +136,48 @@ def prediction_sheet(batch: dict, prediction, labels: list[str] | None = None, c
         tiles += [mask, rgb(prediction[i]), rgb((batch["target"][i] + 1) / 2)]
         rows.append((labels[i] if labels else f"pair {i}", tiles))
     return image_grid(titles, rows, cell)
+
+
+def metrics_plot_png(metrics_csv: str) -> bytes:
+    """PNG of a training run's ``logs/metrics.csv``: the loss per step (and its running mean) on the left; the
+    validation PSNR and SSIM of the model, of its generated views before known pixels are kept, and of the partial
+    view alone on the right (a model that learns climbs above the partial view's line)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    rows = list(csv.DictReader(io.StringIO(metrics_csv)))
+
+    def series(name: str) -> tuple[list[int], list[float]]:
+        points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name) not in (None, "")]
+        return [p[0] for p in points], [p[1] for p in points]
+
+    figure = Figure(figsize=(11, 3.6), dpi=100, layout="constrained")
+    loss_ax, psnr_ax = figure.subplots(1, 2)
+    steps, loss = series("loss")
+    loss_ax.plot(steps, loss, color="0.75", linewidth=0.8, label="loss")
+    window = max(1, len(loss) // 20)
+    if loss:
+        smooth = [
+            sum(loss[max(0, i - window + 1) : i + 1]) / len(loss[max(0, i - window + 1) : i + 1])
+            for i in range(len(loss))
+        ]
+        loss_ax.plot(steps, smooth, color="C0", label=f"running mean ({window} steps)")
+    loss_ax.set(xlabel="step", ylabel="denoising loss", yscale="log", title="training loss")
+    loss_ax.legend(loc="upper right", fontsize=8)
+    ssim_ax = psnr_ax.twinx()
+    styles = {"": ("C1", "model"), "_generated": ("C2", "model, generated"), "_partial": ("0.4", "partial view alone")}
+    for suffix, (color, label) in styles.items():
+        x, y = series(f"val_psnr{suffix}")
+        psnr_ax.plot(x, y, "o-", color=color, label=f"PSNR: {label}")
+        x, y = series(f"val_ssim{suffix}")
+        ssim_ax.plot(x, y, "s--", color=color, alpha=0.6, label=f"SSIM: {label}")
+    psnr_ax.set(xlabel="step", ylabel="PSNR (dB)", title="validation (solid: PSNR, dashed: SSIM)")
+    ssim_ax.set_ylabel("SSIM")
+    psnr_ax.legend(loc="lower right", fontsize=8)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

@@ -9,7 +9,6 @@ mix of crashes and re-runs every object is in the shards exactly once. One run p
 from __future__ import annotations
 
 import json
-import sys
 import time
 import uuid
 from collections import Counter
@@ -18,6 +17,7 @@ from typing import Any
 
 from invs import shards, storage, tables
 from invs.config import Config, save_resolved
+from invs.progress import Progress
 from render.sources import ObjectRef, resolve_objects
 
 SUMMARY_NAME = "summary.json"
@@ -51,49 +51,6 @@ def plan(config: Config, objects: list[ObjectRef]) -> Plan:
         else:
             result.todo.append((ref, row["total_attempts"] + 1))
     return result
-
-
-class Progress:
-    """Objects done / failed / rate / ETA: a live bar on a terminal, a log line every ``interval_s`` otherwise."""
-
-    def __init__(self, total: int, interval_s: float = 10.0) -> None:
-        self.total, self.ok, self.failed = total, 0, 0
-        self.started = time.monotonic()
-        self.interval_s = interval_s
-        self._last_log = 0.0
-        self._bar = None
-        if sys.stderr.isatty() and total:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, unit="obj", desc="render", dynamic_ncols=True)
-
-    def line(self) -> str:
-        elapsed = time.monotonic() - self.started
-        done = self.ok + self.failed
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - done) / rate if rate > 0 else float("nan")
-        eta_text = f"{eta / 60:.1f} min" if eta == eta else "?"
-        return (
-            f"render: {done}/{self.total} objects ({self.ok} ok, {self.failed} failed), "
-            f"{rate * 3600:.0f} objects/h, ETA {eta_text}"
-        )
-
-    def update(self, results: list[dict[str, Any]]) -> None:
-        for r in results:
-            if r["status"] == "ok":
-                self.ok += 1
-            else:
-                self.failed += 1
-        if self._bar is not None:
-            self._bar.update(len(results))
-            self._bar.set_postfix(ok=self.ok, failed=self.failed)
-        elif time.monotonic() - self._last_log >= self.interval_s or self.ok + self.failed == self.total:
-            self._last_log = time.monotonic()
-            print(self.line(), flush=True)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def _worker_count(config: Config, resources: dict[str, float], largest_node_cpus: float) -> tuple[int, int]:
@@ -147,7 +104,8 @@ def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
         run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
         actors = [actor_cls.remote(config, run_id, i, threads) for i in range(workers)]
         queue = list(p.todo)
-        progress = Progress(len(queue))
+        progress = Progress("render", len(queue), "objects", rate_per="h")
+        ok = failed = 0
         in_flight: dict[Any, tuple[Any, list[tuple[ObjectRef, int]]]] = {}
 
         def submit(actor: Any) -> None:
@@ -170,7 +128,9 @@ def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
                 actor = actor_cls.remote(config, run_id, len(actors) + 1000 + len(results), threads)
                 actors.append(actor)
             results += batch_results
-            progress.update(batch_results)
+            ok += sum(r["status"] == "ok" for r in batch_results)
+            failed += sum(r["status"] != "ok" for r in batch_results)
+            progress.update(ok + failed, f"{ok} ok, {failed} failed")
             submit(actor)
         progress.close()
         worker_stats = ray.get([a.close.remote() for a in actors])

@@ -155,3 +155,45 @@ def test_load_hub_id_offline_is_one_line_error(monkeypatch: pytest.MonkeyPatch, 
         load_components(model)
     message = str(err.value)
     assert "\n" not in message and model in message and "--tiny" in message
+
+
+def _blobs(n: int = 12, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """Coloured squares on white, in [-1, 1]: object-on-white images like the training targets."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.ones(n, 3, size, size)
+    for i in range(n):
+        x, y = torch.randint(0, size // 2, (2,), generator=g).tolist()
+        images[i, :, y : y + size // 3, x : x + size // 3] = torch.rand(3, 1, 1, generator=g) * 2 - 1
+    return images
+
+
+def test_fitted_tiny_vae_measures_its_own_latent_scale(tmp_path: Path) -> None:
+    """After fitting, scaling_factor = 1 / std of the raw latents, so the scaled latents have unit std (SD's constant
+    0.18215 would leave them far from it), and the value travels in the saved config."""
+    from diffusers import AutoencoderKL
+
+    from invs.models import fit_tiny_vae, latent_std, vae_round_trip
+
+    vae = build_tiny_components(seed=0)["vae"]
+    images = _blobs()
+    assert vae.config.scaling_factor == pytest.approx(0.18215)
+    fit_tiny_vae(vae, images, steps=20, batch=4)
+    raw = latent_std(vae, images)
+    assert vae.config.scaling_factor == pytest.approx(1 / raw)
+    with torch.no_grad():
+        scaled = vae.encode(images).latent_dist.sample(torch.Generator().manual_seed(3)) * vae.config.scaling_factor
+    assert 0.9 < float(scaled.std()) < 1.1
+    assert not 0.5 < raw * 0.18215 < 2  # the old constant would be far off for this VAE
+    vae.save_pretrained(tmp_path / "vae")
+    assert AutoencoderKL.from_pretrained(tmp_path / "vae").config.scaling_factor == pytest.approx(1 / raw)
+    round_trip = vae_round_trip(vae, images)
+    assert round_trip.shape == images.shape and round_trip.min() >= -1 and round_trip.max() <= 1
+
+
+def test_latent_scale_warning_outside_its_range() -> None:
+    from train.loss import latent_scale_warning
+
+    assert latent_scale_warning(1.0, 0.5) is None and latent_scale_warning(0.5, 1.0) is None
+    low = latent_scale_warning(0.2, 0.18215)
+    assert low is not None and "std 0.200" in low and "0.91075" in low  # the factor that would give std 1
+    assert latent_scale_warning(2.5, 1.0) is not None

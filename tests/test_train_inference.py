@@ -68,3 +68,35 @@ def test_not_an_export_is_one_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(ModelUnavailableError, match="not an exported iNVS model"):
         NovelViewModel.from_pretrained(str(tmp_path))
+
+
+def test_keep_known_blends_the_partial_view_back_by_the_soft_mask() -> None:
+    from train.inference import keep_known
+
+    generated, partial = torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8)
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[:, :, :4] = 1.0
+    mask[:, :, 4:6] = 0.25
+    out = keep_known(generated, partial, mask)
+    assert torch.equal(out[:, :, :4], generated[:, :, :4])  # generate
+    assert torch.allclose(out[:, :, 4:6], torch.full((2, 3, 2, 8), 0.75))  # soft: mostly kept
+    assert torch.equal(out[:, :, 6:], partial[:, :, 6:])  # keep: the partial view exactly
+    with pytest.raises(ValueError, match="mask"):
+        keep_known(generated, partial, mask[:, :, :4])
+
+
+def test_predictions_keep_known_pixels_unless_asked_to_generate(tmp_path: Path) -> None:
+    from train.inference import keep_known
+
+    m, parts = model("empty_prompt")
+    b = batch(2)
+    kept = m.predict(b, steps=2, seed=1)
+    generated = m.predict(b, steps=2, seed=1, known_pixels="generate")
+    partial = (b["partial"] + 1) / 2
+    torch.testing.assert_close(kept[..., :1], partial[..., :1])  # the mask is 0 in the first column
+    assert not torch.allclose(generated[..., :1], partial[..., :1])
+    torch.testing.assert_close(kept, keep_known(generated, partial, b["mask"]))
+    export_model(parts, parts["unet"], None, "empty_prompt", 32, str(tmp_path / "m"), known_pixels="generate")
+    assert NovelViewModel.from_pretrained(str(tmp_path / "m")).known_pixels == "generate"
+    with pytest.raises(ValueError, match="known_pixels"):
+        m.predict(b, steps=1, known_pixels="blend")

@@ -46,6 +46,13 @@ def held_out_pairs(data: str, split: str, limit: int | None) -> list[tuple[str, 
     return sorted(found)
 
 
+#: Per-pair columns of ``metrics.csv``: the model's views as it delivers them (``psnr``/``ssim``, its known-pixels
+#: default), as generated and with known pixels composited, the zero-cost baselines (the partial view alone, the
+#: source view copied) and the VAE's round trip of the target (the ceiling of any generated view).
+SCORED = ("generated", "composite", "partial", "source", "vae")
+COLUMNS = ("key", "psnr", "ssim", *(f"{m}_{n}" for n in SCORED for m in ("psnr", "ssim")))
+
+
 def evaluate(
     model_uri: str,
     data: str,
@@ -57,17 +64,27 @@ def evaluate(
     limit: int | None = None,
     device: str = "cpu",
     seed: int = 0,
+    known_pixels: str | None = None,
 ) -> dict[str, Any]:
-    """Predict every chosen pair, write metrics and a picture under ``out``; returns the summary."""
+    """Predict every chosen pair, write metrics and a picture under ``out``; returns the summary.
+
+    ``known_pixels`` (``composite`` / ``generate``; None: the model's default) chooses which of the model's views
+    are ``psnr``/``ssim`` and the picture; both are always scored.
+    """
     import torch
 
     from invs import metrics
+    from invs.models import vae_round_trip
     from invs.preview import png_bytes, prediction_sheet
     from train.batches import pair_to_tensors
     from train.data import collate
-    from train.inference import NovelViewModel
+    from train.inference import KNOWN_PIXELS, NovelViewModel, keep_known
 
     model = NovelViewModel.from_pretrained(model_uri, device=device)
+    known_pixels = known_pixels or model.known_pixels
+    if known_pixels not in KNOWN_PIXELS:
+        raise InvsError(f"known_pixels must be one of {', '.join(KNOWN_PIXELS)}, got {known_pixels!r}")
+    delivered = "composite" if known_pixels == "composite" else "generated"
     raw = held_out_pairs(data, split, limit)
     rows: list[dict[str, Any]] = []
     grid_batch: dict[str, list] = {"source": [], "partial": [], "mask": [], "target": [], "prediction": []}
@@ -84,19 +101,31 @@ def evaluate(
         if not items:
             continue
         batch = collate(items)
-        pred = model.predict(batch, steps=steps, guidance_scale=guidance_scale, seed=seed + start).cpu()
+        generated = model.predict(batch, steps, guidance_scale, seed + start, known_pixels="generate").cpu()
         target, partial = (batch["target"] + 1) / 2, (batch["partial"] + 1) / 2
-        p, s, pp = metrics.psnr(pred, target), metrics.ssim(pred, target), metrics.psnr(partial, target)
+        views = {
+            "generated": generated,
+            "composite": keep_known(generated, partial, batch["mask"]),
+            "partial": partial,
+            "source": (batch["source"] + 1) / 2,
+            "vae": (vae_round_trip(model.pipe.vae, batch["target"].to(model.pipe.device)).cpu() + 1) / 2,
+        }
+        scores = metrics.compare(views, target)
         for i, key in enumerate(keys):
-            rows.append({"key": key, "psnr": float(p[i]), "ssim": float(s[i]), "psnr_partial": float(pp[i])})
+            row = {
+                "key": key,
+                "psnr": float(scores[f"psnr_{delivered}"][i]),
+                "ssim": float(scores[f"ssim_{delivered}"][i]),
+            }
+            rows.append(row | {name: float(value[i]) for name, value in scores.items()})
         room = GRID_ROWS - len(grid_batch["source"])
         for name in ("source", "partial", "mask", "target"):
             grid_batch[name] += list(batch[name][:room])
-        grid_batch["prediction"] += list(pred[:room])
+        grid_batch["prediction"] += list(views[delivered][:room])
     if not rows:
         raise InvsError(f"none of the {len(raw)} {split!r} pairs could be read")
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["key", "psnr", "ssim", "psnr_partial"])
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
     storage.write_text(storage.join(out, "metrics.csv"), buffer.getvalue())
@@ -111,14 +140,32 @@ def evaluate(
         "pairs": len(rows),
         "skipped": skipped,
         "inference_steps": steps,
-        "psnr": sum(r["psnr"] for r in rows) / len(rows),
-        "ssim": sum(r["ssim"] for r in rows) / len(rows),
-        "psnr_partial": sum(r["psnr_partial"] for r in rows) / len(rows),
+        "known_pixels": known_pixels,
+        **{c: sum(r[c] for r in rows) / len(rows) for c in COLUMNS if c != "key"},
         "metrics_csv": storage.join(out, "metrics.csv"),
         "picture": picture,
     }
     storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
     return summary
+
+
+def comparison_table(summaries: dict[str, dict[str, Any]]) -> str:
+    """The model beside its baselines, one column pair (PSNR dB, SSIM) per evaluated split, as aligned text."""
+    labels = {
+        "": "model (as delivered)",
+        "_generated": "model, generated views",
+        "_composite": "model, known pixels kept",
+        "_partial": "partial view alone",
+        "_source": "source view copied",
+        "_vae": "VAE round trip (ceiling)",
+    }
+    titles = [f"{name} ({summary['pairs']} pairs)" for name, summary in summaries.items()]
+    head = f"{'':26}" + "".join(f"{title:>26}" for title in titles)
+    lines = [head, f"{'':26}" + "".join(f"{'PSNR dB':>16}{'SSIM':>10}" for _ in summaries)]
+    for suffix, label in labels.items():
+        cells = "".join(f"{s['psnr' + suffix]:>16.2f}{s['ssim' + suffix]:>10.3f}" for s in summaries.values())
+        lines.append(f"{label:26}{cells}")
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,6 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--guidance-scale", type=float, default=1.0)
     parser.add_argument("--limit", type=int, help="at most this many pairs")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--known-pixels",
+        choices=["composite", "generate"],
+        help="which views count as the model's (both are scored); default: the model's own (invs.json)",
+    )
     args = parser.parse_args(argv)
     cli.resolve_config(args, {})
     storage.check_writable(args.out)
@@ -143,11 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.guidance_scale,
         limit=args.limit,
         device=args.device,
+        known_pixels=args.known_pixels,
     )
-    print(
-        f"evaluate: {summary['pairs']} {summary['split']} pairs: PSNR {summary['psnr']:.2f} dB, SSIM "
-        f"{summary['ssim']:.3f} (partial view alone: {summary['psnr_partial']:.2f} dB)"
-    )
+    print(f"evaluate: {summary['pairs']} {summary['split']} pairs, known pixels: {summary['known_pixels']}")
+    print(comparison_table({summary["split"]: summary}))
     print(f"outputs: {summary['picture']}, {summary['metrics_csv']}")
     return 0
 

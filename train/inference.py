@@ -32,6 +32,23 @@ from train.conditioning import Conditioner, ImageProjection
 
 INVS_FILE = "invs.json"
 PROJECTION_DIR = "image_projection"
+#: What a prediction does with the pixels the source sees: ``composite`` blends the partial view back by the soft
+#: mask (``m * generated + (1 - m) * partial``: keep where 0, generate where 1); ``generate`` returns the sampler's
+#: output as decoded by the VAE.
+KNOWN_PIXELS = ("composite", "generate")
+
+
+def keep_known(generated: torch.Tensor, partial: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``mask * generated + (1 - mask) * partial`` for images ``(B, 3, H, W)`` in [0, 1] and the soft pixel mask
+    ``(B, 1, H, W)`` (1 = generate). Where the mask is 0 the partial view's pixels survive exactly, unblurred by the
+    VAE; covered pixels seen at an angle (mask between 0 and 1) blend both."""
+    if generated.shape != partial.shape or mask.shape != (generated.shape[0], 1, *generated.shape[2:]):
+        raise ValueError(
+            f"need generated and partial (B, 3, H, W) and mask (B, 1, H, W), got {tuple(generated.shape)}, "
+            f"{tuple(partial.shape)}, {tuple(mask.shape)}"
+        )
+    mask = mask.to(generated)
+    return mask * generated + (1 - mask) * partial.to(generated)
 
 
 def soft_mask_processor(vae_scale_factor: int) -> Any:
@@ -78,9 +95,14 @@ class NovelViewModel:
         projection: ImageProjection | None,
         resolution: int,
         conditioner: Conditioner | None = None,
+        known_pixels: str = "composite",
     ) -> None:
-        """``conditioner``: one already built from the same parts (training's), instead of building it again."""
+        """``conditioner``: one already built from the same parts (training's), instead of building it again;
+        ``known_pixels``: the default of :meth:`predict` (:data:`KNOWN_PIXELS`)."""
+        if known_pixels not in KNOWN_PIXELS:
+            raise ValueError(f"known_pixels must be one of {', '.join(KNOWN_PIXELS)}, got {known_pixels!r}")
         self.pipe, self.resolution, self.projection = pipe, resolution, projection
+        self.known_pixels = known_pixels
         parts = {"tokenizer": pipe.tokenizer, "text_encoder": pipe.text_encoder, "image_encoder": pipe.image_encoder}
         self.conditioner = conditioner or Conditioner(conditioning, parts)  # type: ignore[arg-type]
 
@@ -100,7 +122,8 @@ class NovelViewModel:
         projection = None
         if info["conditioning"] == "clip_image":
             projection = load_projection(local / PROJECTION_DIR)
-        return cls(pipe.to(device), info["conditioning"], projection, int(info["resolution"])).to(device)
+        known = info.get("known_pixels", "composite")
+        return cls(pipe.to(device), info["conditioning"], projection, int(info["resolution"]), None, known).to(device)
 
     def to(self, device: str | torch.device) -> NovelViewModel:
         self.pipe.to(device)
@@ -116,9 +139,14 @@ class NovelViewModel:
         steps: int = 50,
         guidance_scale: float = 1.0,
         seed: int = 0,
+        known_pixels: str | None = None,
     ) -> torch.Tensor:
         """Predicted target views ``(B, 3, H, W)`` in [0, 1] for ``source``/``partial`` in [-1, 1] and the soft
-        ``mask`` ``(B, 1, H, W)`` (1 = generate); the same ``seed`` gives the same views."""
+        ``mask`` ``(B, 1, H, W)`` (1 = generate); the same ``seed`` gives the same views. ``known_pixels``
+        (:data:`KNOWN_PIXELS`; None: the model's default) says whether the partial view is composited back."""
+        known_pixels = known_pixels or self.known_pixels
+        if known_pixels not in KNOWN_PIXELS:
+            raise ValueError(f"known_pixels must be one of {', '.join(KNOWN_PIXELS)}, got {known_pixels!r}")
         pipe = self.pipe
         device = pipe.device
         vae = pipe.vae
@@ -146,7 +174,10 @@ class NovelViewModel:
             latents=noise,
             output_type="pt",
         )
-        return out.images.float().clamp(0, 1)
+        generated = out.images.float().clamp(0, 1)
+        if known_pixels == "generate":
+            return generated
+        return keep_known(generated, (partial.float() + 1) / 2, batch["mask"].float().to(device))
 
 
 def save_projection(projection: ImageProjection, folder: Path) -> None:
@@ -176,6 +207,7 @@ def export_model(
     resolution: int,
     out_uri: str,
     extra: dict[str, Any] | None = None,
+    known_pixels: str = "composite",
 ) -> None:
     """Save a diffusers pipeline directory (+ ``invs.json`` and the projection) to ``out_uri`` (local or S3)."""
     if conditioning != "clip_image":
@@ -191,6 +223,7 @@ def export_model(
             "resolution": resolution,
             "mask": "soft, 1 = generate; max-pooled to latent cells; do not binarise",
             "masked_image_latents": "VAE posterior mean of the partial view on white, times scaling_factor",
+            "known_pixels": known_pixels,
             **(extra or {}),
         }
         (folder / INVS_FILE).write_text(json.dumps(info, indent=2))

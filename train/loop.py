@@ -38,12 +38,29 @@ from invs.config import Config, TrainConfig, apply_storage_settings
 from invs.latents import vae_fingerprint
 from train.conditioning import Conditioner, ImageProjection, build_tiny_image_encoder, load_image_encoder
 from train.data import DataPlan, DataPosition, PairStream, StreamStart, _seed, collate
-from train.loss import Denoiser, Frozen, LossConfig, training_loss
+from train.loss import Denoiser, Frozen, LossConfig, latent_scale_warning, training_loss
 
 log = logging.getLogger("invs.train")
 
 METRICS_CSV = "logs/metrics.csv"
-METRIC_FIELDS = ("step", "loss", "lr", "samples_per_s", "skipped", "val_psnr", "val_ssim", "val_psnr_partial")
+METRIC_FIELDS = (
+    "step",
+    "loss",
+    "lr",
+    "samples_per_s",
+    "skipped",
+    "latent_std",
+    "val_psnr",
+    "val_ssim",
+    "val_psnr_generated",
+    "val_ssim_generated",
+    "val_psnr_partial",
+    "val_ssim_partial",
+)
+#: Steps (from the start of this run or its resumption) over which the scaled target latents' std is measured.
+LATENT_CHECK_STEPS = 4
+#: Seconds between progress messages to the driver.
+PROGRESS_INTERVAL_S = 0.5
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -105,7 +122,8 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, tc: TrainConfig) -> Any:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point; ``loop_config`` = ``{"config": Config, "plan": DataPlan, "fail_at_step": int|None}``."""
+    """Ray Train entry point; ``loop_config`` = ``{"config": Config, "plan": DataPlan, "fitted_vae": dict | None,
+    "progress": ray.util.queue.Queue | None, "fail_at_step": int | None}``."""
     import ray.train
     import ray.train.torch
     from diffusers.training_utils import EMAModel
@@ -114,15 +132,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     plan: DataPlan = loop_config["plan"]
     tc = config.train
     apply_storage_settings(config)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_worker_logging()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     amp = autocast_dtype(tc, device)
 
     parts = model_parts(tc)
-    if loop_config.get("vae_state") is not None:
-        parts["vae"].load_state_dict(loop_config["vae_state"])
+    fitted = loop_config.get("fitted_vae")
+    if fitted is not None:
+        parts["vae"].load_state_dict(fitted["state"])
+        parts["vae"].register_to_config(scaling_factor=fitted["scaling_factor"])
+    if tc.vae_scaling_factor is not None:
+        parts["vae"].register_to_config(scaling_factor=tc.vae_scaling_factor)
     for name in ("vae", "text_encoder", "image_encoder"):
         if name in parts:
             parts[name].requires_grad_(False).to(device)
@@ -173,6 +195,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     logger = MetricsLog(tc.out, start_step) if rank == 0 else None
     validator = Validator(plan, tc, parts, conditioner, device) if rank == 0 else None
     fail_at = loop_config.get("fail_at_step")
+    progress = ProgressSender(loop_config.get("progress"), start_step, tc.steps) if rank == 0 else None
+    latent_stds: list[float] = []
     tick, samples = time.perf_counter(), 0
 
     for step in range(start_step, tc.steps):
@@ -183,6 +207,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             log.error("simulated loss of worker %d at step %d", rank, step)
             os._exit(1)
         total = torch.zeros((), device=device)
+        stats: dict[str, float] | None = {} if step < start_step + LATENT_CHECK_STEPS else None
         for micro in range(tc.grad_accumulation):
             batch = next(batches)
             position.consume(batch)
@@ -192,9 +217,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             last = micro == tc.grad_accumulation - 1
             sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()
             with sync, torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = training_loss(model, frozen, tensors, loss_config, generator) / tc.grad_accumulation
+                loss = training_loss(model, frozen, tensors, loss_config, generator, stats) / tc.grad_accumulation
                 loss.backward()
             total += loss.detach()
+            if stats is not None:
+                latent_stds.append(stats["latent_std"])
         if tc.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
         optimizer.step()
@@ -213,6 +240,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
             "skipped": skipped,
         }
+        if done == min(start_step + LATENT_CHECK_STEPS, tc.steps):
+            metrics["latent_std"] = check_latent_scale(latent_stds, frozen.vae.config.scaling_factor, rank)
         validate_now = final or (tc.validate_every and done % tc.validate_every == 0)
         if validate_now and validator is not None:
             with ema_weights(ema, trainable):
@@ -231,6 +260,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{done:08d}")
         elif done % 10 == 0:
             ray.train.report(metrics)
+        if progress is not None:
+            progress.send(metrics, force=final or validate_now or "latent_std" in metrics)
         tick, samples = time.perf_counter(), 0
 
     if rank == 0:
@@ -239,6 +270,50 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 def model_unwrapped(model: torch.nn.Module) -> Denoiser:
     return model.module if hasattr(model, "module") else model  # type: ignore[return-value]
+
+
+def configure_worker_logging() -> None:
+    """Our loggers at INFO on the worker; Ray Train's own per-report and per-checkpoint INFO lines stay quiet (the
+    driver shows a progress bar instead)."""
+    ours = logging.getLogger("invs")
+    if not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+
+
+def check_latent_scale(stds: list[float], scaling_factor: float, rank: int) -> float:
+    """Mean std of the scaled target latents over the first micro-batches; logged, and a loud warning when it is
+    outside :data:`train.loss.LATENT_STD_RANGE`."""
+    std = sum(stds) / max(len(stds), 1)
+    if rank == 0:
+        warning = latent_scale_warning(std, scaling_factor)
+        if warning is None:
+            log.info("latent scale: std of the scaled target latents %.3f over %d micro-batches", std, len(stds))
+        else:
+            log.warning("LATENT SCALE: %s", warning)
+    return std
+
+
+class ProgressSender:
+    """Rank 0's metrics to the driver's progress bar (:func:`train.run.show_progress`), at most every
+    :data:`PROGRESS_INTERVAL_S` seconds; a full queue drops the message rather than slowing training."""
+
+    def __init__(self, queue: Any, start_step: int, steps: int) -> None:
+        self.queue, self.last = queue, 0.0
+        self.send({"step": start_step, "first_step": start_step, "steps": steps}, force=True)
+
+    def send(self, metrics: dict[str, Any], force: bool = False) -> None:
+        from ray.util.queue import Full
+
+        now = time.monotonic()
+        if self.queue is None or (not force and now - self.last < PROGRESS_INTERVAL_S):
+            return
+        self.last = now
+        with contextlib.suppress(Full):
+            self.queue.put_nowait(metrics)
 
 
 def _mean_loss_and_total_skipped(loss: torch.Tensor, skipped: int, world: int) -> tuple[float, int]:
@@ -367,7 +442,6 @@ class Validator:
         self.resolution = plan.resolution
 
     def run(self, denoiser: Denoiser, step: int) -> dict[str, float]:
-        from invs import metrics
         from invs.preview import png_bytes, prediction_sheet
         from train.inference import NovelViewModel, build_pipeline
 
@@ -378,20 +452,41 @@ class Validator:
         try:
             pipe = build_pipeline(self.parts, denoiser.unet)
             model = NovelViewModel(pipe, self.tc.conditioning, denoiser.projection, self.resolution, self.conditioner)
-            prediction = model.predict(
-                self.batch, self.tc.val_inference_steps, self.tc.guidance_scale, seed=self.tc.seed
+            generated = model.predict(
+                self.batch, self.tc.val_inference_steps, self.tc.guidance_scale, self.tc.seed, "generate"
             ).cpu()
         finally:
             denoiser.train(was_training)
-        target = (self.batch["target"] + 1) / 2
-        partial = (self.batch["partial"] + 1) / 2
-        sheet = prediction_sheet(self.batch, prediction, self.labels)
+        scores = view_scores(self.batch, generated)
+        shown = scores["composite" if self.tc.known_pixels == "composite" else "generated"]
+        sheet = prediction_sheet(self.batch, shown["image"], self.labels)
         storage.write_bytes(storage.join(self.tc.out, "validation", f"step_{step:08d}.png"), png_bytes(sheet))
         return {
-            "val_psnr": float(metrics.psnr(prediction, target).mean()),
-            "val_ssim": float(metrics.ssim(prediction, target).mean()),
-            "val_psnr_partial": float(metrics.psnr(partial, target).mean()),
+            "val_psnr": shown["psnr"],
+            "val_ssim": shown["ssim"],
+            "val_psnr_generated": scores["generated"]["psnr"],
+            "val_ssim_generated": scores["generated"]["ssim"],
+            "val_psnr_partial": scores["partial"]["psnr"],
+            "val_ssim_partial": scores["partial"]["ssim"],
         }
+
+
+def view_scores(batch: dict[str, torch.Tensor], generated: torch.Tensor) -> dict[str, dict[str, Any]]:
+    """Mean PSNR/SSIM of the generated views, the same with known pixels kept, and the partial view alone."""
+    from invs import metrics
+    from train.inference import keep_known
+
+    target, partial = (batch["target"] + 1) / 2, (batch["partial"] + 1) / 2
+    images = {"generated": generated, "composite": keep_known(generated, partial, batch["mask"]), "partial": partial}
+    per_image = metrics.compare(images, target)
+    return {
+        name: {
+            "image": image,
+            "psnr": float(per_image[f"psnr_{name}"].mean()),
+            "ssim": float(per_image[f"ssim_{name}"].mean()),
+        }
+        for name, image in images.items()
+    }
 
 
 def export(denoiser: Denoiser, ema: Any, trainable: list[torch.nn.Parameter], parts, tc: TrainConfig, plan) -> None:
@@ -410,4 +505,5 @@ def export(denoiser: Denoiser, ema: Any, trainable: list[torch.nn.Parameter], pa
         plan.resolution,
         storage.join(tc.out, "model"),
         extra={"steps": tc.steps, "ema_decay": tc.ema_decay, "model": "tiny" if tc.tiny else tc.model},
+        known_pixels=tc.known_pixels,
     )

@@ -84,19 +84,40 @@ def batch_latents(frozen: Frozen, batch: dict[str, torch.Tensor], generator: tor
     return encode(frozen.vae, batch["target"], generator), encode(frozen.vae, batch["partial"], generator)
 
 
+#: The std of the scaled target latents that training accepts without a warning: the noise schedule assumes ~1.
+LATENT_STD_RANGE = (0.5, 2.0)
+
+
+def latent_scale_warning(std: float, scaling_factor: float) -> str | None:
+    """A warning when the scaled latents' std is outside :data:`LATENT_STD_RANGE` (None when it is inside)."""
+    low, high = LATENT_STD_RANGE
+    if low <= std <= high:
+        return None
+    return (
+        f"the scaled target latents have std {std:.3f}, outside [{low}, {high}]: the VAE's scaling_factor "
+        f"{scaling_factor:.5g} does not fit this VAE (use {scaling_factor / std:.5g} = 1 / std of its raw latents); "
+        "with it the noise schedule drowns the signal (std < 1) or barely hides it (std > 1), and the loss can fall "
+        "while nothing is learned"
+    )
+
+
 def training_loss(
     denoiser: nn.Module,
     frozen: Frozen,
     batch: dict[str, torch.Tensor],
     config: LossConfig,
     generator: torch.Generator | None = None,
+    stats: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """The denoising loss of one batch (see the module docstring); differentiable in the denoiser's weights.
 
     ``generator`` must live on the CPU; draws are made there and moved to the batch's device, so the same seed gives
-    the same step on every device.
+    the same step on every device. ``stats``, when given, receives ``latent_std``: the std of the scaled target
+    latents ``z0`` of this batch (should be ~1, see :func:`latent_scale_warning`).
     """
     z0, partial = batch_latents(frozen, batch, generator)
+    if stats is not None:
+        stats["latent_std"] = float(z0.detach().float().std())
     device = batch["mask"].device
     z0, partial = z0.to(device), partial.to(device)
     mask = mask_to_latent(batch["mask"], tuple(z0.shape[-2:]))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +57,10 @@ def check_settings(config: Config) -> None:
         raise InvsError(f"train.ema_decay must be in [0, 1), got {tc.ema_decay}")
     if not 0.0 <= tc.cfg_dropout <= 1.0:
         raise InvsError(f"train.cfg_dropout must be in [0, 1], got {tc.cfg_dropout}")
+    if tc.vae_scaling_factor is not None and not tc.vae_scaling_factor > 0:
+        raise InvsError(f"train.vae_scaling_factor must be > 0 (or null: the VAE's own), got {tc.vae_scaling_factor}")
+    if tc.tiny_vae_fit_steps < 0 or not tc.tiny_vae_learning_rate > 0:
+        raise InvsError("train.tiny_vae_fit_steps must be >= 0 and train.tiny_vae_learning_rate > 0")
     if tc.use_gpu:
         return
     if tc.mixed_precision == "bf16":
@@ -91,10 +96,11 @@ def check_model(config: Config) -> None:
 
 def fit_tiny_vae_on(plan: Any, config: Config, max_images: int = 64) -> dict[str, Any]:
     """Fit the tiny model's VAE on up to ``max_images`` train targets, once, on the driver; every worker loads the
-    returned weights (:func:`invs.models.fit_tiny_vae`)."""
+    returned ``{"state": state_dict, "scaling_factor": float}`` (:func:`invs.models.fit_tiny_vae`)."""
     import torch
 
-    from invs.models import build_tiny_components, fit_tiny_vae
+    from invs import metrics
+    from invs.models import build_tiny_components, fit_tiny_vae, vae_round_trip
     from invs.shards import decode_pair_sample
     from train.batches import pair_to_tensors
     from train.data import read_samples
@@ -112,13 +118,17 @@ def fit_tiny_vae_on(plan: Any, config: Config, max_images: int = 64) -> dict[str
     tc = config.train
     vae = build_tiny_components(seed=tc.seed)["vae"]
     started = time.perf_counter()
-    loss = fit_tiny_vae(vae, torch.stack(images), tc.tiny_vae_fit_steps, seed=tc.seed)
+    stacked = torch.stack(images)
+    loss = fit_tiny_vae(vae, stacked, tc.tiny_vae_fit_steps, lr=tc.tiny_vae_learning_rate, seed=tc.seed)
+    round_trip = float(metrics.psnr((vae_round_trip(vae, stacked) + 1) / 2, (stacked + 1) / 2).mean())
     print(
-        f"train: fitted the tiny VAE on {len(images)} targets, {tc.tiny_vae_fit_steps} steps, reconstruction loss "
-        f"{loss:.4f} ({time.perf_counter() - started:.0f} s)",
+        f"train: fitted the tiny VAE on {len(images)} targets in {tc.tiny_vae_fit_steps} steps "
+        f"({time.perf_counter() - started:.0f} s): loss {loss:.4f}, round trip {round_trip:.2f} dB PSNR, "
+        f"scaling_factor {vae.config.scaling_factor:.4f} (1 / latent std)",
         flush=True,
     )
-    return {k: v.detach().clone() for k, v in vae.state_dict().items()}
+    state = {k: v.detach().clone() for k, v in vae.state_dict().items()}
+    return {"state": state, "scaling_factor": float(vae.config.scaling_factor)}
 
 
 def train(config: Config, resume: bool = False) -> dict[str, Any]:
@@ -138,8 +148,11 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     plan = plan_data(tc.data, tc.resolution, tc.val_pairs)
     check_model(config)
     save_resolved(config, tc.out)
-    vae_state = fit_tiny_vae_on(plan, config) if tc.tiny and tc.tiny_vae_fit_steps > 0 else None
+    fitted_vae = fit_tiny_vae_on(plan, config) if tc.tiny and tc.tiny_vae_fit_steps > 0 else None
     init_ray(config, dashboard=True)
+    from ray.util.queue import Queue
+
+    progress = Queue(maxsize=1000, actor_options={"num_cpus": 0})
     fs, path = storage.arrow_filesystem(tc.out)
     fail_at = os.environ.get(FAIL_AT_STEP_ENV)
     trainer = TorchTrainer(
@@ -147,7 +160,8 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         train_loop_config={
             "config": config,
             "plan": plan,
-            "vae_state": vae_state,
+            "fitted_vae": fitted_vae,
+            "progress": progress,
             "fail_at_step": int(fail_at) if fail_at else None,
         },
         torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
@@ -165,11 +179,18 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         ),
     )
     started = time.perf_counter()
+    stop = threading.Event()
+    shown = threading.Thread(target=show_progress, args=(progress, stop), daemon=True)
+    shown.start()
     try:
         result = trainer.fit()
     except Exception as exc:  # Ray wraps worker errors: report the first line of the root cause
         raise InvsError(f"training failed: {_root_cause(exc)}") from exc
+    finally:
+        stop.set()
+        shown.join(timeout=5)
     seconds = time.perf_counter() - started
+    plot = write_metrics_plot(tc.out)
     metrics = dict(result.metrics or {})
     summary = {
         "out": tc.out,
@@ -185,10 +206,62 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         "checkpoint": result.checkpoint.path if result.checkpoint else None,
         "model": storage.join(tc.out, "model"),
         "metrics_csv": storage.join(tc.out, "logs", "metrics.csv"),
+        "metrics_plot": plot,
         "validation": storage.join(tc.out, "validation", f"step_{tc.steps:08d}.png"),
     }
     storage.write_text(storage.join(tc.out, "summary.json"), json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def show_progress(queue: Any, stop: threading.Event) -> None:
+    """The driver's view of training: rank 0's metrics from ``queue`` as a progress bar (a log line every 10 s when
+    not on a terminal) with step, loss, samples/s and ETA, plus one line per validation and the latent-scale check."""
+    from ray.exceptions import RayError
+    from ray.util.queue import Empty
+
+    from invs.progress import Progress
+
+    bar: Progress | None = None
+    while not stop.is_set():
+        try:
+            m = queue.get(timeout=0.5)
+        except Empty:
+            continue
+        except RayError:  # the queue's actor is gone with the Ray instance: nothing more to show
+            break
+        if "first_step" in m:
+            if bar is not None:
+                bar.close()
+                print(f"train: (re)started at step {m['first_step']}", flush=True)
+            bar = Progress("train", int(m["steps"]), "steps", start=int(m["first_step"]))
+            continue
+        if bar is None:
+            continue
+        if "latent_std" in m:
+            print(f"train: std of the scaled target latents {m['latent_std']:.3f} (should be ~1)", flush=True)
+        if "val_psnr" in m:
+            print(
+                f"train: step {m['step']} validation: PSNR {m['val_psnr']:.2f} dB, SSIM {m['val_ssim']:.3f} (the "
+                f"partial view alone: {m['val_psnr_partial']:.2f} dB, {m['val_ssim_partial']:.3f})",
+                flush=True,
+            )
+        bar.update(int(m["step"]), f"loss {m['loss']:.4f}, {m['samples_per_s']:.1f} samples/s")
+    if bar is not None:
+        bar.close()
+
+
+def write_metrics_plot(out: str) -> str | None:
+    """``OUT/logs/metrics.png`` from ``OUT/logs/metrics.csv`` (loss and validation curves); its URI, or None when
+    there are no metrics."""
+    from invs.preview import metrics_plot_png
+    from train.loop import METRICS_CSV
+
+    csv_uri = storage.join(out, METRICS_CSV)
+    if not storage.exists(csv_uri):
+        return None
+    uri = storage.join(out, "logs", "metrics.png")
+    storage.write_bytes(uri, metrics_plot_png(storage.read_text(csv_uri)))
+    return uri
 
 
 def _root_cause(exc: BaseException) -> str:
