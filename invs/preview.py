@@ -177,7 +177,8 @@ def metrics_plot_png(metrics_csv: str) -> bytes:
         ssim_ax.plot(x, y, "s--", color=color, alpha=0.6, label=f"SSIM: {label}")
     psnr_ax.set(xlabel="step", ylabel="PSNR (dB)", title="validation (solid: PSNR, dashed: SSIM)")
     ssim_ax.set_ylabel("SSIM")
-    psnr_ax.legend(loc="lower right", fontsize=8)
+    handles = psnr_ax.get_legend_handles_labels()[0] + ssim_ax.get_legend_handles_labels()[0]
+    psnr_ax.legend(handles=handles, loc="lower right", fontsize=7, ncol=2)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()

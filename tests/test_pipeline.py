@@ -77,8 +77,16 @@ def test_pipeline_runs_every_stage_and_leaves_pictures(tmp_path: Path) -> None:
     assert sorted({p.meta["uid"] for p in pairs}) == sorted(s.key for s in samples)
     assert Image.open(tmp_path / "run" / "pairs.png").size[1] > 5 * 128
     # Train read the pairs, evaluate the exported model on the held-out object (sample_mug, by the uid hash).
-    assert "[train] loss" in proc.stdout and (tmp_path / "run" / "train" / "model" / "model_index.json").is_file()
-    assert "[evaluate] 2 val pairs: PSNR" in proc.stdout, proc.stdout
+    assert "[train] 6 steps" in proc.stdout and (tmp_path / "run" / "train" / "model" / "model_index.json").is_file()
+    assert "train: std of the scaled target latents" in proc.stdout  # the latent scale is measured and shown
+    assert "Reporting training result" not in proc.stdout + proc.stderr  # a progress bar instead
+    # The last lines: the model beside its baselines, on held-out and training pairs.
+    table = proc.stdout.split("means over pairs:")[1]
+    assert "held-out (2 pairs)" in table and "training (8 pairs)" in table
+    for row in ("model (as delivered)", "partial view alone", "source view copied", "VAE round trip of target"):
+        assert row in table
     grid = Image.open(tmp_path / "run" / "eval" / "predictions.png")
     assert grid.size == (5 * 128, 14 + 2 * (128 + 14))
-    assert str(tmp_path / "run" / "eval" / "predictions.png") in proc.stdout
+    for picture in ("eval/predictions.png", "train/logs/metrics.png"):
+        assert str(tmp_path / "run" / picture) in proc.stdout
+    assert Image.open(tmp_path / "run" / "train" / "logs" / "metrics.png").size[0] > 500

@@ -222,3 +222,71 @@ def test_ray_job_submit_on_the_cluster_with_s3_and_bad_pairs_skipped(
     summary = json.loads(storage.read_text(storage.join(out, "summary.json")))
     assert summary["final"]["skipped"] >= 2  # 12 steps x 2 x 2 pairs cover the whole train split
     assert all(f"pair {key}" in proc.stdout + proc.stderr for key in bad), proc.stdout[-3000:]
+
+
+def two_train_pairs(pairs: str, dest: Path) -> tuple[str, list[str]]:
+    """A copy of the pair data whose index lists only two train pairs, the two whose partial views cover least of
+    the target (most to generate), and no val pairs: nothing else to learn."""
+    from invs import tables
+
+    shutil.copytree(Path(pairs) / "shards", dest / "shards")
+    rows = tables.read_table(str(Path(pairs) / "index"), tables.INDEX_SCHEMA).to_pylist()
+    chosen = sorted((r for r in rows if r["split"] == "train"), key=lambda r: (r["visible_fraction"], r["key"]))[:2]
+    tables.append_rows(str(dest / "index"), chosen, tables.INDEX_SCHEMA)
+    return str(dest), [r["key"] for r in chosen]
+
+
+@pytest.mark.parametrize(
+    "scaling_factor",
+    [
+        None,
+        pytest.param(
+            0.18215,
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.xfail(strict=True, reason="SD's constant drowns the tiny VAE's latents"),
+            ],
+        ),
+    ],
+    ids=["measured_scale", "sd_constant"],
+)
+def test_overfit_pairs_come_back_through_the_whole_sampler(
+    pairs: str, tmp_path: Path, scaling_factor: float | None
+) -> None:
+    """The real loop (Ray Train) overfits two pairs with the demo's recipe; the exported model, loaded with
+    NovelViewModel.from_pretrained and sampled from pure noise, gives those targets back: far above the partial view
+    alone and near the VAE's own round trip. With SD's 0.18215 on the fitted tiny VAE (latent std ~0.2) the same
+    run warns loudly and the views do not come back (strict xfail)."""
+    from invs import metrics
+    from invs.models import vae_round_trip
+    from train.batches import pair_to_tensors
+    from train.data import collate, read_samples
+    from train.inference import NovelViewModel
+
+    data, keys = two_train_pairs(pairs, tmp_path / "two")
+    settings = ["validate_every=0", "checkpoint_every=250", "tiny_vae_fit_steps=150", "learning_rate=2e-3"]
+    if scaling_factor is not None:
+        settings.append(f"vae_scaling_factor={scaling_factor}")
+    out = str(tmp_path / "run")
+    proc = train(data, out, "--steps", "250", *[a for s in settings for a in ("--set", f"train.{s}")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert "Reporting training result" not in output  # a progress bar, not Ray Train's per-report lines
+    std = float(output.split("std of the scaled target latents ")[1].split()[0])
+    if scaling_factor is None:
+        assert 0.5 <= std <= 2.0 and "LATENT SCALE" not in output
+    else:
+        assert std < 0.5 and "LATENT SCALE" in output
+
+    model = NovelViewModel.from_pretrained(str(Path(out) / "model"))
+    shard = shards.list_shards(data)[0]
+    raw = sorted(read_samples(shard, set(keys)))
+    batch = collate([pair_to_tensors(shards.decode_pair_sample(k, m), 64) for k, m in raw])
+    views = model.predict(batch, steps=20, seed=0, known_pixels="generate")
+    target = (batch["target"] + 1) / 2
+    got = metrics.psnr(views, target)
+    partial = metrics.psnr((batch["partial"] + 1) / 2, target)
+    ceiling = metrics.psnr((vae_round_trip(model.pipe.vae, batch["target"]) + 1) / 2, target)
+    print(f"generated {got.tolist()} partial {partial.tolist()} VAE round trip {ceiling.tolist()}")
+    assert (got > partial + 2.0).all(), (got, partial)
+    assert (got > ceiling - 1.0).all(), (got, ceiling)

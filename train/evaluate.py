@@ -157,7 +157,7 @@ def comparison_table(summaries: dict[str, dict[str, Any]]) -> str:
         "_composite": "model, known pixels kept",
         "_partial": "partial view alone",
         "_source": "source view copied",
-        "_vae": "VAE round trip (ceiling)",
+        "_vae": "VAE round trip of target",
     }
     titles = [f"{name} ({summary['pairs']} pairs)" for name, summary in summaries.items()]
     head = f"{'':26}" + "".join(f"{title:>26}" for title in titles)

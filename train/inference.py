@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from invs import storage
-from invs.models import ModelUnavailableError
+from invs.models import ModelUnavailableError, quiet_model_libraries
 from train.batches import mask_to_latent
 from train.conditioning import Conditioner, ImageProjection
 
@@ -61,6 +61,7 @@ def soft_mask_processor(vae_scale_factor: int) -> Any:
 
 def build_pipeline(components: dict[str, Any], unet: Any) -> Any:
     """A ``StableDiffusionInpaintPipeline`` from the components, ``unet``, and a DDIM scheduler of the same betas."""
+    quiet_model_libraries()
     from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
     from transformers import CLIPImageProcessor
 
@@ -109,6 +110,7 @@ class NovelViewModel:
     @classmethod
     def from_pretrained(cls, uri: str, device: str = "cpu", dtype: torch.dtype | None = None) -> NovelViewModel:
         """Load an exported model directory (local path or ``s3://``; S3 is downloaded to a temporary folder)."""
+        quiet_model_libraries()
         from diffusers import StableDiffusionInpaintPipeline
 
         local = _local_copy(uri)

@@ -281,7 +281,14 @@ def configure_worker_logging() -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         ours.addHandler(handler)
     ours.setLevel(logging.INFO)
+    ours.propagate = False
+    # Ray Train V2 logs each report under a logger named by its file path, so it inherits the root level, which
+    # Ray sets to INFO in workers.
+    logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    from invs.models import quiet_model_libraries
+
+    quiet_model_libraries()
 
 
 def check_latent_scale(stds: list[float], scaling_factor: float, rank: int) -> float:
@@ -489,6 +496,12 @@ def view_scores(batch: dict[str, torch.Tensor], generated: torch.Tensor) -> dict
     }
 
 
+def _cpu_float32(module: torch.nn.Module) -> torch.nn.Module:
+    """The module on the CPU in float32 (cast only when it is not: diffusers warns about every dtype cast)."""
+    module = module.to("cpu")
+    return module if all(p.dtype == torch.float32 for p in module.parameters()) else module.to(torch.float32)
+
+
 def export(denoiser: Denoiser, ema: Any, trainable: list[torch.nn.Parameter], parts, tc: TrainConfig, plan) -> None:
     """Write the final (EMA) weights as a diffusers pipeline to ``OUT/model``."""
     from train.inference import export_model
@@ -496,10 +509,10 @@ def export(denoiser: Denoiser, ema: Any, trainable: list[torch.nn.Parameter], pa
     if ema is not None:
         ema.copy_to(trainable)
     denoiser.eval()
-    cpu_parts = {k: (v.to("cpu", torch.float32) if isinstance(v, torch.nn.Module) else v) for k, v in parts.items()}
+    cpu_parts = {k: (_cpu_float32(v) if isinstance(v, torch.nn.Module) else v) for k, v in parts.items()}
     export_model(
         cpu_parts,
-        denoiser.unet.to("cpu", torch.float32),
+        _cpu_float32(denoiser.unet),
         denoiser.projection.to("cpu") if denoiser.projection is not None else None,
         tc.conditioning,
         plan.resolution,
