@@ -20,6 +20,9 @@ def test_presets_load_and_differ_where_they_should() -> None:
     assert paper.preprocess.depth == "zoedepth" and paper.ray.address == "auto"
     # paper.yaml is based on local.yaml: what it does not set is inherited.
     assert paper.render.engine == local.render.engine == "cycles"
+    # The demo's recipe (a tiny model from scratch) does not leak into the paper's fine-tuning of SD 2 inpainting.
+    assert local.train.prediction_type == "v_prediction" and paper.train.prediction_type == "scheduler"
+    assert paper.train.timesteps == "cubic" and paper.train.tiny_vae_fit_steps == 0
     assert z123.camera.radius_range == (1.5, 2.2) and z123.render == local.render
     assert isinstance(local.camera.radius_range, tuple) and isinstance(local.camera.lens_mm, float)
 
