@@ -155,7 +155,7 @@ def metrics_plot_png(metrics_csv: str) -> bytes:
         points = [(int(r["step"]), float(r[name])) for r in rows if r.get(name) not in (None, "")]
         return [p[0] for p in points], [p[1] for p in points]
 
-    figure = Figure(figsize=(11, 3.6), dpi=100, layout="constrained")
+    figure = Figure(figsize=(11, 4.2), dpi=100, layout="constrained")
     loss_ax, psnr_ax = figure.subplots(1, 2)
     steps, loss = series("loss")
     loss_ax.plot(steps, loss, color="0.75", linewidth=0.8, label="loss")
@@ -178,7 +178,7 @@ def metrics_plot_png(metrics_csv: str) -> bytes:
     psnr_ax.set(xlabel="step", ylabel="PSNR (dB)", title="validation (solid: PSNR, dashed: SSIM)")
     ssim_ax.set_ylabel("SSIM")
     handles = psnr_ax.get_legend_handles_labels()[0] + ssim_ax.get_legend_handles_labels()[0]
-    psnr_ax.legend(handles=handles, loc="lower right", fontsize=7, ncol=2)
+    psnr_ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=7, ncol=3)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
