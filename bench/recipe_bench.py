@@ -53,19 +53,10 @@ def load_split(data: str, split: str, limit: int | None) -> dict[str, torch.Tens
 
 def score(model: Any, batch: dict[str, torch.Tensor], steps: int) -> dict[str, list[float]]:
     from invs import metrics
-    from invs.models import vae_round_trip
-    from train.inference import keep_known
+    from train.evaluate import scored_views
 
     generated = model.predict(batch, steps, seed=0, known_pixels="generate")
-    target, partial = (batch["target"] + 1) / 2, (batch["partial"] + 1) / 2
-    views = {
-        "generated": generated,
-        "composite": keep_known(generated, partial, batch["mask"]),
-        "partial": partial,
-        "source": (batch["source"] + 1) / 2,
-        "vae": (vae_round_trip(model.pipe.vae, batch["target"]) + 1) / 2,
-    }
-    scores = metrics.compare(views, target)
+    scores = metrics.compare(scored_views(model, batch, generated), (batch["target"] + 1) / 2)
     return {name: [round(float(v.mean()), 4)] for name, v in scores.items()}
 
 

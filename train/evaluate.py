@@ -53,6 +53,24 @@ SCORED = ("generated", "composite", "partial", "source", "vae")
 COLUMNS = ("key", "psnr", "ssim", *(f"{m}_{n}" for n in SCORED for m in ("psnr", "ssim")))
 
 
+def scored_views(model: Any, batch: dict[str, Any], generated: Any) -> dict[str, Any]:
+    """The views scored against the target, each ``(B, 3, H, W)`` in [0, 1] on the CPU (see :data:`SCORED`): the
+    generated views, the same with known pixels kept, the partial view, the source view and the target's VAE
+    round trip through ``model``'s VAE. ``batch`` as from :func:`train.batches.pair_to_tensors` (in [-1, 1])."""
+    from invs.models import vae_round_trip
+    from train.inference import keep_known
+
+    partial = (batch["partial"] + 1) / 2
+    round_trip = vae_round_trip(model.pipe.vae, batch["target"].to(model.pipe.device)).cpu()
+    return {
+        "generated": generated,
+        "composite": keep_known(generated, partial, batch["mask"]),
+        "partial": partial,
+        "source": (batch["source"] + 1) / 2,
+        "vae": (round_trip + 1) / 2,
+    }
+
+
 def evaluate(
     model_uri: str,
     data: str,
@@ -74,11 +92,10 @@ def evaluate(
     import torch
 
     from invs import metrics
-    from invs.models import vae_round_trip
     from invs.preview import png_bytes, prediction_sheet
     from train.batches import pair_to_tensors
     from train.data import collate
-    from train.inference import KNOWN_PIXELS, NovelViewModel, keep_known
+    from train.inference import KNOWN_PIXELS, NovelViewModel
 
     model = NovelViewModel.from_pretrained(model_uri, device=device)
     known_pixels = known_pixels or model.known_pixels
@@ -102,15 +119,8 @@ def evaluate(
             continue
         batch = collate(items)
         generated = model.predict(batch, steps, guidance_scale, seed + start, known_pixels="generate").cpu()
-        target, partial = (batch["target"] + 1) / 2, (batch["partial"] + 1) / 2
-        views = {
-            "generated": generated,
-            "composite": keep_known(generated, partial, batch["mask"]),
-            "partial": partial,
-            "source": (batch["source"] + 1) / 2,
-            "vae": (vae_round_trip(model.pipe.vae, batch["target"].to(model.pipe.device)).cpu() + 1) / 2,
-        }
-        scores = metrics.compare(views, target)
+        views = scored_views(model, batch, generated)
+        scores = metrics.compare(views, (batch["target"] + 1) / 2)
         for i, key in enumerate(keys):
             row = {
                 "key": key,

@@ -449,7 +449,9 @@ class Validator:
         self.resolution = plan.resolution
 
     def run(self, denoiser: Denoiser, step: int) -> dict[str, float]:
+        from invs import metrics
         from invs.preview import png_bytes, prediction_sheet
+        from train.evaluate import scored_views
         from train.inference import NovelViewModel, build_pipeline
 
         if self.batch is None:
@@ -464,36 +466,16 @@ class Validator:
             ).cpu()
         finally:
             denoiser.train(was_training)
-        scores = view_scores(self.batch, generated)
-        shown = scores["composite" if self.tc.known_pixels == "composite" else "generated"]
-        sheet = prediction_sheet(self.batch, shown["image"], self.labels)
+        views = scored_views(model, self.batch, generated)
+        scores = {k: float(v.mean()) for k, v in metrics.compare(views, (self.batch["target"] + 1) / 2).items()}
+        delivered = "composite" if self.tc.known_pixels == "composite" else "generated"
+        sheet = prediction_sheet(self.batch, views[delivered], self.labels)
         storage.write_bytes(storage.join(self.tc.out, "validation", f"step_{step:08d}.png"), png_bytes(sheet))
         return {
-            "val_psnr": shown["psnr"],
-            "val_ssim": shown["ssim"],
-            "val_psnr_generated": scores["generated"]["psnr"],
-            "val_ssim_generated": scores["generated"]["ssim"],
-            "val_psnr_partial": scores["partial"]["psnr"],
-            "val_ssim_partial": scores["partial"]["ssim"],
+            "val_psnr": scores[f"psnr_{delivered}"],
+            "val_ssim": scores[f"ssim_{delivered}"],
+            **{f"val_{m}_{name}": scores[f"{m}_{name}"] for name in ("generated", "partial") for m in ("psnr", "ssim")},
         }
-
-
-def view_scores(batch: dict[str, torch.Tensor], generated: torch.Tensor) -> dict[str, dict[str, Any]]:
-    """Mean PSNR/SSIM of the generated views, the same with known pixels kept, and the partial view alone."""
-    from invs import metrics
-    from train.inference import keep_known
-
-    target, partial = (batch["target"] + 1) / 2, (batch["partial"] + 1) / 2
-    images = {"generated": generated, "composite": keep_known(generated, partial, batch["mask"]), "partial": partial}
-    per_image = metrics.compare(images, target)
-    return {
-        name: {
-            "image": image,
-            "psnr": float(per_image[f"psnr_{name}"].mean()),
-            "ssim": float(per_image[f"ssim_{name}"].mean()),
-        }
-        for name, image in images.items()
-    }
 
 
 def _cpu_float32(module: torch.nn.Module) -> torch.nn.Module:
