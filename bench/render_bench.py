@@ -7,8 +7,8 @@ For each resolution it renders the same objects twice on this machine, in one ru
   shards and manifest written), and
 * ``fresh_process``: the same requests, each in a newly started Blender (what per-object scripts do),
 and reports seconds per view, objects per hour, the share of wall time spent inside Blender's render call, and
-the ratio fresh / long-lived. Objects: the real glTF files in ../shared/assets/objects when present, else the
-built-in samples. Timings, not tests: nothing here asserts a speed.
+the ratio fresh / long-lived. Objects: the real glTF files shipped in tests/assets/objects. Timings, not tests:
+nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from render.blender_process import BlenderProcess
 from render.sources import ObjectRef
 from render.worker import RenderWorker, build_request, fetch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "assets" / "objects"
+OBJECTS = Path(__file__).resolve().parents[1] / "tests" / "assets" / "objects"
 
 
 def objects(limit: int) -> list[ObjectRef]:
-    if SHARED.is_dir():
-        files = sorted(p for p in SHARED.glob("*.glb") if not p.name.startswith("problem_"))[:limit]
+    if OBJECTS.is_dir():
+        files = sorted(p for p in OBJECTS.glob("*.glb") if not p.name.startswith("problem_"))[:limit]
         return [ObjectRef(uid=p.stem, uri=str(p), source="local") for p in files]
     from render import samples
 

@@ -14,7 +14,7 @@ from infra import local_ray, local_s3
 from invs import storage
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_OBJECTS = REPO.parent / "shared" / "assets" / "objects"
+REAL_OBJECTS = REPO / "tests" / "assets" / "objects"  # real glTF files shipped with the repo (SOURCES.md)
 
 # No test may reach a model hub: fail fast instead of retrying for half a minute.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,11 +51,9 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def shared_objects() -> Path:
-    """The real glTF objects in ../shared/assets/objects (skipped on a fresh clone without ../shared)."""
-    if not (SHARED_OBJECTS / "SOURCES.md").is_file():
-        pytest.skip(f"real test objects not available: {SHARED_OBJECTS} is absent (it ships beside the repo in CI)")
-    return SHARED_OBJECTS
+def real_objects() -> Path:
+    """The real glTF objects shipped in tests/assets/objects (sources and licences in its SOURCES.md)."""
+    return REAL_OBJECTS
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """The Objaverse source against a local HTTP mirror on 127.0.0.1 with the Hugging Face layout.
 
 The real ``objaverse`` package downloads everything (index, metadata, LVIS annotations, GLBs) through the mirror;
-the objects are the real GLB files in ../shared/assets/objects under fake uids, plus one corrupt object and one
+the objects are the real GLB files in tests/assets/objects under fake uids, plus one corrupt object and one
 whose file the mirror does not have. HTTPS connections are refused and the package's default cache location is
 replaced by a directory that must never appear, so no test can reach the internet or touch ~/.objaverse.
 """
@@ -88,7 +88,7 @@ def _write_gz_json(path: Path, data: object) -> None:
 
 
 @pytest.fixture(scope="module")
-def mirror(shared_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mirror]:
+def mirror(real_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mirror]:
     """A threaded HTTP server on 127.0.0.1 serving ``/objaverse/`` in the Hugging Face layout."""
     served = tmp_path_factory.mktemp("mirror")
     root = served / "objaverse"
@@ -98,9 +98,9 @@ def mirror(shared_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     for name, uid in uids.items():
         rel = f"glbs/000-000/{uid}.glb"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes((shared_objects / f"{name}.glb").read_bytes())
+        (root / rel).write_bytes((real_objects / f"{name}.glb").read_bytes())
         object_paths[uid] = rel
-        originals[uid] = shared_objects / f"{name}.glb"
+        originals[uid] = real_objects / f"{name}.glb"
     object_paths[CORRUPT] = f"glbs/000-000/{CORRUPT}.glb"
     (root / object_paths[CORRUPT]).write_bytes(random.Random(7).randbytes(4096))
     object_paths[MISSING] = f"glbs/000-000/{MISSING}.glb"  # never written: the mirror answers 404
@@ -176,10 +176,10 @@ def _free_port() -> int:
 # ------------------------------------------------------------------------------------------------ GLB check
 
 
-def test_check_glb_accepts_real_objects_and_names_the_damage(shared_objects: Path, tmp_path: Path) -> None:
+def test_check_glb_accepts_real_objects_and_names_the_damage(real_objects: Path, tmp_path: Path) -> None:
     for name in OBJECTS:
-        assert src.check_glb(shared_objects / f"{name}.glb") is None, name
-    good = (shared_objects / "BoxTextured.glb").read_bytes()
+        assert src.check_glb(real_objects / f"{name}.glb") is None, name
+    good = (real_objects / "BoxTextured.glb").read_bytes()
     json_len = struct.unpack_from("<I", good, 12)[0]
 
     def damaged(data: bytes) -> str | None:

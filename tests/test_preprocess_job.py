@@ -21,10 +21,10 @@ FAST = ["--resolution", "96", "--pairs-per-object", "8", "--set", "preprocess.mi
 
 
 @pytest.fixture(scope="module")
-def renders(shared_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+def renders(real_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     objects = tmp_path_factory.mktemp("objects")
     for name in ("BoxTextured.glb", "SpotCow.glb", "kenney_alien.glb"):
-        shutil.copy(shared_objects / name, objects / name)
+        shutil.copy(real_objects / name, objects / name)
     out = str(tmp_path_factory.mktemp("renders"))
     proc = render(str(objects), out, "--views", "4", "--resolution", "96", "--set", "render.samples=32")
     assert proc.returncode == 0, proc.stderr[-2000:]

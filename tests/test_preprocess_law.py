@@ -27,7 +27,7 @@ OBJECTS = ["SpotCow.glb", "BoxTextured.glb", "CesiumMilkTruck.glb"]
 
 
 @pytest.fixture(scope="module")
-def renders(shared_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+def renders(real_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """Six views of each object at 128 px: RGB on white, alpha, planar depth, K, c2w (float64 numpy)."""
     out: dict[str, dict[str, Any]] = {}
     root = tmp_path_factory.mktemp("law")
@@ -35,7 +35,7 @@ def renders(shared_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         for name in OBJECTS:
             specs = cameras.sample_object_cameras(name, 3, 6, (2.2, 2.6), (-20.0, 60.0))
             req = {
-                "model_path": str(shared_objects / name),
+                "model_path": str(real_objects / name),
                 "out_dir": str(root / name),
                 "views": [asdict(s) for s in specs],
                 "resolution": RES,

@@ -57,9 +57,9 @@ def blender(tmp_path_factory: pytest.TempPathFactory) -> BlenderProcess:
     "name", ["SpotCow.glb", "kenney_alien.glb", "Fox.glb", "problem_CornellBox_largescale_offset.glb"]
 )
 def test_depth_unprojects_onto_the_mesh_and_into_every_other_silhouette(
-    blender: BlenderProcess, shared_objects: Path, tmp_path: Path, name: str
+    blender: BlenderProcess, real_objects: Path, tmp_path: Path, name: str
 ) -> None:
-    result = blender.render(request(shared_objects / name, tmp_path, name), timeout_s=120)
+    result = blender.render(request(real_objects / name, tmp_path, name), timeout_s=120)
     assert result["ok"], result
     mesh = np.load(tmp_path / "mesh.npz")
     V, F = mesh["vertices"], mesh["faces"]
@@ -98,9 +98,9 @@ def test_depth_unprojects_onto_the_mesh_and_into_every_other_silhouette(
     assert 0 < result["views"][0]["alpha_fraction"] < 1
 
 
-def test_a_wrong_convention_would_be_caught(blender: BlenderProcess, shared_objects: Path, tmp_path: Path) -> None:
+def test_a_wrong_convention_would_be_caught(blender: BlenderProcess, real_objects: Path, tmp_path: Path) -> None:
     """The geometry check fails for ray-distance depth or a Blender matrix read as OpenCV (the classic mistakes)."""
-    result = blender.render(request(shared_objects / "SpotCow.glb", tmp_path, "cow", views=1), timeout_s=120)
+    result = blender.render(request(real_objects / "SpotCow.glb", tmp_path, "cow", views=1), timeout_s=120)
     mesh = np.load(tmp_path / "mesh.npz")
     view = result["views"][0]
     K, c2w = np.array(view["K"]), np.array(view["c2w"])
@@ -153,8 +153,8 @@ def heavy_ply(path: Path, n: int = 700) -> Path:
     return path
 
 
-def test_crash_timeout_and_memory_blowup_cost_one_object_only(shared_objects: Path, tmp_path: Path) -> None:
-    good = request(shared_objects / "BoxTextured.glb", tmp_path / "good", "box", views=1)
+def test_crash_timeout_and_memory_blowup_cost_one_object_only(real_objects: Path, tmp_path: Path) -> None:
+    good = request(real_objects / "BoxTextured.glb", tmp_path / "good", "box", views=1)
     with BlenderProcess(threads=2, log_dir=str(tmp_path / "logs")) as bp:
         assert bp.render(good, timeout_s=120)["ok"]
         # A crash (segfault) fails this request only; the next object gets a fresh Blender.
@@ -174,8 +174,8 @@ def test_crash_timeout_and_memory_blowup_cost_one_object_only(shared_objects: Pa
         bp.render(request(tmp_path / "heavy.ply", tmp_path / "mem", "heavy", views=1), timeout_s=120)
 
 
-def test_bad_files_fail_with_clear_reasons(blender: BlenderProcess, shared_objects: Path, tmp_path: Path) -> None:
-    good = (shared_objects / "BoxTextured.glb").read_bytes()
+def test_bad_files_fail_with_clear_reasons(blender: BlenderProcess, real_objects: Path, tmp_path: Path) -> None:
+    good = (real_objects / "BoxTextured.glb").read_bytes()
     cases = {
         "empty.glb": b"",
         "truncated.glb": good[: len(good) // 3],
@@ -195,7 +195,7 @@ def test_bad_files_fail_with_clear_reasons(blender: BlenderProcess, shared_objec
     missing = blender.render(request(tmp_path / "nope.glb", tmp_path / "o-nope", "nope"), timeout_s=60)
     assert missing == {"ok": False, "error": f"model file not found: {tmp_path / 'nope.glb'}", "id": "nope"}
     # Still healthy afterwards, in the same process.
-    assert blender.render(request(shared_objects / "BoxTextured.glb", tmp_path / "ok", "box", views=1), 120)["ok"]
+    assert blender.render(request(real_objects / "BoxTextured.glb", tmp_path / "ok", "box", views=1), 120)["ok"]
 
 
 def make_blend(path: Path, *, camera_and_light: bool = False, invisible: bool = False) -> Path:
@@ -231,11 +231,11 @@ def test_imported_cameras_and_lights_are_removed(blender: BlenderProcess, tmp_pa
 
 @pytest.mark.parametrize("fmt", ["obj", "stl", "ply", "gltf"])
 def test_other_formats_import_and_normalise(
-    blender: BlenderProcess, shared_objects: Path, tmp_path: Path, fmt: str
+    blender: BlenderProcess, real_objects: Path, tmp_path: Path, fmt: str
 ) -> None:
     import trimesh
 
-    mesh = trimesh.load(shared_objects / "SpotCow.glb", force="mesh")
+    mesh = trimesh.load(real_objects / "SpotCow.glb", force="mesh")
     model = tmp_path / f"cow.{fmt}"
     mesh.export(model)
     result = blender.render(request(model, tmp_path / "out", "cow", views=1), timeout_s=120)
@@ -246,9 +246,9 @@ def test_other_formats_import_and_normalise(
 
 
 @pytest.mark.parametrize("lighting", ["uniform", "zero123_area", "four_suns"])
-def test_lighting_modes(blender: BlenderProcess, shared_objects: Path, tmp_path: Path, lighting: str) -> None:
+def test_lighting_modes(blender: BlenderProcess, real_objects: Path, tmp_path: Path, lighting: str) -> None:
     result = blender.render(
-        request(shared_objects / "SpotCow.glb", tmp_path, "cow", views=1, lighting=lighting), timeout_s=120
+        request(real_objects / "SpotCow.glb", tmp_path, "cow", views=1, lighting=lighting), timeout_s=120
     )
     assert result["ok"], result
     assert result["lighting"]["mode"] == lighting

@@ -76,12 +76,12 @@ bpy.ops.wm.open_mainfile(filepath={str(tmp_path / "evil.blend")!r}, use_scripts=
     assert marker.read_text() == "ran"
 
 
-def test_bad_input_gets_failed_rows_with_reasons_and_the_job_carries_on(shared_objects: Path, tmp_path: Path) -> None:
+def test_bad_input_gets_failed_rows_with_reasons_and_the_job_carries_on(real_objects: Path, tmp_path: Path) -> None:
     objects = tmp_path / "objects"
     objects.mkdir()
-    good = shared_objects / "BoxTextured.glb"
+    good = real_objects / "BoxTextured.glb"
     shutil.copy(good, objects / "good.glb")
-    shutil.copy(shared_objects / "kenney_alien.glb", objects / "alien.glb")
+    shutil.copy(real_objects / "kenney_alien.glb", objects / "alien.glb")
     (objects / "empty.glb").write_bytes(b"")
     (objects / "truncated.glb").write_bytes(good.read_bytes()[:5000])
     (objects / "random.glb").write_bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes())
@@ -136,11 +136,11 @@ def test_timeouts_fail_one_object(tmp_path: Path) -> None:
     assert "timed out after 2 s" in latest(out)["heavy"]["error"]
 
 
-def test_resume_is_exactly_once_after_crashes_and_reruns(shared_objects: Path, tmp_path: Path) -> None:
+def test_resume_is_exactly_once_after_crashes_and_reruns(real_objects: Path, tmp_path: Path) -> None:
     objects = tmp_path / "objects"
     objects.mkdir()
     for name in ("BoxTextured.glb", "kenney_alien.glb", "kenney_cakeBirthday.glb"):
-        shutil.copy(shared_objects / name, objects / name)
+        shutil.copy(real_objects / name, objects / name)
     out = str(tmp_path / "out")
     assert render(str(objects), out, "--num-objects", "2").returncode == 0
     assert keys_in_shards(out) == Counter({"BoxTextured": 1, "kenney_alien": 1})
@@ -157,11 +157,11 @@ def test_resume_is_exactly_once_after_crashes_and_reruns(shared_objects: Path, t
     assert keys_in_shards(out) == Counter({"BoxTextured": 1, "kenney_alien": 1, "kenney_cakeBirthday": 1})
 
 
-def test_failures_are_retried_up_to_the_limit(shared_objects: Path, tmp_path: Path) -> None:
+def test_failures_are_retried_up_to_the_limit(real_objects: Path, tmp_path: Path) -> None:
     objects = tmp_path / "objects"
     objects.mkdir()
     (objects / "broken.glb").write_bytes(b"not a model")
-    shutil.copy(shared_objects / "BoxTextured.glb", objects / "box.glb")
+    shutil.copy(real_objects / "BoxTextured.glb", objects / "box.glb")
     out = str(tmp_path / "out")
     limit = ["--set", "render.max_attempts=2"]
     render(str(objects), out, *limit)
@@ -177,12 +177,12 @@ def test_failures_are_retried_up_to_the_limit(shared_objects: Path, tmp_path: Pa
 @pytest.mark.ray
 @pytest.mark.s3
 def test_render_job_on_the_two_node_cluster_reading_and_writing_s3(
-    ray_cluster: local_ray.LocalRayCluster, s3_server: local_s3.S3Server, s3_bucket: str, shared_objects: Path
+    ray_cluster: local_ray.LocalRayCluster, s3_server: local_s3.S3Server, s3_bucket: str, real_objects: Path
 ) -> None:
     """`ray job submit ... -- python render/main.py` with objects and output on the local S3 server."""
     names = ["BoxTextured.glb", "SpotCow.glb", "problem_BoxTextured_draco.glb", "kenney_alien.glb"]
     for name in names:
-        storage.upload_file(shared_objects / name, f"{s3_bucket}/objects/{name}")
+        storage.upload_file(real_objects / name, f"{s3_bucket}/objects/{name}")
     out = f"{s3_bucket}/renders"
     runtime_env = {"env_vars": s3_server.env()}
     proc = subprocess.run(
@@ -227,13 +227,13 @@ def test_render_job_on_the_two_node_cluster_reading_and_writing_s3(
 
 @pytest.mark.ray
 def test_node_resource_keeps_render_workers_on_that_node_type(
-    ray_cluster: local_ray.LocalRayCluster, shared_objects: Path, tmp_path: Path
+    ray_cluster: local_ray.LocalRayCluster, real_objects: Path, tmp_path: Path
 ) -> None:
     """With ``render.node_resource=render_cpu`` only the node advertising it (127.0.0.3) runs render workers."""
     objects = tmp_path / "objects"
     objects.mkdir()
     for name in ("BoxTextured.glb", "SpotCow.glb"):
-        shutil.copy(shared_objects / name, objects / name)
+        shutil.copy(real_objects / name, objects / name)
     out = str(tmp_path / "renders")
     pinned = ["--set", "render.threads_per_worker=1", "--set", "render.node_resource=render_cpu"]
     proc = subprocess.run(

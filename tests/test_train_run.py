@@ -29,11 +29,11 @@ FAST += ["--set", "train.tiny_vae_fit_steps=0"]  # the demo's VAE fit costs a mi
 
 
 @pytest.fixture(scope="module")
-def pairs(shared_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+def pairs(real_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
     """24 pairs at 64 px from three real objects (render 4 views each, then preprocess with ground-truth depth)."""
     objects = tmp_path_factory.mktemp("objects")
     for name in ("BoxTextured.glb", "SpotCow.glb", "kenney_alien.glb"):
-        shutil.copy(shared_objects / name, objects / name)
+        shutil.copy(real_objects / name, objects / name)
     renders = str(tmp_path_factory.mktemp("renders"))
     proc = render(str(objects), renders, "--views", "4", "--resolution", "64", "--set", "render.samples=8")
     assert proc.returncode == 0, proc.stderr[-2000:]
