@@ -27,6 +27,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -288,6 +289,15 @@ def sample_object_cameras(
 
 
 # --------------------------------------------------------------------------------------------- relative pose
+
+
+def view_specs(config: Any, uid: str) -> list[CameraSpec]:
+    """The views the render stage renders of object ``uid`` under ``config`` (an :class:`invs.config.Config`): a
+    fixed ring (``camera.sampling: ring``), or sampled uniformly by area, seeded by (uid, ``render.seed``)."""
+    c, r = config.camera, config.render
+    if c.sampling == "ring":
+        return ring_cameras(r.views, c.ring_elevation_deg, sum(c.radius_range) / 2)
+    return sample_object_cameras(uid, r.seed, r.views, c.radius_range, c.elevation_range_deg)
 
 
 def zero123_relative_pose(c2w_src: np.ndarray, c2w_tgt: np.ndarray) -> np.ndarray:

@@ -77,14 +77,6 @@ def fetch(ref: ObjectRef, directory: Path, config: Config) -> Path:
     return path
 
 
-def view_specs(config: Config, uid: str) -> list[cameras.CameraSpec]:
-    """The views rendered of object ``uid``: a fixed ring, or sampled uniformly by area, seeded by (uid, seed)."""
-    c, r = config.camera, config.render
-    if c.sampling == "ring":
-        return cameras.ring_cameras(r.views, c.ring_elevation_deg, sum(c.radius_range) / 2)
-    return cameras.sample_object_cameras(uid, r.seed, r.views, c.radius_range, c.elevation_range_deg)
-
-
 def build_request(config: Config, ref: ObjectRef, model: Path, out_dir: Path, threads: int) -> dict[str, Any]:
     """The Blender worker's request for one object (see :func:`render.blender_worker.render_object`)."""
     c, r = config.camera, config.render
@@ -92,7 +84,7 @@ def build_request(config: Config, ref: ObjectRef, model: Path, out_dir: Path, th
         "id": ref.uid,
         "model_path": str(model),
         "out_dir": str(out_dir),
-        "views": [asdict(s) for s in view_specs(config, ref.uid)],
+        "views": [asdict(s) for s in cameras.view_specs(config, ref.uid)],
         "resolution": r.resolution,
         "engine": r.engine,
         "samples": r.samples,

@@ -24,7 +24,7 @@ def test_pipeline_runs_every_stage_and_leaves_pictures(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "invs.pipeline",
+            "infra.run_all",
             "--config",
             "local",
             "--set",

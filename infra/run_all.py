@@ -1,6 +1,6 @@
 """The whole pipeline as one command: render -> preprocess -> train -> evaluate, each stage's output the next's input.
 
-    python -m invs.pipeline --config local          # what `make demo` runs
+    python -m infra.run_all --config local          # what `make demo` runs
 
 Each stage reads the previous stage's output URI, as on a cluster. Pictures, the evaluation and the resolved
 config go beside the render output (the parent of ``render.out``). Re-running continues: rendered objects and
@@ -29,16 +29,15 @@ STAGES: list[tuple[str, str]] = [
 def camera_rig_png(config: Config, uid: str) -> bytes:
     """PNG of the views the render stage samples for object ``uid`` under ``config``."""
     from invs.preview import draw_camera_rig, png_bytes
-    from render.worker import view_specs
 
     cam, r = config.camera, config.render
-    specs = view_specs(config, uid)
+    specs = cameras.view_specs(config, uid)
     K = cameras.intrinsics_from_lens(cam.lens_mm, cam.sensor_width_mm, r.resolution, r.resolution)
     return png_bytes(draw_camera_rig(specs, K, r.resolution, r.resolution))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = cli.stage_parser("python -m invs.pipeline", __doc__.splitlines()[0])
+    parser = cli.stage_parser("python -m infra.run_all", __doc__.splitlines()[0])
     args = parser.parse_args(argv)
     config = cli.resolve_config(args, {}, locations=("render.out",))
     started = time.monotonic()
