@@ -29,7 +29,7 @@ from invs import shards
 from invs.config import load_config
 from invs.images import on_white
 from preprocess import geometry, pipeline
-from render.sources import ObjectRef
+from render.object_ref import ObjectRef
 from render.worker import RenderWorker
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import write_results
 from invs.config import load_config
 from render.blender_process import BlenderProcess
-from render.sources import ObjectRef
+from render.object_ref import ObjectRef
 from render.worker import RenderWorker, build_request, fetch
 
 OBJECTS = Path(__file__).resolve().parents[1] / "tests" / "assets" / "objects"

@@ -18,7 +18,8 @@ from typing import Any
 from invs import shards, storage, tables
 from invs.config import Config, save_resolved
 from invs.progress import Progress
-from render.sources import ObjectRef, resolve_objects
+from render.object_ref import ObjectRef
+from render.sources import resolve_objects
 
 SUMMARY_NAME = "summary.json"
 

@@ -39,7 +39,7 @@ import objaverse
 
 from invs.errors import InvsError
 from invs.storage import local_cache_dir
-from render.sources import ObjectRef
+from render.object_ref import ObjectRef
 
 log = logging.getLogger(__name__)
 

@@ -18,33 +18,15 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from invs import storage
 from invs.config import RenderConfig
 from invs.errors import InvsError
-from invs.shards import safe_key
+from render.object_ref import ObjectRef
 
 #: Model file formats the Blender worker imports, by lower-case extension.
 MODEL_EXTENSIONS = (".glb", ".gltf", ".obj", ".fbx", ".ply", ".stl", ".blend")
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    uid: str
-    uri: str
-    source: str  # "samples" | "local" | "s3" | "objaverse" | "list"
-
-    @property
-    def key(self) -> str:
-        return safe_key(self.uid)
-
-    @property
-    def suffix(self) -> str:
-        if self.uri.startswith(("objaverse:", "samples:")):
-            return ".glb"
-        return Path(self.uri).suffix.lower()
 
 
 def _is_model(path: str) -> bool:

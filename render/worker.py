@@ -25,7 +25,7 @@ from PIL import Image
 from invs import cameras, shards, storage, tables
 from invs.config import Config
 from render.blender_process import BlenderError, BlenderProcess
-from render.sources import ObjectRef
+from render.object_ref import ObjectRef
 
 #: An object whose every view covers less than this fraction of the image is recorded as an empty render.
 MIN_ALPHA_FRACTION = 1e-3

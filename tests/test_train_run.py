@@ -6,12 +6,15 @@ bad input, and S3 for data and checkpoints.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,27 +127,55 @@ def test_two_workers_overfit_validate_and_export(pairs: str, reference: tuple[st
     assert ema_differs, "the export holds the EMA weights, not the last raw weights"
 
 
+def kill_a_worker_after(out: str, step: int, stop: threading.Event) -> list[int]:
+    """Wait until the run in ``out`` has logged ``step``, then SIGKILL one Ray Train worker process, from outside,
+    as a lost node would; returns the killed pid (empty if the run ended first)."""
+    import psutil
+
+    killed: list[int] = []
+    metrics = Path(out) / "logs" / "metrics.csv"
+    while not stop.is_set():
+        if metrics.is_file() and max(losses(out), default=0) >= step:
+            workers = [
+                p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])
+            ]
+            if workers:
+                victim = max(workers, key=lambda p: p.pid)
+                victim.kill()
+                killed.append(victim.pid)
+                return killed
+        time.sleep(0.05)
+    return killed
+
+
 def test_lost_worker_and_resume_repeat_the_uninterrupted_run(
     pairs: str, tmp_path: Path, reference: tuple[str, str]
 ) -> None:
-    """Checkpoints every 3 steps (so the loader processes resume mid-rotation). (b) the last worker dies at step 5
-    and Ray Train restarts both from step 3; (c) 3 steps, then ``--resume`` to 7. Both log the same loss at every
-    step as the uninterrupted reference run (same settings; a constant learning rate, so its length does not
-    matter)."""
+    """Checkpoints every 3 steps (so the loader processes resume mid-rotation). (b) one worker process is killed
+    from outside once step 5 is logged and Ray Train restarts both from the last checkpoint; (c) 3 steps, then
+    ``--resume`` to 7. Both log the same loss at every step as the uninterrupted reference run (same settings; a
+    constant learning rate, so its length does not matter)."""
     common = [*COMMON, "--set", "train.validate_every=0", "--set", "train.val_pairs=0"]
     b, c = str(tmp_path / "b"), str(tmp_path / "c")
-    proc = train(pairs, b, "--steps", "7", *common, env={"INVS_TRAIN_FAIL_AT_STEP": "5"}, cluster=True)
+    stop = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        killer = pool.submit(kill_a_worker_after, b, 5, stop)
+        proc = train(pairs, b, "--steps", "40", *common, cluster=True)
+        stop.set()
+        killed = killer.result()
     assert proc.returncode == 0, [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert "simulated loss of worker 1 at step 5" in proc.stdout + proc.stderr
+    assert killed and "train: (re)started at step" in proc.stdout, (killed, proc.stdout[-2000:])
     assert train(pairs, c, "--steps", "3", *common, cluster=True).returncode == 0
     refused = train(pairs, c, "--steps", "7", *common, cluster=True)
     assert refused.returncode == 2 and "already holds a training run" in refused.stderr
     assert train(pairs, c, "--steps", "7", "--resume", *common, cluster=True).returncode == 0
     expected = losses(reference[0])
-    for other in (b, c):
+    for other, steps in ((b, 40), (c, 7)):
         got = losses(other)
-        assert sorted(got) == list(range(1, 8))
-        np.testing.assert_allclose([got[s] for s in range(1, 8)], [expected[s] for s in range(1, 8)], rtol=1e-5)
+        assert sorted(got) == list(range(1, steps + 1))
+        np.testing.assert_allclose(
+            [got[s] for s in range(1, steps + 1)], [expected[s] for s in range(1, steps + 1)], rtol=1e-5
+        )
 
 
 @pytest.mark.parametrize(

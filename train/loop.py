@@ -25,7 +25,6 @@ import csv
 import io
 import json
 import logging
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -123,7 +122,7 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, tc: TrainConfig) -> Any:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point; ``loop_config`` = ``{"config": Config, "plan": DataPlan, "fitted_vae": dict | None,
-    "progress": ray.util.queue.Queue | None, "fail_at_step": int | None}``."""
+    "progress": ray.util.queue.Queue | None}``."""
     import ray.train
     import ray.train.torch
     from diffusers.training_utils import EMAModel
@@ -194,18 +193,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     )
     logger = MetricsLog(tc.out, start_step) if rank == 0 else None
     validator = Validator(plan, tc, parts, conditioner, device) if rank == 0 else None
-    fail_at = loop_config.get("fail_at_step")
     progress = ProgressSender(loop_config.get("progress"), start_step, tc.steps) if rank == 0 else None
     latent_stds: list[float] = []
     tick, samples = time.perf_counter(), 0
 
     for step in range(start_step, tc.steps):
-        if fail_at is not None and restored is None and step == fail_at and rank == world - 1:
-            # Ray Train registers a reported checkpoint when it next polls the workers (every 2 s); a worker lost
-            # before that poll takes its part of the report with it. Die a little later, as real failures do.
-            time.sleep(5.0)
-            log.error("simulated loss of worker %d at step %d", rank, step)
-            os._exit(1)
         total = torch.zeros((), device=device)
         stats: dict[str, float] | None = {} if step < start_step + LATENT_CHECK_STEPS else None
         for micro in range(tc.grad_accumulation):

@@ -13,7 +13,6 @@ is an error, never overwritten.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -40,8 +39,6 @@ FLAGS = {
 }
 RUN_NAME = "run"
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of a run's checkpoints
-#: Testing hook: the last worker exits abruptly at this step (only in a run that started from scratch).
-FAIL_AT_STEP_ENV = "INVS_TRAIN_FAIL_AT_STEP"
 
 
 def check_settings(config: Config) -> None:
@@ -154,7 +151,6 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
 
     progress = Queue(maxsize=1000, actor_options={"num_cpus": 0})
     fs, path = storage.arrow_filesystem(tc.out)
-    fail_at = os.environ.get(FAIL_AT_STEP_ENV)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -162,7 +158,6 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             "plan": plan,
             "fitted_vae": fitted_vae,
             "progress": progress,
-            "fail_at_step": int(fail_at) if fail_at else None,
         },
         torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(

@@ -1,0 +1,28 @@
+"""One object to render: its uid, where its model file is, and which source listed it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from invs.shards import safe_key
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """``uri``: a local path, ``s3://...``, ``objaverse:UID`` or ``samples:NAME``; ``key``: the uid made safe for
+    webdataset keys (``[A-Za-z0-9_-]``)."""
+
+    uid: str
+    uri: str
+    source: str  # "samples" | "local" | "s3" | "objaverse" | "list"
+
+    @property
+    def key(self) -> str:
+        return safe_key(self.uid)
+
+    @property
+    def suffix(self) -> str:
+        if self.uri.startswith(("objaverse:", "samples:")):
+            return ".glb"
+        return Path(self.uri).suffix.lower()
