@@ -312,12 +312,15 @@ class ShardWriter:
         self.published: list[PublishedShard] = []
         self._index = 0
         self._tmp: tempfile._TemporaryFileWrapper[bytes] | None = None
-        self._tar: tarfile.TarFile | None = None
+        self._tar: Any = None  # webdataset.TarWriter
         self._keys: list[str] = []
 
     def _open(self) -> None:
+        import webdataset
+
         self._tmp = tempfile.NamedTemporaryFile(prefix="shard-", suffix=".tar", delete=False)  # noqa: SIM115
-        self._tar = tarfile.open(fileobj=self._tmp, mode="w")  # noqa: SIM115 - closed in flush/discard
+        # Members as given (no encoding), read-only, mtime 0 (same input, same bytes), PAX for long keys.
+        self._tar = webdataset.TarWriter(self._tmp, encoder=False, mode=0o444, mtime=0, format="PAX_FORMAT")
         self._keys = []
 
     def write(self, key: str, members: dict[str, bytes]) -> None:
@@ -328,13 +331,9 @@ class ShardWriter:
         if self._tar is None:
             self._open()
         assert self._tar is not None
-        for name in sorted(members):
-            data = members[name]
-            info = tarfile.TarInfo(f"{key}.{name}")
-            info.size = len(data)
-            info.mode = 0o444
-            info.mtime = 0  # reproducible shards: same input, same bytes
-            self._tar.addfile(info, io.BytesIO(data))
+        if any(name.startswith("_") for name in members):
+            raise ShardFormatError(f"{key}: member names may not start with '_' (webdataset metadata)")
+        self._tar.write({"__key__": key, **members})
         self._keys.append(key)
         assert self._tmp is not None
         if len(self._keys) >= self.max_samples or self._tmp.tell() >= self.max_bytes:
@@ -388,41 +387,43 @@ class ShardWriter:
 
 
 def split_member_name(name: str) -> tuple[str, str]:
-    """webdataset's rule: key = basename up to its first dot, field = the rest."""
-    directory, _, base = name.rpartition("/")
-    key, dot, rest = base.partition(".")
-    if not dot:
+    """webdataset's rule (``webdataset.tariterators.base_plus_ext``): key = the path up to the basename's first dot,
+    field = the rest."""
+    from webdataset.tariterators import base_plus_ext
+
+    key, field = base_plus_ext(name)
+    if key is None:
         raise ShardFormatError(f"tar member {name!r} has no field extension")
-    return (f"{directory}/{key}" if directory else key), rest
+    return key, field
 
 
 def iter_tar_samples(uri: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Stream (key, members) from one tar shard (local or s3://), grouping consecutive members by key.
+    """Stream (key, members) from one tar shard (local or s3://) with webdataset's own tar iterator and key
+    grouping (``tar_file_iterator``, ``group_by_keys``), so our reader and a plain ``webdataset.WebDataset`` see
+    the same samples.
 
-    A truncated or corrupt shard raises :class:`ShardFormatError` naming the shard; samples before the damage
-    have already been yielded.
+    A truncated or corrupt shard, or a member without a field extension, raises :class:`ShardFormatError` naming
+    the shard; samples before the damage have already been yielded.
     """
-    key: str | None = None
-    members: dict[str, bytes] = {}
+    from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+    def members(stream: Any) -> Iterator[dict[str, Any]]:
+        for item in tar_file_iterator(stream, skip_meta=None):
+            split_member_name(item["fname"])  # loud about a member webdataset would silently drop
+            yield item | {"__url__": uri}
+
     try:
-        with storage.open_read(uri) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                k, name = split_member_name(info.name)
-                if k != key and key is not None:
-                    yield key, members
-                    members = {}
-                key = k
-                extracted = tar.extractfile(info)
-                assert extracted is not None
-                members[name] = extracted.read()
-    except (tarfile.TarError, EOFError, OSError) as exc:
+        with storage.open_read(uri) as f:
+            for sample in group_by_keys(members(f), lcase=False):
+                key = sample.pop("__key__")
+                sample.pop("__url__", None)
+                yield key, sample
+    except ShardFormatError as exc:
+        raise ShardFormatError(f"{uri}: {exc}") from exc
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise ShardFormatError(f"corrupt or truncated shard {uri}: {exc}") from exc
     except StorageError:
         raise
-    if key is not None:
-        yield key, members
 
 
 def iter_render_samples(uris: list[str]) -> Iterator[RenderSample]:

@@ -32,3 +32,11 @@ def test_a_stage_imports_no_other_stage(stage: str) -> None:
     others = set(STAGES) - {stage}
     for module in sorted((REPO / stage).glob("*.py")):
         assert not imported_packages(module) & others, f"{stage}/{module.name} imports another stage"
+
+
+@pytest.mark.parametrize("package", ["invs", *STAGES, "infra"])
+def test_no_production_module_writes_tar_files_by_hand(package: str) -> None:
+    """Shards are written with webdataset's TarWriter (invs.shards), never member by member with tarfile."""
+    for module in sorted((REPO / package).glob("*.py")):
+        text = module.read_text()
+        assert "TarInfo(" not in text and ".addfile(" not in text, f"{package}/{module.name} writes tar members"

@@ -222,6 +222,28 @@ def test_pair_round_trip(tmp_path: Path) -> None:
     assert Image.open(io.BytesIO(shards.encode_pair_sample(p)["mask.png"])).mode == "L"
 
 
+def test_plain_webdataset_reads_pair_shards_into_the_documented_members(tmp_path: Path) -> None:
+    p = make_pair_sample()
+    with shards.ShardWriter(str(tmp_path / "shards"), "pairs") as w:
+        w.write(p.key, shards.encode_pair_sample(p))
+    (sample,) = list(wds.WebDataset(shards.list_shards(str(tmp_path)), shardshuffle=False))
+    documented = {"source.png", "target.png", "partial.png", "mask.png", "visible.png", "epipolar.png"}
+    documented |= {"depth.npy", "meta.json", "latents.npy"}
+    assert sample["__key__"] == p.key and {k for k in sample if not k.startswith("__")} == documented
+    assert sample["mask.png"] == shards.encode_pair_sample(p)["mask.png"]
+
+
+def test_a_member_without_a_field_is_a_clear_error(tmp_path: Path) -> None:
+    import tarfile
+
+    path = tmp_path / "odd-000000.tar"
+    with tarfile.open(path, "w") as tar:
+        info = tarfile.TarInfo("README")
+        tar.addfile(info, io.BytesIO(b""))
+    with pytest.raises(ShardFormatError, match="odd-000000.tar.*no field extension"):
+        list(shards.iter_tar_samples(str(path)))
+
+
 def test_pair_samples_with_wrong_sizes_or_missing_masks_are_rejected() -> None:
     members = shards.encode_pair_sample(make_pair_sample())
     broken = dict(members)
