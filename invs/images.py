@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+#: A view whose alpha covers less than this fraction of the image shows (almost) nothing of the object: the render
+#: stage counts it in ``empty_views`` and the preprocess stage never pairs it.
+MIN_ALPHA_FRACTION = 1e-3
+
 
 def on_white(rgba: np.ndarray) -> np.ndarray:
     """Straight-alpha RGBA (..., 4) uint8 -> RGB float32 in [0, 1] composited on white."""

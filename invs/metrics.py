@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -16,6 +18,16 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     _check(a, b)
     mse = ((a.float() - b.float()) ** 2).flatten(1).mean(1)
     return 10.0 * torch.log10(1.0 / mse)
+
+
+def masked_psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    """PSNR in dB pooled over the pixels of a ``(B, H, W)`` boolean mask of images ``(B, 3, H, W)`` in [0, 1]
+    (inf when identical there, nan when the mask is empty)."""
+    m = mask[:, None].expand_as(a)
+    if not bool(m.any()):
+        return float("nan")
+    mse = float(((a.float() - b.float()) ** 2)[m].mean())
+    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
 def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:

@@ -76,6 +76,16 @@ def _conform(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist([{n: row.get(n) for n in schema.names} for row in rows], schema=schema)
 
 
+def utc_stamp() -> str:
+    """The current UTC time as ``YYYYmmddTHHMMSS`` (sorts as it happened)."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+
+
+def new_run_id() -> str:
+    """``{utc_stamp}-{6 hex}``: names one job run's shards, unique across re-runs and concurrent jobs."""
+    return f"{utc_stamp()}-{uuid.uuid4().hex[:6]}"
+
+
 def append_rows(table_uri: str, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> str | None:
     """Write ``rows`` as a new part file under ``table_uri``; returns its URI (None when there are no rows)."""
     rows = list(rows)
@@ -84,8 +94,7 @@ def append_rows(table_uri: str, rows: Iterable[dict[str, Any]], schema: pa.Schem
     table = _conform(rows, schema)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    uri = storage.join(table_uri, f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet")
+    uri = storage.join(table_uri, f"part-{utc_stamp()}-{uuid.uuid4().hex[:12]}.parquet")
     storage.write_bytes(uri, buf.getvalue())
     return uri
 

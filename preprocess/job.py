@@ -163,7 +163,7 @@ def run(config: Config) -> dict[str, Any]:
     written, new_failures, law = 0, [], []
     if todo:
         init_ray(config)
-        run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+        run_id = tables.new_run_id()
         items = [{"render_shard": s, "skip": sorted(set(keys) & done_keys)} for s, keys in sorted(todo.items())]
         cpus = cpus_on_nodes_with(p.node_resource) or ray.cluster_resources().get("CPU", 1)
         actors = p.workers or max(1, int(cpus) - 1)

@@ -16,21 +16,11 @@ surface points ``X`` from the target depth:
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
+from invs.metrics import masked_psnr
 from preprocess.geometry import PartialView, project, unproject
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
-    """PSNR in dB of images (B, 3, H, W) in [0, 1] over a (B, H, W) mask (inf when identical, nan when empty)."""
-    m = mask[:, None].expand_as(a)
-    if not bool(m.any()):
-        return float("nan")
-    mse = float(((a - b) ** 2)[m].mean())
-    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
 def seen_by_source(
@@ -92,8 +82,8 @@ def law_metrics(
     n_covered = int(covered.sum())
     n_unseen = int(unseen.sum())
     return {
-        "psnr_partial": psnr(view.partial, rgb_tgt.float(), compare),
-        "psnr_backward": psnr(backward, rgb_tgt.float(), compare),
+        "psnr_partial": masked_psnr(view.partial, rgb_tgt.float(), compare),
+        "psnr_backward": masked_psnr(backward, rgb_tgt.float(), compare),
         "compared_pixels": int(compare.sum()),
         "stray_fraction": float((covered & (alpha_tgt <= 0)).sum()) / max(n_covered, 1),
         "unseen_below_half": float((unseen & (view.mask < 0.5)).sum()) / max(n_unseen, 1),

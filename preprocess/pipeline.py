@@ -17,7 +17,7 @@ from PIL import Image
 from invs import cameras, shards, tables
 from invs.config import Config
 from invs.errors import ShardFormatError
-from invs.images import on_white, to_uint8
+from invs.images import MIN_ALPHA_FRACTION, on_white, to_uint8
 from invs.latents import LAYOUT as LATENTS_LAYOUT
 from invs.latents import posterior_moments, vae_fingerprint
 from preprocess.geometry import partial_view
@@ -25,7 +25,6 @@ from preprocess.law import law_metrics
 from preprocess.pairs import sample_pairs
 
 #: Views covering less of the image than this are not used as source or target.
-MIN_ALPHA_FRACTION = 1e-3
 LAW_KEYS = ("psnr_partial", "psnr_backward", "stray_fraction", "unseen_below_half", "visible_fraction")
 
 

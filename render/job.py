@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,7 +101,7 @@ def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
         actor_cls = ray.remote(RenderWorker).options(
             num_cpus=threads, num_gpus=gpus, resources=node_resources(config.render.node_resource)
         )
-        run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+        run_id = tables.new_run_id()
         actors = [actor_cls.remote(config, run_id, i, threads) for i in range(workers)]
         queue = list(p.todo)
         progress = Progress("render", len(queue), "objects", rate_per="h")

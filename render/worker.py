@@ -24,11 +24,11 @@ from PIL import Image
 
 from invs import cameras, shards, storage, tables
 from invs.config import Config
+from invs.images import MIN_ALPHA_FRACTION
 from render.blender_process import BlenderError, BlenderProcess
 from render.object_ref import ObjectRef
 
 #: An object whose every view covers less than this fraction of the image is recorded as an empty render.
-MIN_ALPHA_FRACTION = 1e-3
 
 
 _OBJAVERSE_LOCK = threading.Lock()

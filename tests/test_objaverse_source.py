@@ -380,7 +380,7 @@ def test_network_errors_are_one_line_reasons(mirror: Mirror, tmp_path: Path) -> 
 def test_the_render_job_downloads_objaverse_objects_through_the_mirror(mirror: Mirror, tmp_path: Path) -> None:
     """`render/main.py --objects objaverse`: real package, local mirror, verified files, failed rows for the rest."""
     from invs import shards, storage, tables
-    from tests.test_render_job import render
+    from tests.helpers import render
 
     good = [mirror.uids["BoxTextured"], mirror.uids["kenney_alien"]]
     uids_file = tmp_path / "uids.txt"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from invs import shards, storage, tables
-from tests.test_render_job import local_env, render
+from tests.helpers import local_env, render
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.blender

@@ -14,6 +14,7 @@ from PIL import Image
 from invs import cameras
 from render.blender_process import BlenderError, BlenderProcess
 from tests.geometry import point_mesh_distance
+from tests.helpers import heavy_ply, make_blend
 
 pytestmark = pytest.mark.blender
 RES = 96
@@ -135,24 +136,6 @@ def test_missing_textures_are_counted(blender: BlenderProcess, tmp_path: Path) -
 # ------------------------------------------------------------------------------------------------ isolation
 
 
-def heavy_ply(path: Path, n: int = 700) -> Path:
-    """A binary PLY grid of 2 * n * n triangles: slow enough to import and render to trip a short timeout."""
-    u, v = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n))
-    verts = np.stack([u.ravel(), v.ravel(), 0.1 * np.sin(20 * u.ravel()) * np.cos(20 * v.ravel())], 1)
-    idx = np.arange(n * n).reshape(n, n)
-    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
-    tris = np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
-    header = (
-        f"ply\nformat binary_little_endian 1.0\nelement vertex {len(verts)}\nproperty float x\n"
-        f"property float y\nproperty float z\nelement face {len(tris)}\nproperty list uchar int vertex_indices\n"
-        "end_header\n"
-    ).encode()
-    faces = np.zeros(len(tris), dtype=[("n", "u1"), ("i", "<i4", (3,))])
-    faces["n"], faces["i"] = 3, tris
-    path.write_bytes(header + verts.astype("<f4").tobytes() + faces.tobytes())
-    return path
-
-
 def test_crash_timeout_and_memory_blowup_cost_one_object_only(real_objects: Path, tmp_path: Path) -> None:
     good = request(real_objects / "BoxTextured.glb", tmp_path / "good", "box", views=1)
     with BlenderProcess(threads=2, log_dir=str(tmp_path / "logs")) as bp:
@@ -196,30 +179,6 @@ def test_bad_files_fail_with_clear_reasons(blender: BlenderProcess, real_objects
     assert missing == {"ok": False, "error": f"model file not found: {tmp_path / 'nope.glb'}", "id": "nope"}
     # Still healthy afterwards, in the same process.
     assert blender.render(request(real_objects / "BoxTextured.glb", tmp_path / "ok", "box", views=1), 120)["ok"]
-
-
-def make_blend(path: Path, *, camera_and_light: bool = False, invisible: bool = False) -> Path:
-    """A .blend with a cube (optionally with a camera and a light, or with a fully transparent material)."""
-    code = f"""
-import bpy
-bpy.ops.wm.read_factory_settings(use_empty=True)
-bpy.ops.mesh.primitive_cube_add(size=0.5)
-cube = bpy.context.active_object
-if {invisible!r}:
-    mat = bpy.data.materials.new("invisible")
-    mat.use_nodes = True
-    mat.node_tree.nodes["Principled BSDF"].inputs["Alpha"].default_value = 0.0
-    cube.data.materials.append(mat)
-if {camera_and_light!r}:
-    bpy.ops.object.camera_add(location=(3, 0, 0))
-    bpy.ops.object.light_add(type="POINT", location=(0, 0, 3))
-bpy.ops.wm.save_as_mainfile(filepath={str(path)!r})
-"""
-    import subprocess
-    import sys
-
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
-    return path
 
 
 def test_imported_cameras_and_lights_are_removed(blender: BlenderProcess, tmp_path: Path) -> None:

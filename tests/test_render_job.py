@@ -15,30 +15,10 @@ import pytest
 
 from infra import local_ray, local_s3
 from invs import shards, storage, tables
-from tests.test_render_blender import heavy_ply, make_blend
+from tests.helpers import FAST_RENDER, heavy_ply, make_blend, render
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.blender
-FAST = ["--views", "2", "--resolution", "48", "--set", "render.samples=4", "--set", "render.threads_per_worker=2"]
-
-
-def render(objects: str, out: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "render/main.py"), "--objects", objects, "--out", out, *FAST, *extra],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
-        env=local_env(env),
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return proc
-
-
-def local_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment without the session cluster's address: the job starts its own local Ray instance."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return {**env, **(extra or {})}
 
 
 def latest(out: str) -> dict[str, dict]:
@@ -203,7 +183,7 @@ def test_render_job_on_the_two_node_cluster_reading_and_writing_s3(
             f"{s3_bucket}/objects",
             "--out",
             out,
-            *FAST,
+            *FAST_RENDER,
             "--set",
             "render.threads_per_worker=1",
         ],
@@ -237,7 +217,7 @@ def test_node_resource_keeps_render_workers_on_that_node_type(
     out = str(tmp_path / "renders")
     pinned = ["--set", "render.threads_per_worker=1", "--set", "render.node_resource=render_cpu"]
     proc = subprocess.run(
-        [sys.executable, str(REPO / "render/main.py"), "--objects", str(objects), "--out", out, *FAST, *pinned],
+        [sys.executable, str(REPO / "render/main.py"), "--objects", str(objects), "--out", out, *FAST_RENDER, *pinned],
         capture_output=True,
         text=True,
         timeout=600,

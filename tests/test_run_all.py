@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from invs import shards
-from tests.test_render_job import local_env
+from tests.helpers import local_env
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from invs import shards, storage
-from tests.test_render_job import local_env, render
+from tests.helpers import local_env, render
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.blender, pytest.mark.ray]

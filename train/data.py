@@ -62,7 +62,9 @@ class DataPlan:
         return sum(len(v) for v in self.train_keys.values())
 
 
-def _seed(*parts: Any) -> int:
+def derive_seed(*parts: Any) -> int:
+    """A 64-bit seed from any reprs (``(seed, "shards", epoch)``, ``(seed, step, micro, rank)``): stable across
+    processes and machines, unlike ``hash()``."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
 
 
@@ -167,7 +169,7 @@ class StreamStart:
 def stream_epoch(plan: DataPlan, stream: int, num_streams: int, epoch: int, seed: int) -> Iterator[tuple[str, str]]:
     """``(shard, key)`` of the train samples stream ``stream`` reads in ``epoch``, in file order (before shuffling)."""
     order = plan.shards
-    random.Random(_seed(seed, "shards", epoch)).shuffle(order)
+    random.Random(derive_seed(seed, "shards", epoch)).shuffle(order)
     if len(order) >= num_streams:
         for shard in order[stream::num_streams]:
             for key in plan.train_keys[shard]:
@@ -258,7 +260,7 @@ class PairStream(torch.utils.data.IterableDataset):
                 yield shard, key, None
 
     def _shuffled(self, stream: int, epoch: int) -> Iterator[tuple[str, str, dict[str, bytes] | None]]:
-        rng = random.Random(_seed(self.seed, "buffer", epoch, stream))
+        rng = random.Random(derive_seed(self.seed, "buffer", epoch, stream))
         buffer: list[tuple[str, str, dict[str, bytes] | None]] = []
         for item in self._raw(stream, epoch):
             buffer.append(item)

@@ -36,7 +36,7 @@ from invs import storage
 from invs.config import Config, TrainConfig, apply_storage_settings
 from invs.latents import vae_fingerprint
 from train.conditioning import Conditioner, ImageProjection, build_tiny_image_encoder, load_image_encoder
-from train.data import DataPlan, DataPosition, PairStream, StreamStart, _seed, collate
+from train.data import DataPlan, DataPosition, PairStream, StreamStart, collate, derive_seed
 from train.loss import Denoiser, Frozen, LossConfig, latent_scale_warning, training_loss
 
 log = logging.getLogger("invs.train")
@@ -99,7 +99,7 @@ def build_denoiser(parts: dict[str, Any], conditioner: Conditioner, tc: TrainCon
     unet.train()
     projection = None
     if conditioner.kind == "clip_image":
-        torch.manual_seed(_seed(tc.seed, "projection") % 2**31)
+        torch.manual_seed(derive_seed(tc.seed, "projection") % 2**31)
         projection = ImageProjection(conditioner.feature_dim, unet.config.cross_attention_dim)
     return Denoiser(unet, projection)
 
@@ -205,7 +205,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             position.consume(batch)
             tensors = {k: v.to(device) for k, v in batch.items() if v.dtype.is_floating_point}
             samples += int(batch["stream"].shape[0])
-            generator = torch.Generator().manual_seed(_seed(tc.seed, step, micro, rank) % 2**63)
+            generator = torch.Generator().manual_seed(derive_seed(tc.seed, step, micro, rank) % 2**63)
             last = micro == tc.grad_accumulation - 1
             sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()
             with sync, torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):

@@ -38,7 +38,8 @@ FLAGS = {
     "use_gpu": "train.use_gpu",
 }
 RUN_NAME = "run"
-SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2's record of a run's checkpoints
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2 writes it per run (no public API says whether a run
+# exists); used only to refuse overwriting and to resume, and the resume tests fail if Ray renames it
 
 
 def check_settings(config: Config) -> None:
