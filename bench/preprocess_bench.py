@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/preprocess_bench.py            # writes bench/results/preprocess.json
 
-Renders the built-in text block (8 views) at each resolution, then times :func:`preprocess.pipeline.object_pairs`
+Renders the built-in text block (8 views) at each resolution, then times :func:`preprocess.object_pairs.object_pairs`
 with ground-truth depth (8 pairs per object), its parts (splatting, occlusion region, law, encoding), and as a
 baseline in the same run the same pairs made one at a time (batch 1) instead of as one batch per object.
 Timings, not tests: nothing here asserts a speed.
@@ -28,7 +28,7 @@ from bench.common import write_results
 from invs import shards
 from invs.config import load_config
 from invs.images import on_white
-from preprocess import geometry, pipeline
+from preprocess import geometry, object_pairs
 from render.object_ref import ObjectRef
 from render.worker import RenderWorker
 
@@ -75,16 +75,16 @@ def main() -> int:
             "local",
             {"preprocess.resolution": res, "preprocess.pairs_per_object": args.pairs, "preprocess.min_angle_deg": 10.0},
         )
-        made = pipeline.object_pairs(sample, config, "bench")
+        made = object_pairs.object_pairs(sample, config, "bench")
         n = len(made.pairs)
-        batched = timed(args.repeats, pipeline.object_pairs, sample, config, "bench")
+        batched = timed(args.repeats, object_pairs.object_pairs, sample, config, "bench")
         one = load_config(
             "local", {"preprocess.resolution": res, "preprocess.pairs_per_object": 1, "preprocess.min_angle_deg": 10.0}
         )
-        single = timed(args.repeats, pipeline.object_pairs, sample, one, "bench")
+        single = timed(args.repeats, object_pairs.object_pairs, sample, one, "bench")
         # Parts, on the same pairs as one batch.
         views = [
-            pipeline.resize_view(sample.rgba[i], sample.depth[i].astype(np.float32), sample.K(i), res)
+            object_pairs.resize_view(sample.rgba[i], sample.depth[i].astype(np.float32), sample.K(i), res)
             for i in range(sample.num_views)
         ]
         pairs = [(int(k.split("_")[-2]), int(k.split("_")[-1])) for k, _ in made.pairs]

@@ -24,7 +24,7 @@ from typing import Any
 from invs import shards, storage, tables
 from invs.config import Config, save_resolved
 from invs.errors import InvsError, ShardFormatError
-from preprocess.pipeline import LAW_KEYS
+from preprocess.object_pairs import LAW_KEYS
 
 SUMMARY_NAME = "summary.json"
 
@@ -71,7 +71,7 @@ class PairMaker:
             self.vae = load_vae(p.latents).to(self.device)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        from preprocess.pipeline import object_pairs
+        from preprocess.object_pairs import object_pairs
 
         out: dict[str, list[Any]] = {"render_shard": [], "key": [], "blob": [], "error": []}
         for shard, key, blob, error in zip(

@@ -143,7 +143,7 @@ def test_missing_depth_weights_fail_fast_with_one_line(renders: str, tmp_path: P
 
 def test_views_with_empty_alpha_are_never_used_and_are_counted(renders: str) -> None:
     from invs.config import load_config
-    from preprocess.pipeline import object_pairs
+    from preprocess.object_pairs import object_pairs
 
     sample = next(shards.iter_render_samples(shards.list_shards(renders)))
     sample.rgba[0][..., 3] = 0
