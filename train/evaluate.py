@@ -95,13 +95,14 @@ def evaluate(
     from invs.preview import png_bytes, prediction_sheet
     from train.batches import pair_to_tensors
     from train.data import collate
-    from train.inference import KNOWN_PIXELS, NovelViewModel
+    from train.inference import NovelViewModel, delivered_view
 
     model = NovelViewModel.from_pretrained(model_uri, device=device)
     known_pixels = known_pixels or model.known_pixels
-    if known_pixels not in KNOWN_PIXELS:
-        raise InvsError(f"known_pixels must be one of {', '.join(KNOWN_PIXELS)}, got {known_pixels!r}")
-    delivered = "composite" if known_pixels == "composite" else "generated"
+    try:
+        delivered = delivered_view(known_pixels)
+    except ValueError as exc:
+        raise InvsError(str(exc)) from None
     raw = held_out_pairs(data, split, limit)
     rows: list[dict[str, Any]] = []
     grid_batch: dict[str, list] = {"source": [], "partial": [], "mask": [], "target": [], "prediction": []}
@@ -179,6 +180,8 @@ def comparison_table(summaries: dict[str, dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from train.inference import KNOWN_PIXELS
+
     parser = cli.stage_parser("train/evaluate.py", __doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="exported model: OUT/model of train/run.py (local or s3://)")
     parser.add_argument("--data", required=True, help="pair shards (the preprocess stage's --out)")
@@ -190,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
         "--known-pixels",
-        choices=["composite", "generate"],
+        choices=KNOWN_PIXELS,
         help="which views count as the model's (both are scored); default: the model's own (invs.json)",
     )
     args = parser.parse_args(argv)

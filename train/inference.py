@@ -38,6 +38,14 @@ PROJECTION_DIR = "image_projection"
 KNOWN_PIXELS = ("composite", "generate")
 
 
+def delivered_view(known_pixels: str) -> str:
+    """The scored view a ``known_pixels`` setting delivers: ``composite`` -> ``"composite"``, ``generate`` ->
+    ``"generated"`` (names as in :func:`train.evaluate.scored_views`); ``ValueError`` for any other setting."""
+    if known_pixels not in KNOWN_PIXELS:
+        raise ValueError(f"known_pixels must be one of {', '.join(KNOWN_PIXELS)}, got {known_pixels!r}")
+    return "composite" if known_pixels == "composite" else "generated"
+
+
 def keep_known(generated: torch.Tensor, partial: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``mask * generated + (1 - mask) * partial`` for images ``(B, 3, H, W)`` in [0, 1] and the soft pixel mask
     ``(B, 1, H, W)`` (1 = generate). Where the mask is 0 the partial view's pixels survive exactly, unblurred by the
@@ -100,8 +108,7 @@ class NovelViewModel:
     ) -> None:
         """``conditioner``: one already built from the same parts (training's), instead of building it again;
         ``known_pixels``: the default of :meth:`predict` (:data:`KNOWN_PIXELS`)."""
-        if known_pixels not in KNOWN_PIXELS:
-            raise ValueError(f"known_pixels must be one of {', '.join(KNOWN_PIXELS)}, got {known_pixels!r}")
+        delivered_view(known_pixels)
         self.pipe, self.resolution, self.projection = pipe, resolution, projection
         self.known_pixels = known_pixels
         parts = {"tokenizer": pipe.tokenizer, "text_encoder": pipe.text_encoder, "image_encoder": pipe.image_encoder}
@@ -147,8 +154,7 @@ class NovelViewModel:
         ``mask`` ``(B, 1, H, W)`` (1 = generate); the same ``seed`` gives the same views. ``known_pixels``
         (:data:`KNOWN_PIXELS`; None: the model's default) says whether the partial view is composited back."""
         known_pixels = known_pixels or self.known_pixels
-        if known_pixels not in KNOWN_PIXELS:
-            raise ValueError(f"known_pixels must be one of {', '.join(KNOWN_PIXELS)}, got {known_pixels!r}")
+        delivered_view(known_pixels)
         pipe = self.pipe
         device = pipe.device
         vae = pipe.vae

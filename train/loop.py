@@ -444,7 +444,7 @@ class Validator:
         from invs import metrics
         from invs.preview import png_bytes, prediction_sheet
         from train.evaluate import scored_views
-        from train.inference import NovelViewModel, build_pipeline
+        from train.inference import NovelViewModel, build_pipeline, delivered_view
 
         if self.batch is None:
             return {}
@@ -460,7 +460,7 @@ class Validator:
             denoiser.train(was_training)
         views = scored_views(model, self.batch, generated)
         scores = {k: float(v.mean()) for k, v in metrics.compare(views, (self.batch["target"] + 1) / 2).items()}
-        delivered = "composite" if self.tc.known_pixels == "composite" else "generated"
+        delivered = delivered_view(self.tc.known_pixels)
         sheet = prediction_sheet(self.batch, views[delivered], self.labels)
         storage.write_bytes(storage.join(self.tc.out, "validation", f"step_{step:08d}.png"), png_bytes(sheet))
         return {
