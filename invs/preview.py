@@ -161,10 +161,11 @@ def metrics_plot_png(metrics_csv: str) -> bytes:
     loss_ax.plot(steps, loss, color="0.75", linewidth=0.8, label="loss")
     window = max(1, len(loss) // 20)
     if loss:
-        smooth = [
-            sum(loss[max(0, i - window + 1) : i + 1]) / len(loss[max(0, i - window + 1) : i + 1])
-            for i in range(len(loss))
-        ]
+        # Mean of the last `window` losses (fewer at the start), from cumulative sums: linear in the number of steps.
+        sums = np.concatenate([[0.0], np.cumsum(loss)])
+        ends = np.arange(1, len(loss) + 1)
+        starts = np.maximum(0, ends - window)
+        smooth = (sums[ends] - sums[starts]) / (ends - starts)
         loss_ax.plot(steps, smooth, color="C0", label=f"running mean ({window} steps)")
     loss_ax.set(xlabel="step", ylabel="denoising loss", yscale="log", title="training loss")
     loss_ax.legend(loc="upper right", fontsize=8)
