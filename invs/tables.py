@@ -88,13 +88,19 @@ def new_run_id() -> str:
 
 def append_rows(table_uri: str, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> str | None:
     """Write ``rows`` as a new part file under ``table_uri``; returns its URI (None when there are no rows)."""
+    return write_part(table_uri, f"{utc_stamp()}-{uuid.uuid4().hex[:12]}", rows, schema)
+
+
+def write_part(table_uri: str, name: str, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> str | None:
+    """Write ``rows`` as ``table_uri/part-{name}.parquet`` (replacing a part of that name, so a retried writer
+    that names its part after what it wrote never duplicates rows); returns its URI (None when there are no rows)."""
     rows = list(rows)
     if not rows:
         return None
     table = _conform(rows, schema)
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    uri = storage.join(table_uri, f"part-{utc_stamp()}-{uuid.uuid4().hex[:12]}.parquet")
+    uri = storage.join(table_uri, f"part-{name}.parquet")
     storage.write_bytes(uri, buf.getvalue())
     return uri
 

@@ -3,9 +3,10 @@
     render shards ──read (tasks)──▶ objects ──pairs (actor pool: depth, splat, masks)──▶ ──write (tasks)──▶ shards
                                                                                                        + index rows
 
-Only render shards that the render manifest marks ``ok`` are read. Each object's pairs go into one pair shard
-together, and their index rows are appended by the driver after that shard is published, so an object is either
-wholly in the index or not at all. Resume: a re-run skips objects already in the index or recorded as failed,
+Rows between the stages are plain Arrow columns (:data:`OBJECT_SCHEMA`, :data:`PAIRS_SCHEMA`). Only render
+shards that the render manifest marks ``ok`` are read. Each object's pairs go into one pair shard together, and
+the write task writes that shard's index rows right after publishing it (:class:`PairShardSink`), so an object
+is either wholly in the index or not at all. Resume: a re-run skips objects already in the index or recorded as failed,
 and first deletes *orphan* pair shards (published by a run that died before writing their index rows).
 Bad input (a corrupt render shard, a sample missing members, no usable view pair) becomes a row in
 ``OUT/failures/*.parquet`` with the reason; the job carries on.
@@ -13,13 +14,20 @@ Bad input (a corrupt render shard, a sample missing members, no usable view pair
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
-import pickle
 import time
-import uuid
 from collections import defaultdict
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+from ray.data import Datasink
+from ray.data.datasource.datasink import WriteResult
+
+if TYPE_CHECKING:
+    from ray.data._internal.execution.interfaces import TaskContext
 
 from invs import shards, storage, tables
 from invs.config import Config, save_resolved
@@ -28,23 +36,50 @@ from preprocess.object_pairs import LAW_KEYS
 
 SUMMARY_NAME = "summary.json"
 
+#: Rows between the stages: one per object, plain Arrow columns (members as parallel name/payload lists).
+OBJECT_SCHEMA = pa.schema(
+    [
+        ("render_shard", pa.string()),
+        ("key", pa.string()),
+        ("names", pa.list_(pa.string())),
+        ("payloads", pa.list_(pa.large_binary())),
+        ("error", pa.string()),
+    ]
+)
+#: One row per object after pairing: its pair samples, index rows (JSON) and law figures (JSON), or the error.
+PAIRS_SCHEMA = pa.schema(
+    [
+        ("render_shard", pa.string()),
+        ("key", pa.string()),
+        ("pair_keys", pa.list_(pa.string())),
+        ("pair_names", pa.list_(pa.list_(pa.string()))),
+        ("pair_payloads", pa.list_(pa.list_(pa.large_binary()))),
+        ("index_rows", pa.string()),
+        ("law", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
 
 def _failure(render_shard: str, uid: str | None, error: str) -> dict[str, Any]:
-    import datetime as dt
-
     return {"render_shard": render_shard, "uid": uid, "error": error[:2000], "finished_at": dt.datetime.now(dt.UTC)}
 
 
-def read_objects(item: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per object of a render shard still to do: its tar members, or the reason it cannot be read."""
-    uri, skip = item["render_shard"], set(item["skip"])
+def read_objects(batch: pa.Table) -> pa.Table:
+    """Ray Data task: one row per object still to do in each render shard, or one row with why it cannot be read."""
     rows: list[dict[str, Any]] = []
-    try:
-        for key, members in shards.iter_tar_samples(uri):
-            rows.append({"render_shard": uri, "key": key, "blob": pickle.dumps(members), "error": ""})
-    except ShardFormatError as exc:
-        rows.append({"render_shard": uri, "key": "", "blob": b"", "error": str(exc)})
-    return [r for r in rows if r["key"] not in skip]
+    for uri, skip in zip(batch["render_shard"].to_pylist(), batch["skip"].to_pylist(), strict=True):
+        found: list[dict[str, Any]] = []
+        try:
+            for key, members in shards.iter_tar_samples(uri):
+                if key not in set(skip):
+                    found.append(
+                        {"render_shard": uri, "key": key, "names": list(members), "payloads": list(members.values())}
+                    )
+        except ShardFormatError as exc:
+            found = [{"render_shard": uri, "key": "", "names": [], "payloads": [], "error": str(exc)}]
+        rows += found
+    return pa.Table.from_pylist([{"error": ""} | r for r in rows], schema=OBJECT_SCHEMA)
 
 
 class PairMaker:
@@ -70,47 +105,90 @@ class PairMaker:
 
             self.vae = load_vae(p.latents).to(self.device)
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+    def pairs_row(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """One object's row of :data:`PAIRS_SCHEMA`; bad input becomes ``error``, the job carries on."""
         from preprocess.object_pairs import object_pairs
 
-        out: dict[str, list[Any]] = {"render_shard": [], "key": [], "blob": [], "error": []}
-        for shard, key, blob, error in zip(
-            batch["render_shard"], batch["key"], batch["blob"], batch["error"], strict=True
-        ):
-            result, reason = b"", str(error)
-            if not reason:
-                try:
-                    sample = shards.decode_render_sample(str(key), pickle.loads(blob), where=str(shard))
-                    result = pickle.dumps(
-                        object_pairs(sample, self.config, str(shard), self.estimator, self.device, self.vae)
-                    )
-                except (ShardFormatError, KeyError, ValueError) as exc:
-                    reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ShardFormatError) else str(exc)
-            for name, value in (("render_shard", str(shard)), ("key", str(key)), ("blob", result), ("error", reason)):
-                out[name].append(value)
-        return out
+        shard, key = obj["render_shard"], obj["key"]
+        row: dict[str, Any] = {"render_shard": shard, "key": key, "error": obj["error"]}
+        if row["error"]:
+            return row
+        try:
+            members = dict(zip(obj["names"], obj["payloads"], strict=True))
+            sample = shards.decode_render_sample(key, members, where=shard)
+            result = object_pairs(sample, self.config, shard, self.estimator, self.device, self.vae)
+        except ShardFormatError as exc:
+            return row | {"error": str(exc)}
+        except (KeyError, ValueError) as exc:
+            return row | {"error": f"{type(exc).__name__}: {exc}"}
+        law = result.law | {"pairs": len(result.pairs), "skipped_views": result.skipped_views}
+        return row | {
+            "pair_keys": [k for k, _ in result.pairs],
+            "pair_names": [list(m) for _, m in result.pairs],
+            "pair_payloads": [list(m.values()) for _, m in result.pairs],
+            "index_rows": json.dumps(result.index_rows, default=float),
+            "law": json.dumps(law, default=float),
+        }
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return pa.Table.from_pylist([self.pairs_row(obj) for obj in batch.to_pylist()], schema=PAIRS_SCHEMA)
 
 
-def write_shard(batch: dict[str, Any], out: str, run_id: str) -> dict[str, list[Any]]:
-    """Ray Data task: write the batch's objects into one pair shard; return its index rows and failures."""
-    index: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
-    law: list[dict[str, float]] = []
-    writer = shards.ShardWriter(storage.join(out, "shards"), f"{run_id}-{uuid.uuid4().hex[:8]}", max_samples=1 << 30)
-    for shard, key, blob, error in zip(batch["render_shard"], batch["key"], batch["blob"], batch["error"], strict=True):
-        if error:
-            failures.append(_failure(str(shard), str(key) or None, str(error)))
-            continue
-        result = pickle.loads(blob)
-        for pair_key, members in result.pairs:
-            writer.write(pair_key, members)
-        index += result.index_rows
-        law.append(result.law | {"pairs": len(result.pairs), "skipped_views": result.skipped_views})
-    published = writer.close()
-    shard_uri = published[0].uri if published else None
-    for row in index:
-        row["shard"] = shard_uri
-    return {"rows": [pickle.dumps({"index": index, "failures": failures, "law": law})]}
+class PairShardSink(Datasink[dict[str, Any]]):
+    """Ray Data datasink: each write task publishes pair shards of ``objects_per_shard`` objects.
+
+    Right after a shard is published, the task writes that shard's index rows as one part file named after the
+    shard, so a job that dies after hours keeps every object it finished, and a retried task (same task index,
+    same shard names) overwrites rather than duplicates. ``on_write_complete`` (on the driver) gathers the
+    tasks' counts and law figures into :attr:`totals`.
+    """
+
+    def __init__(self, out: str, run_id: str, objects_per_shard: int) -> None:
+        self.out, self.run_id, self.objects_per_shard = out, run_id, objects_per_shard
+        self.totals: dict[str, Any] = {"pairs": 0, "failures": [], "law": []}
+
+    @property
+    def min_rows_per_write(self) -> int:
+        return self.objects_per_shard
+
+    def write(self, blocks: Iterable[pa.Table], ctx: TaskContext) -> dict[str, Any]:
+        prefix = f"{self.run_id}-w{ctx.task_idx:05d}"
+        writer = shards.ShardWriter(storage.join(self.out, "shards"), prefix, max_samples=1 << 30)
+        group: list[dict[str, Any]] = []
+        pairs, failures, law = 0, [], []
+
+        def publish() -> None:
+            nonlocal pairs
+            for obj in group:
+                for key, names, payloads in zip(obj["pair_keys"], obj["pair_names"], obj["pair_payloads"], strict=True):
+                    writer.write(key, dict(zip(names, payloads, strict=True)))
+            shard = writer.flush()
+            if shard is not None:
+                rows = [r | {"shard": shard.uri} for obj in group for r in json.loads(obj["index_rows"])]
+                stem = shard.uri.rsplit("/", 1)[-1].removesuffix(".tar")
+                tables.write_part(storage.join(self.out, tables.INDEX_DIR), stem, rows, tables.INDEX_SCHEMA)
+                pairs += len(rows)
+                print(f"preprocess: {shard.uri}: {len(group)} objects, {len(rows)} pairs", flush=True)
+            group.clear()
+
+        for block in blocks:
+            for obj in block.to_pylist():
+                if obj["error"]:
+                    failures.append(_failure(obj["render_shard"], obj["key"] or None, obj["error"]))
+                    continue
+                law.append(json.loads(obj["law"]))
+                group.append(obj)
+                if len(group) >= self.objects_per_shard:
+                    publish()
+        publish()
+        tables.write_part(storage.join(self.out, tables.FAILURES_DIR), prefix, failures, tables.FAILURE_SCHEMA)
+        return {"pairs": pairs, "failures": failures, "law": law}
+
+    def on_write_complete(self, write_result: WriteResult[dict[str, Any]]) -> None:
+        for r in write_result.write_returns:
+            self.totals["pairs"] += r["pairs"]
+            self.totals["failures"] += r["failures"]
+            self.totals["law"] += r["law"]
 
 
 def _aggregate_law(entries: list[dict[str, float]]) -> dict[str, float]:
@@ -163,7 +241,6 @@ def run(config: Config) -> dict[str, Any]:
     written, new_failures, law = 0, [], []
     if todo:
         init_ray(config)
-        run_id = tables.new_run_id()
         items = [{"render_shard": s, "skip": sorted(set(keys) & done_keys)} for s, keys in sorted(todo.items())]
         cpus = cpus_on_nodes_with(p.node_resource) or ray.cluster_resources().get("CPU", 1)
         actors = p.workers or max(1, int(cpus) - 1)
@@ -173,7 +250,7 @@ def run(config: Config) -> dict[str, Any]:
         # Our own progress lines (below) replace Ray Data's per-operator log spam.
         ray.data.DataContext.get_current().enable_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)
-        ds = ray.data.from_items(items).flat_map(read_objects)
+        ds = ray.data.from_items(items).map_batches(read_objects, batch_size=1, batch_format="pyarrow")
         ds = ds.map_batches(
             PairMaker,
             fn_constructor_args=(config,),
@@ -181,19 +258,11 @@ def run(config: Config) -> dict[str, Any]:
             concurrency=actors,
             num_gpus=gpu,
             resources=node_resources(p.node_resource) or None,
-            batch_format="numpy",
+            batch_format="pyarrow",
         )
-        ds = ds.map_batches(
-            write_shard, fn_kwargs={"out": out, "run_id": run_id}, batch_size=p.objects_per_shard, batch_format="numpy"
-        )
-        for row in ds.iter_rows():
-            result = pickle.loads(row["rows"])
-            tables.append_rows(storage.join(out, tables.INDEX_DIR), result["index"], tables.INDEX_SCHEMA)
-            tables.append_rows(storage.join(out, tables.FAILURES_DIR), result["failures"], tables.FAILURE_SCHEMA)
-            written += len(result["index"])
-            new_failures += result["failures"]
-            law += result["law"]
-            print(f"preprocess: {written} pairs written, {len(new_failures)} failures", flush=True)
+        sink = PairShardSink(out, tables.new_run_id(), p.objects_per_shard)
+        ds.write_datasink(sink)
+        written, new_failures, law = sink.totals["pairs"], sink.totals["failures"], sink.totals["law"]
     wall = time.monotonic() - started
     summary = {
         "out": out,
