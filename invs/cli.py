@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
+import types
+import typing
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from invs import storage
-from invs.config import Config, apply_storage_settings, load_config, parse_override
+from invs.config import Config, apply_storage_settings, load_config, parse_override, setting
 from invs.errors import InvsError, StorageError
 
 EXIT_USAGE = 2
@@ -39,6 +42,43 @@ def stage_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_settings(
+    parser: argparse.ArgumentParser | argparse._ActionsContainer, section: str, helps: dict[str, str | tuple[str, str]]
+) -> dict[str, str]:
+    """Add one flag per config field of ``section``; returns the ``dest -> section.field`` map for resolve_config.
+
+    ``helps`` maps a field name to its help text, or to ``(flag name, help)`` where the flag is not the field's
+    name (``timeout_s`` -> ``--timeout``). Type, choices and repetition come from the field's annotation (a
+    Literal gives choices, a bool a ``--x/--no-x`` pair, a list a repeatable flag); the default is the config's,
+    so a flag that is not given changes nothing.
+    """
+    fields = {f.name: f for f in dataclasses.fields(type(getattr(Config(), section)))}
+    hints = typing.get_type_hints(type(getattr(Config(), section)))
+    keys: dict[str, str] = {}
+    for name, entry in helps.items():
+        if name not in fields:
+            raise KeyError(f"{section}.{name} is not a setting")
+        flag, text = entry if isinstance(entry, tuple) else (name, entry)
+        dest = f"{section}__{name}"
+        kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": f"{text} [{section}.{name}]".lstrip()}
+        tp = hints[name]
+        if get_origin(tp) in (typing.Union, types.UnionType):
+            (tp,) = (a for a in get_args(tp) if a is not type(None))
+        if get_origin(tp) is Literal:
+            kwargs |= {"choices": list(get_args(tp)), "type": type(get_args(tp)[0])}
+        elif tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif get_origin(tp) is list:
+            kwargs |= {"action": "append", "type": get_args(tp)[0], "metavar": flag.upper()}
+        elif tp in (int, float, str):
+            kwargs |= {"type": tp, "metavar": flag.upper()}
+        else:
+            raise TypeError(f"{section}.{name}: no flag for settings of type {tp!r}; use --set")
+        parser.add_argument(f"--{flag.replace('_', '-')}", **kwargs)
+        keys[dest] = f"{section}.{name}"
+    return keys
+
+
 def resolve_config(args: argparse.Namespace, flag_keys: dict[str, str], locations: tuple[str, ...] = ()) -> Config:
     """Config from ``--config``, then stage flags (``flag_keys`` maps argparse dest -> dotted key), then ``--set``.
 
@@ -58,13 +98,8 @@ def resolve_config(args: argparse.Namespace, flag_keys: dict[str, str], location
     apply_storage_settings(config)
     for key in locations:
         with _named(key):
-            storage.normalize(_setting(config, key))
+            storage.normalize(setting(config, key))
     return config
-
-
-def _setting(config: Config, key: str) -> Any:
-    section, name = key.split(".")
-    return getattr(getattr(config, section), name)
 
 
 @contextlib.contextmanager
@@ -80,7 +115,7 @@ def check_outputs(config: Config, keys: tuple[str, ...]) -> None:
     """Fail fast, before any work starts, if an output location cannot be written (bucket, credentials)."""
     for key in keys:
         with _named(key):
-            storage.check_writable(_setting(config, key))
+            storage.check_writable(setting(config, key))
 
 
 def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:

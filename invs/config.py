@@ -175,6 +175,98 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+# ------------------------------------------------------------------------------------------------ range checks
+
+#: Allowed values of numeric settings: ``>= a``, ``> a`` or an interval ``[a, b]`` / ``[a, b)`` / ``(a, b]``.
+#: A null value (where the type allows it) is not checked; a pair (``radius_range``) is checked per element
+#: and must be ordered.
+RANGES: dict[str, str] = {
+    "ray.num_cpus": ">= 1",
+    "ray.object_store_memory_mb": ">= 64",
+    "camera.lens_mm": "> 0",
+    "camera.sensor_width_mm": "> 0",
+    "camera.radius_range": "> 0",
+    "camera.elevation_range_deg": "[-90, 90]",
+    "camera.ring_elevation_deg": "[-90, 90]",
+    "render.num_objects": ">= 0",
+    "render.views": ">= 1",
+    "render.resolution": ">= 8",
+    "render.samples": ">= 1",
+    "render.objects_per_shard": ">= 1",
+    "render.shard_flush_s": "> 0",
+    "render.workers": ">= 1",
+    "render.threads_per_worker": ">= 1",
+    "render.timeout_s": "> 0",
+    "render.max_memory_mb": "> 0",
+    "render.max_attempts": ">= 1",
+    "render.download_processes": ">= 1",
+    "preprocess.pairs_per_object": ">= 1",
+    "preprocess.resolution": ">= 8",
+    "preprocess.min_angle_deg": "[0, 180]",
+    "preprocess.max_angle_deg": "[0, 180]",
+    "preprocess.val_fraction": "[0, 1)",
+    "preprocess.mask_half_angle_deg": "(0, 180)",
+    "preprocess.workers": ">= 1",
+    "preprocess.objects_per_shard": ">= 1",
+    "train.tiny_vae_fit_steps": ">= 0",
+    "train.tiny_vae_learning_rate": "> 0",
+    "train.vae_scaling_factor": "> 0",
+    "train.resolution": ">= 8",
+    "train.steps": ">= 1",
+    "train.batch_size": ">= 1",
+    "train.grad_accumulation": ">= 1",
+    "train.num_workers": ">= 1",
+    "train.loader_workers": ">= 0",
+    "train.shuffle_buffer": ">= 1",
+    "train.learning_rate": "> 0",
+    "train.warmup_steps": ">= 0",
+    "train.weight_decay": ">= 0",
+    "train.max_grad_norm": "> 0",
+    "train.ema_decay": "[0, 1)",
+    "train.logit_normal_std": "> 0",
+    "train.cfg_dropout": "[0, 1]",
+    "train.checkpoint_every": ">= 1",
+    "train.keep_checkpoints": ">= 1",
+    "train.max_failures": ">= 0",
+    "train.validate_every": ">= 0",
+    "train.val_pairs": ">= 0",
+    "train.val_inference_steps": ">= 1",
+    "train.guidance_scale": ">= 1",
+}
+#: Pairs of settings where the first may not exceed the second.
+ORDERED = [("preprocess.min_angle_deg", "preprocess.max_angle_deg")]
+
+
+def _in_range(value: float, rule: str) -> bool:
+    if rule.startswith((">=", ">")):
+        bound = float(rule.lstrip(">= "))
+        return value >= bound if rule.startswith(">=") else value > bound
+    lo, hi = (float(x) for x in rule[1:-1].split(","))
+    above = value >= lo if rule[0] == "[" else value > lo
+    below = value <= hi if rule[-1] == "]" else value < hi
+    return above and below
+
+
+def setting(config: Config, key: str) -> Any:
+    """The value of a dotted ``section.name`` setting."""
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
+
+
+def check_ranges(config: Config) -> None:
+    """Raise :class:`ConfigError` naming the first setting outside :data:`RANGES` or out of order."""
+    for key, rule in RANGES.items():
+        value = setting(config, key)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(v is not None and not _in_range(v, rule) for v in values):
+            raise ConfigError(f"{key} must be {rule}, got {value!r}")
+        if isinstance(value, tuple) and list(value) != sorted(value):
+            raise ConfigError(f"{key} must be [low, high], got {value!r}")
+    for first, second in ORDERED:
+        if setting(config, first) > setting(config, second):
+            raise ConfigError(f"{first} must be <= {second}, got {setting(config, first)} > {setting(config, second)}")
+
+
 # ------------------------------------------------------------------------------------------------ type checks
 
 
@@ -358,7 +450,9 @@ def load_config(
     if overrides:
         data = apply_overrides(data, overrides)
     try:
-        return _build(Config, data, "")
+        config = _build(Config, data, "")
+        check_ranges(config)
+        return config
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 

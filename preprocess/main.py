@@ -14,30 +14,26 @@ if __package__ in (None, ""):  # run as a script (how `ray submit` calls it): ma
 
 from invs import cli
 
-FLAGS = {
-    "renders": "preprocess.renders",
-    "out": "preprocess.out",
-    "pairs_per_object": "preprocess.pairs_per_object",
-    "depth": "preprocess.depth",
-    "depth_model": "preprocess.depth_model",
-    "resolution": "preprocess.resolution",
-    "latents": "preprocess.latents",
-}
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.stage_parser("preprocess/main.py", __doc__.splitlines()[0])
-    parser.add_argument("--renders", help="render stage output: a local path or s3://bucket/prefix")
-    parser.add_argument("--out", help="output location: a local path or s3://bucket/prefix")
-    parser.add_argument("--pairs-per-object", type=int)
-    parser.add_argument("--depth", choices=["zoedepth", "gt"], help="ZoeDepth on the source view, or renderer depth")
-    parser.add_argument("--depth-model", help="ZoeDepth hub id or local path")
-    parser.add_argument("--resolution", type=int)
-    parser.add_argument(
-        "--latents", help="also store VAE latents of target and partial view: 'tiny' or a diffusers model id/path"
+    flags = cli.add_settings(
+        parser,
+        "preprocess",
+        {
+            "renders": "render stage output: a local path or s3://bucket/prefix",
+            "out": "output location: a local path or s3://bucket/prefix",
+            "pairs_per_object": "view pairs drawn per object",
+            "depth": "ZoeDepth on the source view, or the renderer's depth",
+            "depth_model": "ZoeDepth hub id or local path",
+            "resolution": "pair image size in pixels",
+            "latents": "also store VAE latents of target and partial view: 'tiny' or a diffusers model id/path",
+            "workers": "pair-making actors (default: CPUs - 1)",
+            "device": "where depth, splatting and masks run",
+        },
     )
     args = parser.parse_args(argv)
-    config = cli.resolve_config(args, FLAGS, locations=("preprocess.renders", "preprocess.out"))
+    config = cli.resolve_config(args, flags, locations=("preprocess.renders", "preprocess.out"))
     cli.check_outputs(config, ("preprocess.out",))
     from preprocess.job import run
 

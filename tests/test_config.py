@@ -64,6 +64,15 @@ def test_overrides_parse_values_as_yaml() -> None:
         (["render=3"], "render: expected a mapping"),
         (["views"], "expected section.key=value"),
         (["render..views=3"], "expected section.key=value"),
+        (["render.views=0"], "render.views must be >= 1, got 0"),
+        (["render.timeout_s=0"], "render.timeout_s must be > 0, got 0.0"),
+        (["preprocess.val_fraction=1"], "preprocess.val_fraction must be [0, 1), got 1.0"),
+        (["preprocess.min_angle_deg=130"], "preprocess.min_angle_deg must be <= preprocess.max_angle_deg"),
+        (["camera.radius_range=[2.6, 2.2]"], "camera.radius_range must be [low, high]"),
+        (["camera.radius_range=[0, 2.2]"], "camera.radius_range must be > 0"),
+        (["camera.elevation_range_deg=[-95, 60]"], "camera.elevation_range_deg must be [-90, 90]"),
+        (["train.ema_decay=1"], "train.ema_decay must be [0, 1), got 1.0"),
+        (["train.vae_scaling_factor=-1"], "train.vae_scaling_factor must be > 0"),
     ],
 )
 def test_bad_overrides_are_one_line_errors(overrides: list[str], message: str) -> None:
@@ -117,3 +126,46 @@ def test_resolved_config_is_saved_and_reloads_identically(tmp_path: Path) -> Non
     assert uri == str(tmp_path / "out" / "config.yaml")
     assert cfg.load_config(uri) == c
     assert "views: 7" in storage.read_text(uri)
+
+
+def test_every_range_names_a_numeric_setting_and_every_preset_is_in_range() -> None:
+    import typing
+
+    for key in cfg.RANGES:
+        section, name = key.split(".")
+        hint = str(typing.get_type_hints(type(getattr(cfg.Config(), section)))[name])
+        assert "int" in hint or "float" in hint, key
+    for preset in cfg.CONFIG_DIR.glob("*.yaml"):
+        cfg.check_ranges(cfg.load_config(preset))
+    cfg.check_ranges(cfg.Config())
+
+
+def test_stage_flags_come_from_the_config_fields(tmp_path: Path) -> None:
+    from invs import cli
+
+    parser = cli.stage_parser("x", "x")
+    flags = cli.add_settings(
+        parser,
+        "render",
+        {
+            "views": "views",
+            "engine": "",
+            "denoise": "",
+            "timeout_s": ("timeout", "seconds"),
+            "lvis_categories": ("lvis", "repeatable"),
+            "num_objects": "",
+        },
+    )
+    args = parser.parse_args(
+        ["--views", "3", "--engine", "eevee", "--no-denoise", "--timeout", "2", "--lvis", "a", "--lvis", "b"]
+    )
+    config = cli.resolve_config(args, flags)
+    r = config.render
+    assert (r.views, r.engine, r.denoise, r.timeout_s, r.lvis_categories) == (3, "eevee", False, 2.0, ["a", "b"])
+    assert r.num_objects == cfg.load_config("local").render.num_objects  # a flag not given changes nothing
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--engine", "blender"])  # choices from the Literal
+    with pytest.raises(KeyError, match="render.colour is not a setting"):
+        cli.add_settings(cli.stage_parser("y", "y"), "render", {"colour": ""})
+    with pytest.raises(ConfigError, match="render.views must be >= 1"):
+        cli.resolve_config(parser.parse_args(["--views", "0"]), flags)

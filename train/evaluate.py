@@ -1,6 +1,7 @@
 """Evaluate an exported model on held-out pairs: predicted views, PSNR/SSIM per pair, and a picture.
 
 python train/evaluate.py --model out/train/model --data out/pairs --out out/eval
+python train/evaluate.py --config local      # the model, pairs and settings of a config's training run
 
 Uses the pairs of ``--split`` (default ``val``: objects the model never saw, by the index's uid-hash split) and
 :class:`train.inference.NovelViewModel` (the pipeline fed as in training). Writes ``OUT/metrics.csv`` (one row
@@ -183,31 +184,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     from train.inference import KNOWN_PIXELS
 
     parser = cli.stage_parser("train/evaluate.py", __doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="exported model: OUT/model of train/run.py (local or s3://)")
-    parser.add_argument("--data", required=True, help="pair shards (the preprocess stage's --out)")
-    parser.add_argument("--out", required=True, help="where metrics and the picture go")
+    parser.add_argument("--model", help="exported model (local or s3://); default: the config's train.out/model")
+    parser.add_argument("--out", help="where metrics and the picture go; default: the config's train.out/evaluation")
     parser.add_argument("--split", default="val", choices=["val", "train"])
-    parser.add_argument("--steps", type=int, default=20, help="denoising steps per view")
-    parser.add_argument("--guidance-scale", type=float, default=1.0)
+    flags = cli.add_settings(
+        parser,
+        "train",
+        {
+            "data": "pair shards (the preprocess stage's --out)",
+            "val_inference_steps": ("steps", "denoising steps per view"),
+            "guidance_scale": "classifier-free guidance (1: none)",
+        },
+    )
     parser.add_argument("--limit", type=int, help="at most this many pairs")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when train.use_gpu, else cpu")
     parser.add_argument(
         "--known-pixels",
         choices=KNOWN_PIXELS,
         help="which views count as the model's (both are scored); default: the model's own (invs.json)",
     )
     args = parser.parse_args(argv)
-    cli.resolve_config(args, {})
-    storage.check_writable(args.out)
+    tc = cli.resolve_config(args, flags).train
+    out = args.out or storage.join(tc.out, "evaluation")
+    storage.check_writable(out)
     summary = evaluate(
-        args.model,
-        args.data,
-        args.out,
+        args.model or storage.join(tc.out, "model"),
+        tc.data,
+        out,
         args.split,
-        args.steps,
-        args.guidance_scale,
+        tc.val_inference_steps,
+        tc.guidance_scale,
         limit=args.limit,
-        device=args.device,
+        device=args.device or ("cuda" if tc.use_gpu else "cpu"),
         known_pixels=args.known_pixels,
     )
     print(f"evaluate: {summary['pairs']} {summary['split']} pairs, known pixels: {summary['known_pixels']}")

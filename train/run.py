@@ -27,41 +27,14 @@ from invs import cli, storage
 from invs.config import Config, save_resolved
 from invs.errors import InvsError
 
-FLAGS = {
-    "data": "train.data",
-    "out": "train.out",
-    "model": "train.model",
-    "tiny": "train.tiny",
-    "steps": "train.steps",
-    "batch_size": "train.batch_size",
-    "num_workers": "train.num_workers",
-    "use_gpu": "train.use_gpu",
-}
 RUN_NAME = "run"
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2 writes it per run (no public API says whether a run
 # exists); used only to refuse overwriting and to resume, and the resume tests fail if Ray renames it
 
 
-def check_settings(config: Config) -> None:
-    tc = config.train
-    positive = {"steps": tc.steps, "batch_size": tc.batch_size, "num_workers": tc.num_workers}
-    positive |= {"grad_accumulation": tc.grad_accumulation, "checkpoint_every": tc.checkpoint_every}
-    for name, value in positive.items():
-        if value < 1:
-            raise InvsError(f"train.{name} must be >= 1, got {value}")
-    if tc.loader_workers < 0 or tc.validate_every < 0 or tc.val_pairs < 0:
-        raise InvsError("train.loader_workers, train.validate_every and train.val_pairs must be >= 0")
-    if not 0.0 <= tc.ema_decay < 1.0:
-        raise InvsError(f"train.ema_decay must be in [0, 1), got {tc.ema_decay}")
-    if not 0.0 <= tc.cfg_dropout <= 1.0:
-        raise InvsError(f"train.cfg_dropout must be in [0, 1], got {tc.cfg_dropout}")
-    if tc.vae_scaling_factor is not None and not tc.vae_scaling_factor > 0:
-        raise InvsError(f"train.vae_scaling_factor must be > 0 (or null: the VAE's own), got {tc.vae_scaling_factor}")
-    if tc.tiny_vae_fit_steps < 0 or not tc.tiny_vae_learning_rate > 0:
-        raise InvsError("train.tiny_vae_fit_steps must be >= 0 and train.tiny_vae_learning_rate > 0")
-    if tc.use_gpu:
-        return
-    if tc.mixed_precision == "bf16":
+def note_settings(config: Config) -> None:
+    """Say so when a setting is allowed but probably not what was meant (ranges are checked on loading)."""
+    if config.train.mixed_precision == "bf16" and not config.train.use_gpu:
         print("note: train.mixed_precision=bf16 on CPU runs bf16 autocast; it is usually slower than float32")
 
 
@@ -141,7 +114,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     tc = config.train
     # Absolute URIs: Ray Train runs the workers in a directory of its own, where a relative path means elsewhere.
     tc.data, tc.out = storage.normalize(tc.data), storage.normalize(tc.out)
-    check_settings(config)
+    note_settings(config)
     check_run_state(tc.out, resume)
     plan = plan_data(tc.data, tc.resolution, tc.val_pairs)
     check_model(config)
@@ -271,20 +244,33 @@ def _root_cause(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.stage_parser("train/run.py", __doc__.splitlines()[0])
-    parser.add_argument("--data", help="pair shards from the preprocess stage: local path or s3://bucket/prefix")
-    parser.add_argument("--out", help="checkpoints and the exported pipeline: local path or s3://bucket/prefix")
+    flags = cli.add_settings(
+        parser,
+        "train",
+        {
+            "data": "pair shards from the preprocess stage: local path or s3://bucket/prefix",
+            "out": "checkpoints and the exported pipeline: local path or s3://bucket/prefix",
+            "steps": "optimizer steps",
+            "batch_size": "per worker and micro-batch",
+            "num_workers": "Ray Train workers (DDP ranks)",
+            "use_gpu": "one GPU per worker",
+            "learning_rate": "",
+        },
+    )
     model = parser.add_mutually_exclusive_group()
-    model.add_argument("--model", help="diffusers inpainting model: hub id or local path")
-    model.add_argument("--tiny", action="store_const", const=True, help="small random-config model built offline")
-    parser.add_argument("--steps", type=int)
-    parser.add_argument("--batch-size", type=int, help="per worker")
-    parser.add_argument("--num-workers", type=int, help="Ray Train workers")
-    parser.add_argument("--use-gpu", action="store_const", const=True)
+    flags |= cli.add_settings(
+        model,
+        "train",
+        {
+            "model": "diffusers inpainting model: hub id or local path",
+            "tiny": "a small random-config model built offline instead of --model",
+        },
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     args = parser.parse_args(argv)
-    if args.model is not None:
-        args.tiny = False
-    config = cli.resolve_config(args, FLAGS, locations=("train.data", "train.out"))
+    if args.train__model is not None:
+        args.train__tiny = False
+    config = cli.resolve_config(args, flags, locations=("train.data", "train.out"))
     cli.check_outputs(config, ("train.out",))
     summary = train(config, resume=args.resume)
     final = summary["final"]
