@@ -18,7 +18,8 @@ Conventions (every stage and every stored file uses these):
   elevation in degrees above the xy-plane, radius in world units; cameras look at the origin with world +z up
   in the image.
 
-All functions take and return float64 numpy arrays and accept leading batch dimensions where noted.
+All functions take and return float64 numpy arrays and accept leading batch dimensions where noted; projection
+and lifting are numpy views of the batched torch implementation in :mod:`invs.geometry`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ import numpy as np
 
 #: Flip between the OpenCV and Blender camera frames (its own inverse).
 BLENDER_TO_OPENCV = np.diag([1.0, -1.0, -1.0, 1.0])
+
+#: Radius of the sphere that bounds a unit-normalised object (half the diagonal of the unit cube).
+BOUNDING_RADIUS = math.sqrt(3.0) / 2.0
 
 #: Zero-1-to-3's camera: a 35 mm lens on a 32 mm wide sensor (horizontal FOV ~49.13 degrees).
 ZERO123_LENS_MM = 35.0
@@ -88,7 +92,7 @@ def scale_intrinsics(K: np.ndarray, sx: float, sy: float | None = None) -> np.nd
     return K
 
 
-def min_radius_to_fit(fov_deg: float, bounding_radius: float = math.sqrt(3.0) / 2.0) -> float:
+def min_radius_to_fit(fov_deg: float, bounding_radius: float = BOUNDING_RADIUS) -> float:
     """Smallest camera distance at which a sphere of ``bounding_radius`` at the origin fits a ``fov_deg`` cone.
 
     The default radius bounds a unit cube (the normalised object), so at Zero-1-to-3's 49.1 degrees an object
@@ -181,43 +185,53 @@ def pose_from_spherical(azimuth_deg: float, elevation_deg: float, radius: float)
 # --------------------------------------------------------------------------------------------- projection
 
 
+def _torch(*arrays: np.ndarray) -> list[Any]:
+    import torch
+
+    return [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))[None] for a in arrays]
+
+
 def project_points(points_world: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Project world points (N, 3) to continuous pixel coordinates (N, 2) and planar depth (N,)."""
+    """Project world points (N, 3) to continuous pixel coordinates (N, 2) and planar depth (N,).
+
+    A numpy view of :func:`invs.geometry.project`.
+    """
+    from invs.geometry import project
+
     pts = np.asarray(points_world, dtype=np.float64).reshape(-1, 3)
-    w2c = invert_rigid(c2w)
-    cam = pts @ w2c[:3, :3].T + w2c[:3, 3]
-    z = cam[:, 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        uv = (cam[:, :2] / z[:, None]) * np.array([K[0, 0], K[1, 1]]) + np.array([K[0, 2], K[1, 2]])
-    return uv, z
+    uv, z = project(*_torch(pts, K, _check_matrix(c2w, (4, 4), "c2w")))
+    return uv[0].numpy(), z[0].numpy()
 
 
 def pixel_centers(width: int, height: int) -> np.ndarray:
     """Continuous coordinates (H, W, 2) of every pixel centre, as (u, v) = (column + 0.5, row + 0.5)."""
-    u, v = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    return np.stack([u, v], axis=-1)
+    import torch
+
+    from invs.geometry import pixel_grid
+
+    return pixel_grid(height, width, dtype=torch.float64).reshape(height, width, 2).numpy()
 
 
 def unproject_depth(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> np.ndarray:
-    """World points (H, W, 3) of every pixel centre from planar z-depth (H, W) in the OpenCV camera."""
+    """World points (H, W, 3) of every pixel centre from planar z-depth (H, W) in the OpenCV camera.
+
+    A numpy view of :func:`invs.geometry.unproject`.
+    """
+    from invs.geometry import unproject
+
     depth = np.asarray(depth, dtype=np.float64)
     h, w = depth.shape
-    uv = pixel_centers(w, h)
-    x = (uv[..., 0] - K[0, 2]) / K[0, 0] * depth
-    y = (uv[..., 1] - K[1, 2]) / K[1, 1] * depth
-    cam = np.stack([x, y, depth], axis=-1)
-    c2w = _check_matrix(c2w, (4, 4), "c2w")
-    return cam @ c2w[:3, :3].T + c2w[:3, 3]
+    return unproject(*_torch(depth, K, _check_matrix(c2w, (4, 4), "c2w")))[0].reshape(h, w, 3).numpy()
 
 
 def ray_depth_to_planar(ray_depth: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Convert distance along each pixel's ray (H, W) to planar z-depth (H, W)."""
+    from invs.geometry import pixel_rays
+
     ray_depth = np.asarray(ray_depth, dtype=np.float64)
     h, w = ray_depth.shape
-    uv = pixel_centers(w, h)
-    x = (uv[..., 0] - K[0, 2]) / K[0, 0]
-    y = (uv[..., 1] - K[1, 2]) / K[1, 1]
-    return ray_depth / np.sqrt(1.0 + x * x + y * y)
+    (K_t,) = _torch(K)
+    return ray_depth / pixel_rays(K_t, h, w)[0].norm(dim=-1).reshape(h, w).numpy()
 
 
 # --------------------------------------------------------------------------------------------- sampling

@@ -1,7 +1,8 @@
 """The partial target view and its masks: our precise definitions of what iNVS describes in words.
 
 All tensors are batched (leading B), float32, on any device; cameras follow :mod:`invs.cameras` (``K`` in pixels
-with pixel centres at ``+0.5``, ``c2w`` OpenCV, depth planar z, 0 = no surface). Images are (B, C, H, W).
+with pixel centres at ``+0.5``, ``c2w`` OpenCV, depth planar z, 0 = no surface) and lifting and projection are
+:mod:`invs.geometry`'s. Images are (B, C, H, W).
 
 1. **Lift.** Every source pixel with depth > 0 becomes a 3D point at its pixel centre.
 2. **Splat** (:func:`warp_to_target`). Points move into the target camera and are forward-warped with softmax
@@ -31,68 +32,16 @@ with pixel centres at ``+0.5``, ``c2w`` OpenCV, depth planar z, 0 = no surface).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from invs.cameras import BOUNDING_RADIUS
+from invs.geometry import check_shape, pixel_rays, project, ray_angle_deg, unproject
 from preprocess.splat import softmax_splat
 
-#: Radius of the sphere that bounds a unit-normalised object (half the diagonal of the unit cube).
-BOUNDING_RADIUS = math.sqrt(3.0) / 2.0
 IMPORTANCE_RANGE = 10.0
-
-
-def _check(name: str, t: torch.Tensor, shape: tuple[int | None, ...]) -> None:
-    if t.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape, strict=True)):
-        raise ValueError(
-            f"{name} must have shape {tuple('*' if s is None else s for s in shape)}, got {tuple(t.shape)}"
-        )
-
-
-def pixel_grid(height: int, width: int, device: torch.device) -> torch.Tensor:
-    """(H*W, 2) continuous (u, v) of every pixel centre, row-major."""
-    v, u = torch.meshgrid(
-        torch.arange(height, device=device, dtype=torch.float32) + 0.5,
-        torch.arange(width, device=device, dtype=torch.float32) + 0.5,
-        indexing="ij",
-    )
-    return torch.stack([u, v], dim=-1).reshape(-1, 2)
-
-
-def pixel_rays(K: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, H*W, 3) camera-frame rays ``(x/z, y/z, 1)`` through every pixel centre (planar depth 1)."""
-    uv = pixel_grid(height, width, K.device).expand(K.shape[0], -1, -1)
-    x = (uv[..., 0] - K[:, 0, 2, None]) / K[:, 0, 0, None]
-    y = (uv[..., 1] - K[:, 1, 2, None]) / K[:, 1, 1, None]
-    return torch.stack([x, y, torch.ones_like(x)], dim=-1)
-
-
-def unproject(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
-    """World points (B, H*W, 3) of every pixel centre from planar depth (B, H, W)."""
-    _check("depth", depth, (None, None, None))
-    b, h, w = depth.shape
-    cam = pixel_rays(K.to(depth.device), h, w) * depth.reshape(b, -1, 1)
-    return cam @ c2w[:, :3, :3].transpose(1, 2) + c2w[:, None, :3, 3]
-
-
-def project(points: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uv (B, N, 2) continuous pixels, z (B, N) planar depth) of world points (B, N, 3) in a camera."""
-    R = c2w[:, :3, :3]
-    cam = (points - c2w[:, None, :3, 3]) @ R
-    z = cam[..., 2]
-    safe = torch.where(z.abs() > 1e-8, z, torch.full_like(z, 1e-8))
-    u = cam[..., 0] / safe * K[:, 0, 0, None] + K[:, 0, 2, None]
-    v = cam[..., 1] / safe * K[:, 1, 1, None] + K[:, 1, 2, None]
-    return torch.stack([u, v], dim=-1), z
-
-
-def ray_angle_deg(points: torch.Tensor, c2w_a: torch.Tensor, c2w_b: torch.Tensor) -> torch.Tensor:
-    """Angle (B, N) in degrees at each point between the directions to two camera centres."""
-    da = F.normalize(c2w_a[:, None, :3, 3] - points, dim=-1)
-    db = F.normalize(c2w_b[:, None, :3, 3] - points, dim=-1)
-    return torch.rad2deg(torch.acos((da * db).sum(-1).clamp(-1.0, 1.0)))
 
 
 def importance_from_depth(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -138,7 +87,7 @@ def warp_to_target(
     width: int,
 ) -> Warp:
     """Softmax-splat the source pixels with depth > 0 into the target camera (see the module docstring)."""
-    _check("rgb", rgb, (None, 3, None, None))
+    check_shape("rgb", rgb, (None, 3, None, None))
     b = rgb.shape[0]
     points = unproject(depth.float(), K_src.float(), c2w_src.float())
     valid = depth.reshape(b, -1) > 0

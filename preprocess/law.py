@@ -19,8 +19,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from invs.geometry import project, unproject
 from invs.metrics import masked_psnr
-from preprocess.geometry import PartialView, project, unproject
+from preprocess.geometry import PartialView
 
 
 def seen_by_source(

@@ -62,12 +62,12 @@ def forward_region(
             )[fg]
             z0 = depth[fg]
             for s in np.linspace(0, 1, steps):
-                z = z0 + s * 2 * G.BOUNDING_RADIUS
+                z = z0 + s * 2 * cameras.BOUNDING_RADIUS
                 pts = (d * z[:, None]) @ c2w_s[:3, :3].T + c2w_s[:3, 3]
-                mark(pts[np.linalg.norm(pts, axis=1) <= G.BOUNDING_RADIUS])
+                mark(pts[np.linalg.norm(pts, axis=1) <= cameras.BOUNDING_RADIUS])
     # Everything inside the bounding sphere that the source does not see at all (outside its image).
-    pts = rng.uniform(-G.BOUNDING_RADIUS, G.BOUNDING_RADIUS, size=(400000, 3))
-    pts = pts[np.linalg.norm(pts, axis=1) <= G.BOUNDING_RADIUS]
+    pts = rng.uniform(-cameras.BOUNDING_RADIUS, cameras.BOUNDING_RADIUS, size=(400000, 3))
+    pts = pts[np.linalg.norm(pts, axis=1) <= cameras.BOUNDING_RADIUS]
     uv, z = cameras.project_points(pts, K_s, c2w_s)
     mark(pts[(z <= 0) | (uv[:, 0] < 0) | (uv[:, 0] >= RES) | (uv[:, 1] < 0) | (uv[:, 1] >= RES)])
     return marked
@@ -112,3 +112,39 @@ def test_soft_mask_mapping(device: str) -> None:
     mask = G.soft_mask(covered, angle, region)
     assert torch.allclose(mask, torch.tensor([[[0.0, 0.25, 0.5, 1.0, 1.0]]], device=device))
     assert float(G.soft_mask(covered, angle, ~region)[0, 0, 4]) == 0.0
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_core_unproject_then_project_returns_pixel_centres(device: str, dtype: torch.dtype) -> None:
+    from invs import geometry
+
+    specs = cameras.sample_object_cameras("plane", 0, 2, (2.2, 2.6), (-20.0, 60.0))
+    K = torch.tensor(cameras.intrinsics_from_lens(35, 32, 12, 8), dtype=dtype, device=device)[None].repeat(2, 1, 1)
+    c2w = torch.tensor(np.stack([s.c2w() for s in specs]), dtype=dtype, device=device)
+    depth = torch.rand(2, 8, 12, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device) + 1.5
+    points = geometry.unproject(depth, K, c2w)
+    uv, z = geometry.project(points, K, c2w)
+    assert points.dtype == uv.dtype == dtype and uv.device.type == device
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(uv, geometry.pixel_grid(8, 12, device, dtype).expand(2, -1, -1), atol=tol, rtol=0)
+    torch.testing.assert_close(z, depth.reshape(2, -1), atol=tol, rtol=0)
+    # The numpy views in invs.cameras are the same computation.
+    np.testing.assert_allclose(
+        cameras.unproject_depth(depth[1].cpu().double().numpy(), K[1].cpu().double().numpy(), c2w[1].cpu().numpy()),
+        points[1].reshape(8, 12, 3).cpu().double().numpy(),
+        atol=1e-4,
+    )
+
+
+def test_core_geometry_rejects_wrong_shapes() -> None:
+    from invs import geometry
+
+    K, c2w = torch.eye(3)[None], torch.eye(4)[None]
+    with pytest.raises(ValueError, match=r"depth must have shape \(\*, \*, \*\), got \(4, 4\)"):
+        geometry.unproject(torch.ones(4, 4), K, c2w)
+    with pytest.raises(ValueError, match=r"c2w must have shape \(1, 4, 4\), got \(2, 4, 4\)"):
+        geometry.project(torch.ones(1, 5, 3), K, torch.eye(4).repeat(2, 1, 1))
