@@ -35,7 +35,7 @@ from render.worker import RenderWorker
 
 def render_sample(resolution: int, views: int, tmp: str) -> shards.RenderSample:
     config = load_config("local", {"render.out": tmp, "render.views": views, "render.resolution": resolution})
-    worker = RenderWorker(config, run_id="bench", index=0, threads=os.cpu_count() or 1)
+    worker = RenderWorker(config, job_id="bench", index=0, threads=os.cpu_count() or 1)
     worker.render_batch([(ObjectRef("sample_text_block", "samples:text_block", "samples"), 1)])
     worker.close()
     return next(shards.iter_render_samples(shards.list_shards(tmp)))

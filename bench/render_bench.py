@@ -43,7 +43,7 @@ def objects(limit: int) -> list[ObjectRef]:
 
 
 def long_lived(config: Any, refs: list[ObjectRef], threads: int) -> dict[str, Any]:
-    worker = RenderWorker(config, run_id="bench", index=0, threads=threads)
+    worker = RenderWorker(config, job_id="bench", index=0, threads=threads)
     started = time.perf_counter()
     results = worker.render_batch([(r, 1) for r in refs])
     stats = worker.close()

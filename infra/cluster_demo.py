@@ -33,7 +33,7 @@ BUCKET = "invs-demo"
 
 
 def stage_commands(bucket: str, steps: int) -> list[tuple[str, list[str]]]:
-    """(stage, entry point and arguments) in pipeline order, all on ``s3://bucket``."""
+    """(stage, entry point and arguments) in stage order, all on ``s3://bucket``."""
     s3 = f"s3://{bucket}"
     render = ["--views", "6", "--resolution", "64", "--set", "render.samples=8", "--set", "render.threads_per_worker=1"]
     pairs = ["--resolution", "64", "--pairs-per-object", "6", "--set", "preprocess.min_angle_deg=10"]

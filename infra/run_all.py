@@ -1,4 +1,4 @@
-"""The whole pipeline as one command: render -> preprocess -> train -> evaluate, each stage's output the next's input.
+"""Every stage as one command: render -> preprocess -> train -> evaluate, each stage's output the next's input.
 
     python -m infra.run_all --config local          # what `make demo` runs
 
@@ -51,10 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage.write_bytes(rig_uri, ray.get(ray.remote(camera_rig_png).remote(config, "sample_text_block")))
     outputs = [(config_uri, "the resolved config"), (rig_uri, "the camera rig sampled for one object")]
 
-    from render.job import run as run_render
+    from render.job import render_objects
 
     print(f"[render] {config.render.objects} -> {config.render.out}", flush=True)
-    summary = run_render(config)
+    summary = render_objects(config)
     print(
         f"[render] {summary['rendered']} rendered, {summary['failed']} failed, {summary['already_done']} already "
         f"done; {summary['views']} views, {summary['seconds_per_view'] or 0:.2f} s/view",
@@ -71,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"[preprocess] {config.preprocess.renders} -> {config.preprocess.out} (depth: {config.preprocess.depth})",
         flush=True,
     )
-    from preprocess.job import run as run_preprocess
+    from preprocess.job import make_pairs
 
-    pre = run_preprocess(config)
+    pre = make_pairs(config)
     law = pre["law"]
     print(
         f"[preprocess] {pre['pairs_written']} pairs, {len(pre['failures'])} failures"
@@ -103,11 +103,11 @@ def run_train_and_evaluate(config: Config, out: str) -> list[tuple[str, str]]:
     """Train on the preprocess output (resuming a run already there), then evaluate on its held-out pairs and on
     training pairs, and print the model beside its zero-cost baselines."""
     from train.evaluate import comparison_table, evaluate
-    from train.run import RUN_NAME, SNAPSHOT, train
+    from train.run import SNAPSHOT, TRAINER_DIR, train
 
     tc = config.train
     tc.data = config.preprocess.out
-    resume = storage.exists(storage.join(tc.out, RUN_NAME, SNAPSHOT))
+    resume = storage.exists(storage.join(tc.out, TRAINER_DIR, SNAPSHOT))
     model = "tiny (random-config, offline)" if tc.tiny else tc.model
     print(f"[train] {tc.data} -> {tc.out} ({model}, {tc.steps} steps{', resuming' if resume else ''})", flush=True)
     summary = train(config, resume=resume)
@@ -172,4 +172,4 @@ def render_sheet_png(renders_uri: str, max_objects: int = 8) -> bytes:
 
 
 if __name__ == "__main__":
-    cli.run(main, sys.argv[1:])
+    cli.exit_with(main, sys.argv[1:])

@@ -118,7 +118,7 @@ def check_outputs(config: Config, keys: tuple[str, ...]) -> None:
             storage.check_writable(setting(config, key))
 
 
-def run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
+def exit_with(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
     """Run an entry point's ``main`` and exit: InvsError -> one ``error:`` line and exit 2, Ctrl-C -> 130."""
     try:
         code = main(argv)

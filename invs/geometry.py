@@ -2,7 +2,7 @@
 
 Cameras follow :mod:`invs.cameras`: ``K`` (B, 3, 3) in pixels with pixel centres at ``+0.5``, ``c2w`` (B, 4, 4)
 OpenCV camera-to-world (x right, y down, z forward), depth planar z in world units with 0 = no surface.
-Results have the dtype and device of the inputs (float32 in the pipeline, float64 through the numpy wrappers
+Results have the dtype and device of the inputs (float32 in the preprocess stage, float64 through the numpy wrappers
 of :mod:`invs.cameras`).
 """
 

@@ -81,8 +81,8 @@ def utc_stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%S", time.gmtime())
 
 
-def new_run_id() -> str:
-    """``{utc_stamp}-{6 hex}``: names one job run's shards, unique across re-runs and concurrent jobs."""
+def new_job_id() -> str:
+    """``{utc_stamp}-{6 hex}``: names one stage job's shards, unique across re-runs and concurrent jobs."""
     return f"{utc_stamp()}-{uuid.uuid4().hex[:6]}"
 
 

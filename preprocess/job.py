@@ -1,4 +1,4 @@
-"""The preprocess job: a Ray Data pipeline from render shards to pair shards plus the parquet index.
+"""The preprocess job: Ray Data from render shards to pair shards plus the parquet index.
 
     render shards ──read (tasks)──▶ objects ──pairs (actor pool: depth, splat, masks)──▶ ──write (tasks)──▶ shards
                                                                                                        + index rows
@@ -143,8 +143,8 @@ class PairShardSink(Datasink[dict[str, Any]]):
     tasks' counts and law figures into :attr:`totals`.
     """
 
-    def __init__(self, out: str, run_id: str, objects_per_shard: int) -> None:
-        self.out, self.run_id, self.objects_per_shard = out, run_id, objects_per_shard
+    def __init__(self, out: str, job_id: str, objects_per_shard: int) -> None:
+        self.out, self.job_id, self.objects_per_shard = out, job_id, objects_per_shard
         self.totals: dict[str, Any] = {"pairs": 0, "failures": [], "law": []}
 
     @property
@@ -152,7 +152,7 @@ class PairShardSink(Datasink[dict[str, Any]]):
         return self.objects_per_shard
 
     def write(self, blocks: Iterable[pa.Table], ctx: TaskContext) -> dict[str, Any]:
-        prefix = f"{self.run_id}-w{ctx.task_idx:05d}"
+        prefix = f"{self.job_id}-w{ctx.task_idx:05d}"
         writer = shards.ShardWriter(storage.join(self.out, "shards"), prefix, max_samples=1 << 30)
         group: list[dict[str, Any]] = []
         pairs, failures, law = 0, [], []
@@ -199,7 +199,7 @@ def _aggregate_law(entries: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(sum(e[k] * e["pairs"] for e in entries) / total, 5) for k in LAW_KEYS}
 
 
-def run(config: Config) -> dict[str, Any]:
+def make_pairs(config: Config) -> dict[str, Any]:
     import ray
 
     from invs.ray_session import cpus_on_nodes_with, init_ray, node_resources
@@ -260,7 +260,7 @@ def run(config: Config) -> dict[str, Any]:
             resources=node_resources(p.node_resource) or None,
             batch_format="pyarrow",
         )
-        sink = PairShardSink(out, tables.new_run_id(), p.objects_per_shard)
+        sink = PairShardSink(out, tables.new_job_id(), p.objects_per_shard)
         ds.write_datasink(sink)
         written, new_failures, law = sink.totals["pairs"], sink.totals["failures"], sink.totals["law"]
     wall = time.monotonic() - started

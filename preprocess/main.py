@@ -35,9 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = cli.resolve_config(args, flags, locations=("preprocess.renders", "preprocess.out"))
     cli.check_outputs(config, ("preprocess.out",))
-    from preprocess.job import run
+    from preprocess.job import make_pairs
 
-    summary = run(config)
+    summary = make_pairs(config)
     law = summary["law"]
     print(
         f"preprocess: {summary['pairs_written']} pairs from {summary['objects_done']} objects, "
@@ -56,4 +56,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.exit_with(main)

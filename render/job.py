@@ -64,7 +64,7 @@ def _worker_count(config: Config, resources: dict[str, float], largest_node_cpus
     return config.render.workers or max(1, int(resources.get("CPU", 1) // threads)), threads
 
 
-def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
+def render_objects(config: Config, chunk_size: int = 2) -> dict[str, Any]:
     """Render what the manifest says is not done yet; returns the summary (also written as OUT/summary.json)."""
     import ray
 
@@ -101,8 +101,8 @@ def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
         actor_cls = ray.remote(RenderWorker).options(
             num_cpus=threads, num_gpus=gpus, resources=node_resources(config.render.node_resource)
         )
-        run_id = tables.new_run_id()
-        actors = [actor_cls.remote(config, run_id, i, threads) for i in range(workers)]
+        job_id = tables.new_job_id()
+        actors = [actor_cls.remote(config, job_id, i, threads) for i in range(workers)]
         queue = list(p.todo)
         progress = Progress("render", len(queue), "objects", rate_per="h")
         ok = failed = 0
@@ -125,7 +125,7 @@ def run(config: Config, chunk_size: int = 2) -> dict[str, Any]:
                 reason = f"render worker died: {str(exc).splitlines()[0][:300]}"
                 batch_results = [{"uid": ref.uid, "status": "failed", "error": reason} for ref, _ in batch]
                 actors.remove(actor)
-                actor = actor_cls.remote(config, run_id, len(actors) + 1000 + len(results), threads)
+                actor = actor_cls.remote(config, job_id, len(actors) + 1000 + len(results), threads)
                 actors.append(actor)
             results += batch_results
             ok += sum(r["status"] == "ok" for r in batch_results)

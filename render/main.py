@@ -46,9 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.check_outputs(config, ("render.out",))
     if config.render.engine == "eevee" and config.render.device == "cpu":
         print("warning: EEVEE without a GPU is ~50x slower than Cycles on CPU", file=sys.stderr)
-    from render.job import run
+    from render.job import render_objects
 
-    summary = run(config)
+    summary = render_objects(config)
     print(
         f"render: {summary['rendered']} rendered, {summary['failed']} failed, {summary['already_done']} already "
         f"done, {len(summary['given_up'])} given up; {summary['views']} views in {summary['wall_s']:.0f} s"
@@ -60,4 +60,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.exit_with(main)

@@ -101,9 +101,9 @@ def build_request(config: Config, ref: ObjectRef, model: Path, out_dir: Path, th
 
 
 class RenderWorker:
-    """Renders objects into ``OUT/shards/{run_id}-w{index}-NNNNNN.tar`` and appends ``OUT/manifest`` rows."""
+    """Renders objects into ``OUT/shards/{job_id}-w{index}-NNNNNN.tar`` and appends ``OUT/manifest`` rows."""
 
-    def __init__(self, config: Config, run_id: str, index: int, threads: int = 0) -> None:
+    def __init__(self, config: Config, job_id: str, index: int, threads: int = 0) -> None:
         self.config = config
         self.cfg = config.render
         self.out = storage.normalize(self.cfg.out)
@@ -114,7 +114,7 @@ class RenderWorker:
         )
         self.writer = shards.ShardWriter(
             storage.join(self.out, "shards"),
-            f"{run_id}-w{index:03d}",
+            f"{job_id}-w{index:03d}",
             max_samples=self.cfg.objects_per_shard,
             on_publish=self._on_publish,
         )

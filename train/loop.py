@@ -237,7 +237,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         validate_now = final or (tc.validate_every and done % tc.validate_every == 0)
         if validate_now and validator is not None:
             with ema_weights(ema, trainable):
-                metrics |= validator.run(model_unwrapped(model), done)
+                metrics |= validator.validate(model_unwrapped(model), done)
         checkpoint_now = final or done % tc.checkpoint_every == 0
         if logger is not None:
             logger.write(metrics)
@@ -440,7 +440,7 @@ class Validator:
         self.conditioner = conditioner
         self.resolution = plan.resolution
 
-    def run(self, denoiser: Denoiser, step: int) -> dict[str, float]:
+    def validate(self, denoiser: Denoiser, step: int) -> dict[str, float]:
         from invs import metrics
         from invs.preview import png_bytes, prediction_sheet
         from train.evaluate import scored_views

@@ -27,7 +27,7 @@ from invs import cli, storage
 from invs.config import Config, save_resolved
 from invs.errors import InvsError
 
-RUN_NAME = "run"
+TRAINER_DIR = "run"  # Ray Train's storage for this training run (RunConfig name): checkpoints, state
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2 writes it per run (no public API says whether a run
 # exists); used only to refuse overwriting and to resume, and the resume tests fail if Ray renames it
 
@@ -39,11 +39,11 @@ def note_settings(config: Config) -> None:
 
 
 def check_run_state(out: str, resume: bool) -> None:
-    exists = storage.exists(storage.join(out, RUN_NAME, SNAPSHOT))
+    exists = storage.exists(storage.join(out, TRAINER_DIR, SNAPSHOT))
     if exists and not resume:
         raise InvsError(f"{out} already holds a training run; pass --resume to continue it, or choose another --out")
     if resume and not exists:
-        raise InvsError(f"--resume: {out} holds no training run to continue (no {RUN_NAME}/{SNAPSHOT})")
+        raise InvsError(f"--resume: {out} holds no training run to continue (no {TRAINER_DIR}/{SNAPSHOT})")
 
 
 def check_model(config: Config) -> None:
@@ -140,7 +140,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             resources_per_worker={"CPU": 1, **({"GPU": 1} if tc.use_gpu else {}), **node_resources(tc.node_resource)},
         ),
         run_config=ray.train.RunConfig(
-            name=RUN_NAME,
+            name=TRAINER_DIR,
             storage_path=path,
             storage_filesystem=fs,
             failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
@@ -285,4 +285,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.exit_with(main)
