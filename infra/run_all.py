@@ -52,14 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs = [(config_uri, "the resolved config"), (rig_uri, "the camera rig sampled for one object")]
 
     from render.job import render_objects
+    from render.job import summary_line as render_summary_line
 
     print(f"[render] {config.render.objects} -> {config.render.out}", flush=True)
     summary = render_objects(config)
-    print(
-        f"[render] {summary['rendered']} rendered, {summary['failed']} failed, {summary['already_done']} already "
-        f"done; {summary['views']} views, {summary['seconds_per_view'] or 0:.2f} s/view",
-        flush=True,
-    )
+    print(f"[render] {render_summary_line(summary)}", flush=True)
     sheet_uri = storage.join(out, "renders.png")
     storage.write_bytes(sheet_uri, render_sheet_png(config.render.out))
     outputs += [
@@ -71,20 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"[preprocess] {config.preprocess.renders} -> {config.preprocess.out} (depth: {config.preprocess.depth})",
         flush=True,
     )
-    from preprocess.job import make_pairs
+    from preprocess.job import make_pairs, summary_lines
 
     pre = make_pairs(config)
-    law = pre["law"]
-    print(
-        f"[preprocess] {pre['pairs_written']} pairs, {len(pre['failures'])} failures"
-        + (
-            f"; law: PSNR {law['psnr_partial']:.2f} dB (backward warp {law['psnr_backward']:.2f}), unseen kept "
-            f"{law['unseen_below_half']:.2%}"
-            if law
-            else ""
-        ),
-        flush=True,
-    )
+    for line in summary_lines(pre):
+        print(f"[preprocess] {line}", flush=True)
     pairs_uri = storage.join(out, "pairs.png")
     storage.write_bytes(pairs_uri, pairs_sheet_png(config.preprocess.out))
     outputs += [

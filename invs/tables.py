@@ -7,11 +7,12 @@ each other; a reader takes the union, and for the manifest the latest row per ``
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -84,6 +85,15 @@ def utc_stamp() -> str:
 def new_job_id() -> str:
     """``{utc_stamp}-{6 hex}``: names one stage job's shards, unique across re-runs and concurrent jobs."""
     return f"{utc_stamp()}-{uuid.uuid4().hex[:6]}"
+
+
+def csv_text(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> str:
+    """``rows`` as CSV text with a header of ``fields`` (missing values empty)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def append_rows(table_uri: str, rows: Iterable[dict[str, Any]], schema: pa.Schema) -> str | None:

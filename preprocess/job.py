@@ -281,3 +281,19 @@ def make_pairs(config: Config) -> dict[str, Any]:
     }
     storage.write_text(storage.join(out, SUMMARY_NAME), json.dumps(summary, indent=2))
     return summary
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    """What a preprocess job did, and its sanity-law figures (printed by preprocess/main.py and the driver)."""
+    lines = [
+        f"{summary['pairs_written']} pairs from {summary['objects_done']} objects, {len(summary['failures'])} "
+        f"failures, {summary['pairs_per_s'] or 0:.2f} pairs/s"
+    ]
+    law = summary["law"]
+    if law:
+        lines.append(
+            f"law: PSNR partial {law['psnr_partial']:.2f} dB vs backward warp {law['psnr_backward']:.2f} dB; "
+            f"stray {law['stray_fraction']:.3%} of covered; unseen pixels with mask < 0.5: "
+            f"{law['unseen_below_half']:.3%}; visible fraction {law['visible_fraction']:.2f}"
+        )
+    return lines

@@ -35,20 +35,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = cli.resolve_config(args, flags, locations=("preprocess.renders", "preprocess.out"))
     cli.check_outputs(config, ("preprocess.out",))
-    from preprocess.job import make_pairs
+    from preprocess.job import make_pairs, summary_lines
 
     summary = make_pairs(config)
-    law = summary["law"]
-    print(
-        f"preprocess: {summary['pairs_written']} pairs from {summary['objects_done']} objects, "
-        f"{len(summary['failures'])} failures, {summary['pairs_per_s'] or 0:.2f} pairs/s"
-    )
-    if law:
-        print(
-            f"  law: PSNR partial {law['psnr_partial']:.2f} dB vs backward warp {law['psnr_backward']:.2f} dB; "
-            f"stray {law['stray_fraction']:.3%} of covered; unseen pixels with mask < 0.5: "
-            f"{law['unseen_below_half']:.3%}; visible fraction {law['visible_fraction']:.2f}"
-        )
+    first, *rest = summary_lines(summary)
+    print(f"preprocess: {first}")
+    for line in rest:
+        print(f"  {line}")
     for failure in summary["failures"][:20]:
         print(f"  failed {failure['uid'] or failure['render_shard']}: {failure['error'].splitlines()[0]}")
     print(f"outputs: {summary['out']}/shards, {summary['out']}/index, {summary['out']}/summary.json")

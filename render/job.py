@@ -170,3 +170,12 @@ def _summary(
         "workers": len(worker_stats),
         "worker_nodes": sorted({s["node_ip"] for s in worker_stats}),
     }
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """One line of what a render job did (printed by render/main.py and the all-stages driver)."""
+    return (
+        f"{summary['rendered']} rendered, {summary['failed']} failed, {summary['already_done']} already done, "
+        f"{len(summary['given_up'])} given up; {summary['views']} views, "
+        f"{summary['seconds_per_view'] or 0:.2f} s/view, {summary['wall_s']:.0f} s"
+    )

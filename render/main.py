@@ -46,13 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.check_outputs(config, ("render.out",))
     if config.render.engine == "eevee" and config.render.device == "cpu":
         print("warning: EEVEE without a GPU is ~50x slower than Cycles on CPU", file=sys.stderr)
-    from render.job import render_objects
+    from render.job import render_objects, summary_line
 
     summary = render_objects(config)
-    print(
-        f"render: {summary['rendered']} rendered, {summary['failed']} failed, {summary['already_done']} already "
-        f"done, {len(summary['given_up'])} given up; {summary['views']} views in {summary['wall_s']:.0f} s"
-    )
+    print(f"render: {summary_line(summary)}")
     for failure in summary["failures"][:20]:
         print(f"  failed {failure['uid']}: {failure['error'].splitlines()[0]}")
     print(f"outputs: {summary['out']}/shards, {summary['out']}/manifest, {summary['out']}/summary.json")

@@ -11,8 +11,6 @@ and ``OUT/predictions.png`` (source | partial | mask | prediction | target for t
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -24,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 from invs import cli, shards, storage, tables
 from invs.errors import InvsError
+from train.inference import SCORED
 
 GRID_ROWS = 8
 
@@ -48,28 +47,8 @@ def held_out_pairs(data: str, split: str, limit: int | None) -> list[tuple[str, 
 
 
 #: Per-pair columns of ``metrics.csv``: the model's views as it delivers them (``psnr``/``ssim``, its known-pixels
-#: default), as generated and with known pixels composited, the zero-cost baselines (the partial view alone, the
-#: source view copied) and the VAE's round trip of the target (the ceiling of any generated view).
-SCORED = ("generated", "composite", "partial", "source", "vae")
+#: default), then every view of :data:`train.inference.SCORED`.
 COLUMNS = ("key", "psnr", "ssim", *(f"{m}_{n}" for n in SCORED for m in ("psnr", "ssim")))
-
-
-def scored_views(model: Any, batch: dict[str, Any], generated: Any) -> dict[str, Any]:
-    """The views scored against the target, each ``(B, 3, H, W)`` in [0, 1] on the CPU (see :data:`SCORED`): the
-    generated views, the same with known pixels kept, the partial view, the source view and the target's VAE
-    round trip through ``model``'s VAE. ``batch`` as from :func:`train.batches.pair_to_tensors` (in [-1, 1])."""
-    from invs.models import vae_round_trip
-    from train.inference import keep_known
-
-    partial = (batch["partial"] + 1) / 2
-    round_trip = vae_round_trip(model.pipe.vae, batch["target"].to(model.pipe.device)).cpu()
-    return {
-        "generated": generated,
-        "composite": keep_known(generated, partial, batch["mask"]),
-        "partial": partial,
-        "source": (batch["source"] + 1) / 2,
-        "vae": (round_trip + 1) / 2,
-    }
 
 
 def evaluate(
@@ -92,7 +71,6 @@ def evaluate(
     """
     import torch
 
-    from invs import metrics
     from invs.preview import png_bytes, prediction_sheet
     from train.batches import pair_to_tensors
     from train.data import collate
@@ -120,9 +98,7 @@ def evaluate(
         if not items:
             continue
         batch = collate(items)
-        generated = model.predict(batch, steps, guidance_scale, seed + start, known_pixels="generate").cpu()
-        views = scored_views(model, batch, generated)
-        scores = metrics.compare(views, (batch["target"] + 1) / 2)
+        views, scores = model.score(batch, steps, guidance_scale, seed + start)
         for i, key in enumerate(keys):
             row = {
                 "key": key,
@@ -136,11 +112,7 @@ def evaluate(
         grid_batch["prediction"] += list(views[delivered][:room])
     if not rows:
         raise InvsError(f"none of the {len(raw)} {split!r} pairs could be read")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    storage.write_text(storage.join(out, "metrics.csv"), buffer.getvalue())
+    storage.write_text(storage.join(out, "metrics.csv"), tables.csv_text(rows, COLUMNS))
     stacked = {k: torch.stack(v) for k, v in grid_batch.items()}
     labels = [r["key"] for r in rows[:GRID_ROWS]]
     picture = storage.join(out, "predictions.png")

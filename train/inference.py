@@ -36,11 +36,15 @@ PROJECTION_DIR = "image_projection"
 #: mask (``m * generated + (1 - m) * partial``: keep where 0, generate where 1); ``generate`` returns the sampler's
 #: output as decoded by the VAE.
 KNOWN_PIXELS = ("composite", "generate")
+#: The views scored against the target (:meth:`NovelViewModel.score`): the generated view, the same with known
+#: pixels composited, the zero-cost baselines (the partial view alone, the source view copied) and the VAE's round
+#: trip of the target (the ceiling of any generated view).
+SCORED = ("generated", "composite", "partial", "source", "vae")
 
 
 def delivered_view(known_pixels: str) -> str:
     """The scored view a ``known_pixels`` setting delivers: ``composite`` -> ``"composite"``, ``generate`` ->
-    ``"generated"`` (names as in :func:`train.evaluate.scored_views`); ``ValueError`` for any other setting."""
+    ``"generated"`` (names as in :data:`SCORED`); ``ValueError`` for any other setting."""
     if known_pixels not in KNOWN_PIXELS:
         raise ValueError(f"known_pixels must be one of {', '.join(KNOWN_PIXELS)}, got {known_pixels!r}")
     return "composite" if known_pixels == "composite" else "generated"
@@ -186,6 +190,29 @@ class NovelViewModel:
         if known_pixels == "generate":
             return generated
         return keep_known(generated, (partial.float() + 1) / 2, batch["mask"].float().to(device))
+
+    def score(
+        self, batch: dict[str, torch.Tensor], steps: int, guidance_scale: float = 1.0, seed: int = 0
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Predict ``batch`` and score every view of :data:`SCORED` against its target.
+
+        Returns ``(views, scores)``: ``views[name]`` ``(B, 3, H, W)`` in [0, 1] on the CPU, ``scores`` as
+        :func:`invs.metrics.compare` (``psnr_<name>``, ``ssim_<name>``, per pair).
+        """
+        from invs import metrics
+        from invs.models import vae_round_trip
+
+        generated = self.predict(batch, steps, guidance_scale, seed, known_pixels="generate").cpu()
+        partial = (batch["partial"] + 1) / 2
+        round_trip = vae_round_trip(self.pipe.vae, batch["target"].to(self.pipe.device)).cpu()
+        views = {
+            "generated": generated,
+            "composite": keep_known(generated, partial, batch["mask"]),
+            "partial": partial,
+            "source": (batch["source"] + 1) / 2,
+            "vae": (round_trip + 1) / 2,
+        }
+        return views, metrics.compare(views, (batch["target"] + 1) / 2)
 
 
 def save_projection(projection: ImageProjection, folder: Path) -> None:

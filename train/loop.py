@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from invs import storage
+from invs import storage, tables
 from invs.config import Config, TrainConfig, apply_storage_settings
 from invs.latents import vae_fingerprint
 from train.conditioning import Conditioner, ImageProjection, build_tiny_image_encoder, load_image_encoder
@@ -402,26 +402,33 @@ def load_state(
 
 
 class MetricsLog:
-    """Rank 0's metrics as CSV (``OUT/logs/metrics.csv``, one row per step), cut back to the resume step."""
+    """Rank 0's metrics as CSV (``OUT/logs/metrics.csv``, one row per step), cut back to the resume step.
+
+    A local file gets one line appended per step; on S3 (no appends) the rows are kept and the object rewritten
+    on :meth:`flush` (at checkpoints and at the end).
+    """
 
     def __init__(self, out: str, start_step: int) -> None:
         self.uri = storage.join(out, METRICS_CSV)
-        self.rows: list[dict[str, Any]] = []
+        self.on_s3 = storage.is_s3(self.uri)
+        kept: list[dict[str, Any]] = []
         if start_step > 0 and storage.exists(self.uri):
-            previous = csv.DictReader(io.StringIO(storage.read_text(self.uri)))
-            self.rows = [r for r in previous if int(r["step"]) <= start_step]
+            kept = [r for r in csv.DictReader(io.StringIO(storage.read_text(self.uri))) if int(r["step"]) <= start_step]
+        storage.write_text(self.uri, tables.csv_text(kept, METRIC_FIELDS))
+        self.rows = kept if self.on_s3 else []  # locally, later rows go straight to the file
 
     def write(self, metrics: dict[str, Any]) -> None:
-        self.rows.append({k: metrics.get(k, "") for k in METRIC_FIELDS})
-        if not storage.is_s3(self.uri):
-            self.flush()
+        row = {k: metrics.get(k, "") for k in METRIC_FIELDS}
+        if self.on_s3:
+            self.rows.append(row)
+            return
+        with open(self.uri, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow(row)
 
     def flush(self) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=METRIC_FIELDS)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        storage.write_text(self.uri, buffer.getvalue())
+        """Make the S3 object hold every row so far (a local file always does)."""
+        if self.on_s3:
+            storage.write_text(self.uri, tables.csv_text(self.rows, METRIC_FIELDS))
 
 
 class Validator:
@@ -441,9 +448,7 @@ class Validator:
         self.resolution = plan.resolution
 
     def validate(self, denoiser: Denoiser, step: int) -> dict[str, float]:
-        from invs import metrics
         from invs.preview import png_bytes, prediction_sheet
-        from train.evaluate import scored_views
         from train.inference import NovelViewModel, build_pipeline, delivered_view
 
         if self.batch is None:
@@ -453,13 +458,10 @@ class Validator:
         try:
             pipe = build_pipeline(self.parts, denoiser.unet)
             model = NovelViewModel(pipe, self.tc.conditioning, denoiser.projection, self.resolution, self.conditioner)
-            generated = model.predict(
-                self.batch, self.tc.val_inference_steps, self.tc.guidance_scale, self.tc.seed, "generate"
-            ).cpu()
+            views, per_pair = model.score(self.batch, self.tc.val_inference_steps, self.tc.guidance_scale, self.tc.seed)
         finally:
             denoiser.train(was_training)
-        views = scored_views(model, self.batch, generated)
-        scores = {k: float(v.mean()) for k, v in metrics.compare(views, (self.batch["target"] + 1) / 2).items()}
+        scores = {k: float(v.mean()) for k, v in per_pair.items()}
         delivered = delivered_view(self.tc.known_pixels)
         sheet = prediction_sheet(self.batch, views[delivered], self.labels)
         storage.write_bytes(storage.join(self.tc.out, "validation", f"step_{step:08d}.png"), png_bytes(sheet))
