@@ -72,7 +72,7 @@ def test_pipeline_runs_every_stage_and_leaves_pictures(tmp_path: Path) -> None:
     assert len(np.unique(np.asarray(sheet.convert("L")))) > 50  # a real picture, not a blank page
     assert (tmp_path / "run" / "cameras.png").is_file() and (tmp_path / "run" / "config.yaml").is_file()
     # The preprocess stage read the render stage's output and wrote pairs for every object.
-    assert "[preprocess] 10 pairs, 0 failures" in proc.stdout, proc.stdout
+    assert "[preprocess] 10 pairs from 5 objects, 0 failures" in proc.stdout, proc.stdout
     pairs = list(shards.iter_pair_samples(shards.list_shards(str(tmp_path / "run" / "pairs"))))
     assert sorted({p.meta["uid"] for p in pairs}) == sorted(s.key for s in samples)
     assert Image.open(tmp_path / "run" / "pairs.png").size[1] > 5 * 128
