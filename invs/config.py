@@ -46,6 +46,10 @@ class RayConfig:
     address: str | None = None
     num_cpus: int | None = None
     object_store_memory_mb: int | None = 512
+    # The Ray cluster file of the fleet this config runs on (relative paths: from the working directory, then the
+    # project root). Worker pools are sized for every node it lets the autoscaler start, and
+    # `python -m infra.planner --check` checks each stage against its node types. None: the nodes alive now.
+    cluster_file: str | None = None
 
 
 @dataclass

@@ -105,6 +105,7 @@ class RenderWorker:
 
     def __init__(self, config: Config, job_id: str, index: int, threads: int = 0) -> None:
         self.config = config
+        self.index = index
         self.cfg = config.render
         self.out = storage.normalize(self.cfg.out)
         self.manifest_uri = storage.join(self.out, tables.MANIFEST_DIR)
@@ -244,6 +245,10 @@ class RenderWorker:
             shutil.rmtree(out_dir, ignore_errors=True)
             if model.parent == self.tmp / "fetch":
                 model.unlink(missing_ok=True)
+
+    def ready(self) -> int:
+        """Answers once the actor runs (the job gives work only to started workers)."""
+        return self.index
 
     def render_batch(self, items: list[tuple[ObjectRef, int]]) -> list[dict[str, Any]]:
         """Render ``(object, attempt number)`` pairs; downloads of the next objects overlap with rendering."""
