@@ -172,6 +172,8 @@ def _summary(
     worker_stats: list[dict[str, Any]],
     wall_s: float,
 ) -> dict[str, Any]:
+    from render.worker import OBJAVERSE_COUNTS
+
     counts = Counter(r["status"] for r in results)
     blender_s = sum(s["blender_s"] for s in worker_stats)
     render_s = sum(s["render_s"] for s in worker_stats)
@@ -192,6 +194,8 @@ def _summary(
         "seconds_per_view": round(blender_s / views, 4) if views else None,
         "render_call_share": round(render_s / blender_s, 3) if blender_s else None,
         "blender_starts": sum(s["blender_starts"] for s in worker_stats),
+        # Objaverse objects fetched from the workers' caches, the store and over HTTP, and the HTTP requests made
+        "objaverse": {k: sum(s["objaverse"][k] for s in worker_stats) for k in OBJAVERSE_COUNTS},
         "workers": len(worker_stats),
         "worker_nodes": sorted({s["node_ip"] for s in worker_stats}),
     }
