@@ -157,6 +157,9 @@ def render_objects(config: Config, chunk_size: int = 2) -> dict[str, Any]:
                 submit(actor)
         for actor in starting.values():  # never placed: nothing to close
             ray.kill(actor)
+        if queue:  # every worker failed to start
+            reason = "no render worker could start (see the lines above)"
+            results += [{"uid": ref.uid, "status": "failed", "error": reason} for ref, _ in queue]
         progress.close()
         worker_stats = ray.get([a.close.remote() for a in actors])
     summary = _summary(config, p, orphans, results, worker_stats, time.monotonic() - started)
