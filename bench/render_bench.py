@@ -1,6 +1,8 @@
 """Render-stage benchmark: a long-lived Blender process versus a fresh Blender process per object.
 
     .venv/bin/python bench/render_bench.py                      # writes bench/results/render.json
+    .venv/bin/python bench/render_bench.py --resolutions 512 --samples 64 --denoise \
+        --out bench/results/render_paper.json                    # the paper preset's settings (the planner's)
 
 For each resolution it renders the same objects twice on this machine, in one run:
 * ``long_lived``: the production path (:class:`render.worker.RenderWorker`: one Blender process for all objects,
@@ -49,9 +51,11 @@ def long_lived(config: Any, refs: list[ObjectRef], threads: int) -> dict[str, An
     stats = worker.close()
     wall = time.perf_counter() - started
     failed = [r for r in results if r["status"] != "ok"]
+    shard_bytes = sum(p.stat().st_size for p in Path(config.render.out, "shards").glob("*.tar"))
     return {
         "wall_s": wall,
         "views": stats["views"],
+        "bytes_per_view": round(shard_bytes / max(1, stats["views"])),
         "render_call_s": stats["render_s"],
         "failed": len(failed),
         "blender_starts": stats["blender_starts"],
@@ -80,7 +84,7 @@ def config_for(args: argparse.Namespace, resolution: int, out: str) -> Any:
             "render.views": args.views,
             "render.resolution": resolution,
             "render.samples": args.samples,
-            "render.denoise": False,
+            "render.denoise": args.denoise,
             "render.limited_bounces": not args.full_bounces,
         },
     )
@@ -102,6 +106,7 @@ def main() -> int:
     parser.add_argument("--views", type=int, default=6)
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--denoise", action="store_true", help="OpenImageDenoise after sampling (the paper preset)")
     parser.add_argument("--full-bounces", action="store_true", help="Blender's default light paths (12 bounces)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "render.json"))
     args = parser.parse_args()
@@ -111,6 +116,7 @@ def main() -> int:
         "objects": [r.uid for r in refs],
         "views_per_object": args.views,
         "samples": args.samples,
+        "denoise": args.denoise,
         "engine": "cycles",
         "device": "cpu",
         "limited_bounces": not args.full_bounces,

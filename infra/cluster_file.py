@@ -16,8 +16,11 @@ def load_cluster_file(path: str | Path) -> dict[str, Any]:
     ``ray up`` calls. They are used here and nowhere else, with ray pinned in constraints.txt;
     ``tests/test_cluster_config.py`` fails if they move.
     """
+    import logging
+
     from ray.autoscaler._private.util import prepare_config, validate_config
 
+    logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)  # "setting max workers for head node type..."
     config = yaml.safe_load(Path(path).read_text())
     prepared = prepare_config(config)
     validate_config(prepared)

@@ -87,13 +87,14 @@ def _wait_for_dashboard(url: str, timeout_s: float) -> None:
     raise RuntimeError(f"Ray dashboard did not answer on {url} within {timeout_s:.0f} s")
 
 
-def _wait_for_nodes(address: str, count: int, timeout_s: float) -> None:
+def wait_for_nodes(address: str, count: int, timeout_s: float = 120.0) -> None:
+    """Return once exactly ``count`` nodes of the cluster at ``address`` are alive (joined, or the rest gone)."""
     code = (
         "import ray, time, sys\n"
         f"ray.init(address={address!r}, logging_level='ERROR')\n"
         f"deadline = time.monotonic() + {timeout_s}\n"
-        f"while len([n for n in ray.nodes() if n['Alive']]) < {count}:\n"
-        "    if time.monotonic() > deadline: sys.exit('nodes did not join in time')\n"
+        f"while len([n for n in ray.nodes() if n['Alive']]) != {count}:\n"
+        "    if time.monotonic() > deadline: sys.exit('the cluster did not reach the node count in time')\n"
         "    time.sleep(0.5)\n"
     )
     _run([sys.executable, "-c", code], timeout_s + 30)
@@ -134,23 +135,52 @@ def start_cluster(
     )
     address = f"{HEAD_IP}:{port}"
     for i in range(workers):
-        ip = f"127.0.0.{3 + i}"
-        _run(
-            [
-                ray,
-                "start",
-                f"--address={address}",
-                f"--node-ip-address={ip}",
-                f"--num-cpus={num_cpus_per_node}",
-                f"--object-store-memory={store}",
-                *([f"--resources={json.dumps(worker_resources)}"] if worker_resources else []),
-            ],
-            timeout_s,
-        )
+        add_node(address, f"127.0.0.{3 + i}", num_cpus_per_node, object_store_mb, worker_resources, timeout_s)
     dashboard = f"http://{HEAD_IP}:{dashboard_port}"
     _wait_for_dashboard(dashboard, timeout_s)
-    _wait_for_nodes(address, workers + 1, timeout_s)
+    wait_for_nodes(address, workers + 1, timeout_s)
     return LocalRayCluster(address=address, dashboard_url=dashboard, num_nodes=workers + 1)
+
+
+def add_node(
+    address: str,
+    ip: str,
+    num_cpus: int = 1,
+    object_store_mb: int = 200,
+    resources: dict[str, float] | None = None,
+    timeout_s: float = 120.0,
+) -> None:
+    """Start one more node on loopback address ``ip`` and join it to the cluster at ``address`` (GCS)."""
+    _run(
+        [
+            ray_binary(),
+            "start",
+            f"--address={address}",
+            f"--node-ip-address={ip}",
+            f"--num-cpus={num_cpus}",
+            f"--object-store-memory={object_store_mb * 2**20}",
+            *([f"--resources={json.dumps(resources)}"] if resources else []),
+        ],
+        timeout_s,
+    )
+
+
+def remove_node(ip: str, timeout_s: float = 60.0) -> int:
+    """Stop the node started on ``ip`` (its raylet and the processes started for it); returns how many were killed.
+
+    ``ray stop`` stops every node on the machine; this stops one, as when a cloud node goes away.
+    """
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if f"--node_ip_address={ip}" in cmdline or f"--node-ip-address={ip}" in cmdline:
+            mine.append(proc)
+    for proc in mine:
+        proc.kill()
+    psutil.wait_procs(mine, timeout=timeout_s)
+    return len(mine)
 
 
 def stop_cluster(timeout_s: float = 60.0) -> None:

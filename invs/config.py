@@ -46,6 +46,10 @@ class RayConfig:
     address: str | None = None
     num_cpus: int | None = None
     object_store_memory_mb: int | None = 512
+    # The Ray cluster file of the fleet this config runs on (relative paths: from the working directory, then the
+    # project root). Worker pools are sized for every node it lets the autoscaler start, and
+    # `python -m infra.planner --check` checks each stage against its node types. None: the nodes alive now.
+    cluster_file: str | None = None
 
 
 @dataclass
@@ -88,13 +92,19 @@ class RenderConfig:
     timeout_s: float = 300.0  # per object; the Blender process is killed past it
     max_memory_mb: float | None = 16000.0  # per Blender process; killed past it
     max_attempts: int = 3
-    # objaverse source: which objects, and where the package downloads from / caches to
+    # objaverse source: which objects, and where they come from (render/objaverse_source.py)
     uids_file: str | None = None
     lvis_categories: list[str] = field(default_factory=list)
     licenses: list[str] = field(default_factory=list)
-    objaverse_cache: str | None = None
-    objaverse_mirror: str | None = None
-    download_processes: int = 4
+    objaverse_cache: str | None = None  # local cache (index; objects when there is no store); None: ~/.cache/invs
+    objaverse_mirror: str | None = None  # http(s) base URL with Hugging Face's layout, read instead of huggingface.co
+    # s3://bucket/prefix (or a shared directory) holding a copy of every object and index file fetched: workers
+    # read objects from it first and copy each new download there, so later runs make no HTTP request. Separate
+    # from objaverse_mirror, which is a read-only HTTP source; with a store, workers keep no local copies.
+    objaverse_store: str | None = None
+    download_attempts: int = 5  # HTTP tries per file; transient errors (5xx, 429, timeouts, resets) are retried
+    download_backoff_s: float = 1.0  # wait before the 2nd try, doubled for each further one (max 60 s), jittered
+    download_timeout_s: float = 60.0  # per HTTP request: connecting and each read
     node_resource: str | None = None  # custom Ray resource (ray_cluster.yaml) render workers need; None: any node
 
 
@@ -199,7 +209,9 @@ RANGES: dict[str, str] = {
     "render.timeout_s": "> 0",
     "render.max_memory_mb": "> 0",
     "render.max_attempts": ">= 1",
-    "render.download_processes": ">= 1",
+    "render.download_attempts": ">= 1",
+    "render.download_backoff_s": ">= 0",
+    "render.download_timeout_s": "> 0",
     "preprocess.pairs_per_object": ">= 1",
     "preprocess.resolution": ">= 8",
     "preprocess.min_angle_deg": "[0, 180]",

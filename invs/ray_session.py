@@ -6,26 +6,12 @@ import os
 
 from invs.config import Config
 
-#: How much of a node-type resource (``ray_cluster.yaml`` gives each node 1) one worker asks for: the resource only
-#: says where a worker may run; CPUs and GPUs still decide how many fit.
-NODE_RESOURCE_SHARE = 0.001
-
-
-def node_resources(name: str | None) -> dict[str, float]:
-    """Ray ``resources=`` for a worker that must run on nodes advertising the custom resource ``name``."""
-    return {name: NODE_RESOURCE_SHARE} if name else {}
-
 
 def nodes_with(name: str | None) -> list[dict]:
     """The alive nodes (``ray.nodes()`` entries) that advertise ``name`` (all alive nodes when ``name`` is None)."""
     import ray
 
     return [n for n in ray.nodes() if n["Alive"] and (name is None or n["Resources"].get(name, 0) > 0)]
-
-
-def cpus_on_nodes_with(name: str | None) -> float:
-    """CPUs of the alive nodes that advertise ``name`` (all alive nodes when ``name`` is None)."""
-    return sum(n["Resources"].get("CPU", 0) for n in nodes_with(name))
 
 
 def init_ray(config: Config, dashboard: bool = False) -> None:

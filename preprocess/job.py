@@ -199,10 +199,26 @@ def _aggregate_law(entries: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(sum(e[k] * e["pairs"] for e in entries) / total, 5) for k in LAW_KEYS}
 
 
+def pair_maker_pool(config: Config, bundle: dict[str, float]) -> int | tuple[int, int]:
+    """Ray Data ``concurrency`` of the pair makers: ``preprocess.workers`` if set; else what the alive nodes hold
+    (leaving one CPU for the read and write tasks on a CPU-only cluster), growing as an autoscaling pool up to the
+    whole fleet of ``ray.cluster_file`` when that holds more."""
+    from invs import fleet
+
+    if config.preprocess.workers:
+        return config.preprocess.workers
+    alive = fleet.alive_workers(bundle)
+    now = max(1, alive - 1 if "GPU" not in bundle else alive)
+    cluster = fleet.load_fleet(config.ray.cluster_file) if config.ray.cluster_file else None
+    most = fleet.fleet_workers(cluster, bundle) if cluster else 0
+    return (min(now, most), most) if most > now else now
+
+
 def make_pairs(config: Config) -> dict[str, Any]:
     import ray
 
-    from invs.ray_session import cpus_on_nodes_with, init_ray, node_resources
+    from invs import fleet
+    from invs.ray_session import init_ray
 
     started = time.monotonic()
     p = config.preprocess
@@ -242,9 +258,8 @@ def make_pairs(config: Config) -> dict[str, Any]:
     if todo:
         init_ray(config)
         items = [{"render_shard": s, "skip": sorted(set(keys) & done_keys)} for s, keys in sorted(todo.items())]
-        cpus = cpus_on_nodes_with(p.node_resource) or ray.cluster_resources().get("CPU", 1)
-        actors = p.workers or max(1, int(cpus) - 1)
-        gpu = 1 if p.device == "cuda" else 0
+        bundle = fleet.worker_bundle(config, "preprocess")
+        actors = pair_maker_pool(config, bundle)
         import ray.data
 
         # Our own progress lines (below) replace Ray Data's per-operator log spam.
@@ -256,8 +271,7 @@ def make_pairs(config: Config) -> dict[str, Any]:
             fn_constructor_args=(config,),
             batch_size=1,
             concurrency=actors,
-            num_gpus=gpu,
-            resources=node_resources(p.node_resource) or None,
+            **fleet.ray_options(bundle),
             batch_format="pyarrow",
         )
         sink = PairShardSink(out, tables.new_job_id(), p.objects_per_shard)

@@ -1,8 +1,8 @@
 """Per-object work of the preprocess stage, as plain functions (the Ray Data job in :mod:`preprocess.job` maps them).
 
 For one render sample: choose view pairs, get the source views' depth (ground truth, or ZoeDepth aligned to the
-known camera distance), build the partial target views and masks (:mod:`preprocess.geometry`), measure the
-sanity law against the target's ground truth (:mod:`preprocess.law`), and encode the pair samples.
+render's depth by a robust scale and shift), build the partial target views and masks (:mod:`preprocess.geometry`),
+measure the sanity law against the target's ground truth (:mod:`preprocess.law`), and encode the pair samples.
 """
 
 from __future__ import annotations
@@ -61,11 +61,17 @@ def source_depths(
     rgb: dict[int, np.ndarray],
     depth_gt: dict[int, np.ndarray],
 ) -> tuple[dict[int, np.ndarray], dict[int, dict[str, Any]]]:
-    """Depth of each source view and how it was obtained: GT as is, or ZoeDepth aligned to the camera distance
-    (median over the foreground), with its error against GT after a least-squares scale+shift fit."""
+    """Depth of each source view and how it was obtained: GT as is, or the estimate aligned to GT.
+
+    ``estimator(images (B, 3, H, W) in [0, 1]) -> depth (B, H, W)``. Its depth gets the robust scale and shift
+    that fit it to the render's depth over the foreground (:func:`preprocess.depth.align_robust`: training pairs
+    keep the estimate's shape errors, not a scale error). The alignment records that fit, the stored depth's
+    errors against GT (``errors``) and those the inference-time prior, the camera distance, would have given
+    (``errors_distance_prior``).
+    """
     if estimator is None:
         return {i: depth_gt[i] for i in views}, {i: {"kind": "gt"} for i in views}
-    from preprocess.depth import align_least_squares, align_to_distance, depth_errors
+    from preprocess.depth import align_robust, align_to_distance, depth_errors
 
     images = torch.from_numpy(np.stack([rgb[i] for i in views])).permute(0, 3, 1, 2)
     predicted = estimator(images)
@@ -73,11 +79,11 @@ def source_depths(
     for k, i in enumerate(views):
         mask = torch.from_numpy(depth_gt[i] > 0)
         gt = torch.from_numpy(depth_gt[i].astype(np.float32))
-        aligned, alignment = align_to_distance(predicted[k], mask, float(sample.meta["views"][i]["radius"]))
-        fitted, _ = align_least_squares(predicted[k], gt, mask)
-        alignment["errors_after_lstsq"] = depth_errors(fitted, gt, mask)
-        alignment["errors_median_aligned"] = depth_errors(aligned, gt, mask)
-        out[i] = np.where(depth_gt[i] > 0, aligned.numpy(), 0.0).astype(np.float32)
+        aligned, alignment = align_robust(predicted[k], gt, mask)
+        prior, _ = align_to_distance(predicted[k], mask, float(sample.meta["views"][i]["radius"]))
+        alignment["errors"] = depth_errors(aligned, gt, mask)
+        alignment["errors_distance_prior"] = depth_errors(prior, gt, mask)
+        out[i] = aligned.numpy().astype(np.float32)
         info[i] = alignment
     return out, info
 

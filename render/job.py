@@ -53,22 +53,36 @@ def plan(config: Config, objects: list[ObjectRef]) -> Plan:
     return result
 
 
-def _worker_count(config: Config, resources: dict[str, float], largest_node_cpus: float) -> tuple[int, int]:
-    """(Blender processes, render threads each): one per GPU with ``device: gpu``, else CPUs // threads.
+def worker_pool(config: Config) -> tuple[int, int]:
+    """(Blender processes, render threads each) for the fleet this job can reach.
 
-    Threads are capped at the largest node's CPUs: a worker asking for more could never be scheduled.
+    ``render.workers`` if set; else every worker bundle (:func:`invs.fleet.worker_bundle`: ``threads_per_worker``
+    CPUs, a GPU with ``device: gpu``, the node resource) that the nodes alive now hold, or the whole fleet of
+    ``ray.cluster_file`` (every node the autoscaler may start), whichever is larger. Without a cluster file,
+    threads are capped at the largest alive node's CPUs, so a small machine still renders.
     """
-    threads = max(1, min(config.render.threads_per_worker, int(largest_node_cpus) or 1))
-    if config.render.device == "gpu":
-        return config.render.workers or max(1, int(resources.get("GPU", 0))), threads
-    return config.render.workers or max(1, int(resources.get("CPU", 1) // threads)), threads
+    from invs import fleet
+    from invs.ray_session import nodes_with
+
+    r = config.render
+    threads = r.threads_per_worker
+    cluster = fleet.load_fleet(config.ray.cluster_file) if config.ray.cluster_file else None
+    if cluster is None:
+        largest = max((n["Resources"].get("CPU", 0) for n in nodes_with(r.node_resource)), default=1)
+        threads = max(1, min(threads, int(largest) or 1))
+    if r.workers:
+        return r.workers, threads
+    bundle = fleet.worker_bundle(config, "render") | {"CPU": float(threads)}
+    capacity = max(fleet.alive_workers(bundle), fleet.fleet_workers(cluster, bundle) if cluster else 0)
+    return max(1, capacity), threads
 
 
 def render_objects(config: Config, chunk_size: int = 2) -> dict[str, Any]:
     """Render what the manifest says is not done yet; returns the summary (also written as OUT/summary.json)."""
     import ray
 
-    from invs.ray_session import init_ray, node_resources, nodes_with
+    from invs import fleet
+    from invs.ray_session import init_ray
     from render.worker import RenderWorker
 
     started = time.monotonic()
@@ -88,21 +102,20 @@ def render_objects(config: Config, chunk_size: int = 2) -> dict[str, Any]:
     worker_stats: list[dict[str, Any]] = []
     if p.todo:
         init_ray(config)
-        resource = config.render.node_resource
-        nodes = nodes_with(resource)
-        if not nodes:
-            print(f"render: no node has resource {resource!r} yet; the autoscaler adds nodes for waiting workers")
-        largest = max((n["Resources"].get("CPU", 0) for n in nodes), default=1)
-        available = {k: sum(n["Resources"].get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
-        workers, threads = _worker_count(config, available, largest)
+        workers, threads = worker_pool(config)
         workers = min(workers, len(p.todo))
         # With device gpu each worker holds one GPU: Ray sets CUDA_VISIBLE_DEVICES, which its Blender inherits.
-        gpus = 1 if config.render.device == "gpu" else 0
-        actor_cls = ray.remote(RenderWorker).options(
-            num_cpus=threads, num_gpus=gpus, resources=node_resources(config.render.node_resource)
-        )
+        bundle = fleet.worker_bundle(config, "render") | {"CPU": float(threads)}
+        actor_cls = ray.remote(RenderWorker).options(**fleet.ray_options(bundle))
         job_id = tables.new_job_id()
-        actors = [actor_cls.remote(config, job_id, i, threads) for i in range(workers)]
+        starting = {}  # actors not started yet: Ray (and its autoscaler) place them as nodes come
+        for i in range(workers):
+            actor = actor_cls.remote(config, job_id, i, threads)
+            starting[actor.ready.remote()] = actor
+        waiting = workers - fleet.alive_workers(bundle)
+        if waiting > 0:
+            print(f"render: {workers} workers, {waiting} waiting for nodes (the autoscaler adds them)", flush=True)
+        actors: list[Any] = []
         queue = list(p.todo)
         progress = Progress("render", len(queue), "objects", rate_per="h")
         ok = failed = 0
@@ -113,10 +126,18 @@ def render_objects(config: Config, chunk_size: int = 2) -> dict[str, Any]:
             if batch:
                 in_flight[actor.render_batch.remote(batch)] = (actor, batch)
 
-        for actor in actors:
-            submit(actor)
-        while in_flight:
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+        while in_flight or (queue and starting):
+            ready, _ = ray.wait([*in_flight, *starting], num_returns=1)
+            if ready[0] in starting:
+                actor = starting.pop(ready[0])
+                try:
+                    ray.get(ready[0])
+                except ray.exceptions.RayActorError as exc:
+                    print(f"render: a worker failed to start: {str(exc).splitlines()[0][:300]}", flush=True)
+                    continue
+                actors.append(actor)
+                submit(actor)
+                continue
             actor, batch = in_flight.pop(ready[0])
             try:
                 batch_results = ray.get(ready[0])
@@ -126,12 +147,19 @@ def render_objects(config: Config, chunk_size: int = 2) -> dict[str, Any]:
                 batch_results = [{"uid": ref.uid, "status": "failed", "error": reason} for ref, _ in batch]
                 actors.remove(actor)
                 actor = actor_cls.remote(config, job_id, len(actors) + 1000 + len(results), threads)
-                actors.append(actor)
+                starting[actor.ready.remote()] = actor
+                actor = None
             results += batch_results
             ok += sum(r["status"] == "ok" for r in batch_results)
             failed += sum(r["status"] != "ok" for r in batch_results)
             progress.update(ok + failed, f"{ok} ok, {failed} failed")
-            submit(actor)
+            if actor is not None:
+                submit(actor)
+        for actor in starting.values():  # never placed: nothing to close
+            ray.kill(actor)
+        if queue:  # every worker failed to start
+            reason = "no render worker could start (see the lines above)"
+            results += [{"uid": ref.uid, "status": "failed", "error": reason} for ref, _ in queue]
         progress.close()
         worker_stats = ray.get([a.close.remote() for a in actors])
     summary = _summary(config, p, orphans, results, worker_stats, time.monotonic() - started)
@@ -147,6 +175,8 @@ def _summary(
     worker_stats: list[dict[str, Any]],
     wall_s: float,
 ) -> dict[str, Any]:
+    from render.worker import OBJAVERSE_COUNTS
+
     counts = Counter(r["status"] for r in results)
     blender_s = sum(s["blender_s"] for s in worker_stats)
     render_s = sum(s["render_s"] for s in worker_stats)
@@ -167,6 +197,8 @@ def _summary(
         "seconds_per_view": round(blender_s / views, 4) if views else None,
         "render_call_share": round(render_s / blender_s, 3) if blender_s else None,
         "blender_starts": sum(s["blender_starts"] for s in worker_stats),
+        # Objaverse objects fetched from the workers' caches, the store and over HTTP, and the HTTP requests made
+        "objaverse": {k: sum(s["objaverse"][k] for s in worker_stats) for k in OBJAVERSE_COUNTS},
         "workers": len(worker_stats),
         "worker_nodes": sorted({s["node_ip"] for s in worker_stats}),
     }

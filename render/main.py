@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "uids_file": "objaverse: render the uids listed in this file",
             "lvis_categories": ("lvis", "objaverse: only this LVIS category (repeatable)"),
             "licenses": ("license", "objaverse: only this licence (repeatable)"),
+            "objaverse_store": "objaverse: s3://bucket/prefix keeping a copy of every object fetched (read first)",
         },
     )
     args = parser.parse_args(argv)

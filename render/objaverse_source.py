@@ -1,20 +1,30 @@
-"""Objaverse objects for the render stage: select uids, download them with the ``objaverse`` package, verify them.
+"""Objaverse objects for the render stage: select uids in the driver, fetch single objects in the workers.
 
-The real ``objaverse`` (0.1.7) functions do the work (``load_uids``, ``load_annotations``,
-``load_lvis_annotations``, ``load_objects``); this module only controls where they read and write:
+Index and selection (the job's driver, once per run): :func:`select_objects` reads ``object-paths.json.gz``
+(uid -> ``glbs/NNN-NNN/<uid>.glb``), ``lvis-annotations.json.gz`` and, for licences, the ``metadata/NNN-NNN.json.gz``
+shards it needs, and returns each selected uid with its object path; the render workers get that path in the
+:class:`~render.object_ref.ObjectRef` and never read the index. The real ``objaverse`` (0.1.7) package parses
+the index files (``_load_object_paths``, ``load_lvis_annotations``) in a cache of ours (:func:`objaverse_cache`);
+this module puts the files there first (:func:`_index_file`), so that they are fetched with retries, atomically,
+and from the store when one is set. Metadata shards are read one at a time and only the licence is kept (the
+package's ``load_annotations`` would hold the full metadata of every selected object).
 
-* :func:`objaverse_cache` points the package's cache (``objaverse.BASE_PATH`` / ``objaverse._VERSIONED_PATH``,
-  read at call time) at a directory of ours, by default ``local_cache_dir() / "objaverse"``, and restores it.
-* :func:`objaverse_mirror` installs a ``urllib.request`` opener whose first request processor rewrites every
-  ``https://huggingface.co/datasets/allenai/objaverse/resolve/main/...`` URL to the same path under a mirror base
-  URL, so the package's ``urlretrieve`` calls go there; the previous opener is restored afterwards. Both are
-  process-global (not thread-safe) and reach ``load_objects``' worker processes because Linux forks them inside
-  the block; under another start method downloads run in this process instead.
+Objects (each render worker, per object): :func:`fetch_object` takes the file from the local cache, else from the
+store (``render.objaverse_store``), else over HTTP from Hugging Face (or ``render.objaverse_mirror``, a base URL
+with the same layout), checks it (:func:`check_glb`) and copies a download into the store. The download is ours,
+not the package's ``load_objects``: that one has no timeout or retry, writes a fixed ``.tmp`` name that two
+processes sharing a cache collide on, globs the whole cache after every file and needs the index in each process.
+The URLs and the cache layout are the package's, so caches are interchangeable.
 
-:func:`select_uids` picks uids (a uid file, LVIS categories, licences, a seeded subset); :func:`fetch_objects`
-downloads them and checks each file's glTF-binary header (:func:`check_glb`). Bad cached files are deleted and
-downloaded once more; unknown uids, HTTP/network errors and corrupt downloads come back as one-line failure
-reasons. Errors that stop everything (the index files cannot be fetched, bad arguments) raise :class:`InvsError`.
+Failures: transient HTTP/network errors (5xx, 408, 425, 429, timeouts, resets, refused connections, short
+reads) are retried with exponential backoff and jitter (:class:`RetryPolicy`); permanent ones (404 and other
+4xx, a file still corrupt after a second download) fail at once. Per-object failures are one-line reasons
+(:class:`DownloadError`); errors that stop everything (the index cannot be fetched, bad arguments) raise
+:class:`InvsError`.
+
+The store (``s3://bucket/prefix`` or a shared directory) has the Hugging Face layout under its prefix: the index
+files and ``glbs/NNN-NNN/<uid>.glb``. Writes go through :mod:`invs.storage` (atomic). A run with a store reads
+everything it has from there, so a later run with the same store and selection makes no HTTP request.
 """
 
 from __future__ import annotations
@@ -22,24 +32,34 @@ from __future__ import annotations
 import contextlib
 import difflib
 import gzip
+import http.client
 import json
 import logging
-import multiprocessing
 import os
 import random
+import shutil
+import ssl
 import struct
+import tempfile
+import time
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import objaverse
 
-from invs.errors import InvsError
+from invs import storage
+from invs.errors import InvsError, StorageError
 from invs.storage import local_cache_dir
 from render.object_ref import ObjectRef
+
+if TYPE_CHECKING:
+    from invs.config import RenderConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +68,16 @@ HF_BASE_URL = "https://huggingface.co/datasets/allenai/objaverse/resolve/main/"
 #: Sub-directory of ``BASE_PATH`` the package keeps its files in (``objaverse._VERSIONED_PATH``).
 VERSIONED_DIR = "hf-objaverse-v1"
 SOURCE = "objaverse"
+#: The reason given for a uid that the object index does not list.
+UNKNOWN_UID = "uid not in the Objaverse object index (object-paths.json.gz)"
+#: Longest wait between two tries of a download, whatever the backoff and a server's Retry-After say.
+MAX_BACKOFF_S = 60.0
 
 _GLB_MAGIC = b"glTF"
 _CHUNK_JSON = 0x4E4F534A
 _INDEX_FILE = "object-paths.json.gz"
 _LVIS_FILE = "lvis-annotations.json.gz"
+_TRANSIENT_HTTP = frozenset({408, 425, 429})
 
 _T = TypeVar("_T")
 _active_caches: list[Path] = []
@@ -66,22 +91,29 @@ def default_cache_dir() -> Path:
     return local_cache_dir() / "objaverse"
 
 
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The versioned cache directory (``<cache_dir>/hf-objaverse-v1``) objects and index files are kept in."""
+    base = Path(cache_dir).expanduser().resolve() if cache_dir is not None else default_cache_dir()
+    return base / VERSIONED_DIR
+
+
 @contextlib.contextmanager
 def objaverse_cache(cache_dir: str | os.PathLike[str] | None = None) -> Iterator[Path]:
     """Point the ``objaverse`` package's cache at ``cache_dir`` for the block; yields the versioned directory.
 
     ``None`` keeps the cache of an enclosing ``objaverse_cache`` block, else uses :func:`default_cache_dir`.
+    The package reads ``BASE_PATH`` / ``_VERSIONED_PATH`` at call time; both are restored afterwards.
     """
     if cache_dir is None and _active_caches:
         yield Path(objaverse._VERSIONED_PATH)
         return
-    base = Path(cache_dir).expanduser().resolve() if cache_dir is not None else default_cache_dir()
+    root = cache_root(cache_dir)
     saved = objaverse.BASE_PATH, objaverse._VERSIONED_PATH
-    objaverse.BASE_PATH = str(base)
-    objaverse._VERSIONED_PATH = str(base / VERSIONED_DIR)
-    _active_caches.append(base)
+    objaverse.BASE_PATH = str(root.parent)
+    objaverse._VERSIONED_PATH = str(root)
+    _active_caches.append(root.parent)
     try:
-        yield base / VERSIONED_DIR
+        yield root
     finally:
         _active_caches.pop()
         objaverse.BASE_PATH, objaverse._VERSIONED_PATH = saved
@@ -117,8 +149,10 @@ class _MirrorHandler(urllib.request.BaseHandler):
 def objaverse_mirror(base_url: str | None) -> Iterator[None]:
     """Send every download the ``objaverse`` package makes to ``base_url`` for the block (``None``: no change).
 
-    A mirror serves the Hugging Face layout under its base URL: ``object-paths.json.gz``,
-    ``lvis-annotations.json.gz``, ``metadata/NNN-NNN.json.gz`` and ``glbs/NNN-NNN/<uid>.glb``.
+    A safety net: this module puts the files the package reads in the cache before calling it, and its own
+    downloads (:func:`download`) take the mirror URL from :func:`source_url`. A mirror serves the Hugging Face
+    layout under its base URL: ``object-paths.json.gz``, ``lvis-annotations.json.gz``,
+    ``metadata/NNN-NNN.json.gz`` and ``glbs/NNN-NNN/<uid>.glb``.
     """
     if base_url is None:
         yield
@@ -139,7 +173,44 @@ def objaverse_session(cache_dir: str | os.PathLike[str] | None = None, mirror: s
         yield root
 
 
-# ------------------------------------------------------------------------------------------------ errors
+def source_url(rel: str, mirror: str | None = None) -> str:
+    """The URL of a file of the Objaverse repository (``glbs/...``, ``metadata/...``) on Hugging Face or ``mirror``."""
+    return (normalize_mirror(mirror) if mirror is not None else HF_BASE_URL) + rel
+
+
+# ------------------------------------------------------------------------------------------------ errors and retries
+
+
+class DownloadError(InvsError):
+    """One file could not be obtained; the message is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How HTTP downloads are tried: ``attempts`` tries in all; before try ``n + 1`` a wait of
+    ``backoff_s * 2 ** (n - 1)`` seconds (at most :data:`MAX_BACKOFF_S`, longer if the server asks with
+    ``Retry-After``) times a random factor in [0.5, 1] so that many workers do not retry in step.
+    ``timeout_s`` bounds connecting and each read of one request."""
+
+    attempts: int = 5
+    backoff_s: float = 1.0
+    timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.backoff_s < 0 or self.timeout_s <= 0:
+            raise InvsError(f"bad download retry settings {self}: need attempts >= 1, backoff >= 0, timeout > 0")
+
+    @classmethod
+    def from_config(cls, cfg: RenderConfig) -> RetryPolicy:
+        """``render.download_attempts``, ``render.download_backoff_s`` and ``render.download_timeout_s``."""
+        return cls(cfg.download_attempts, cfg.download_backoff_s, cfg.download_timeout_s)
+
+    def delay(self, failed_tries: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        """Seconds to wait after ``failed_tries`` failed tries (1, 2, ...)."""
+        wait = min(MAX_BACKOFF_S, self.backoff_s * 2.0 ** (failed_tries - 1))
+        if retry_after is not None:
+            wait = max(wait, min(MAX_BACKOFF_S, retry_after))
+        return wait * (rng or random).uniform(0.5, 1.0)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -152,11 +223,112 @@ def describe_error(exc: BaseException) -> str:
         return f"download incomplete: {exc.reason}"
     if isinstance(exc, urllib.error.URLError):
         return f"network error: {exc.reason}"
+    if isinstance(exc, TimeoutError | ConnectionError | http.client.HTTPException):
+        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        return f"network error: {text}"
     if isinstance(exc, OSError) and exc.strerror:
         where = f": {exc.filename}" if exc.filename else ""
         return f"{exc.strerror}{where}"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300]}" if text else type(exc).__name__
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that another try may not meet: 5xx, 408, 425, 429, timeouts, resets, refused connections,
+    short reads, name lookups. False for other HTTP statuses (404, 403, ...), certificate errors and local OS errors
+    (a full disk)."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code >= 500 or exc.code in _TRANSIENT_HTTP
+    if isinstance(exc, urllib.error.URLError):
+        return not isinstance(exc.reason, ssl.SSLCertVerificationError)
+    return isinstance(exc, TimeoutError | ConnectionError | http.client.HTTPException)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """A server's ``Retry-After: <seconds>`` on a 429/503 answer (the HTTP-date form is not used)."""
+    if isinstance(exc, urllib.error.HTTPError) and exc.headers is not None:
+        value = (exc.headers.get("Retry-After") or "").strip()
+        if value.isdigit():
+            return float(value)
+    return None
+
+
+def _download_once(url: str, dest: Path, timeout_s: float) -> None:
+    """GET ``url`` into ``dest`` atomically (a temporary name in the same directory, renamed when complete)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        # our own opener: the one urlopen uses is process-global and may be a mirror block's (not thread-safe)
+        with os.fdopen(fd, "wb") as f, urllib.request.build_opener().open(url, timeout=timeout_s) as response:
+            expected = (response.headers.get("Content-Length") or "").strip()
+            shutil.copyfileobj(response, f, 1 << 20)
+            received = f.tell()
+        if expected.isdigit() and received != int(expected):
+            raise urllib.error.ContentTooShortError(f"{received} of {expected} bytes from {url}", None)
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def download(url: str, dest: Path, retry: RetryPolicy | None = None, *, rng: random.Random | None = None) -> int:
+    """Download ``url`` to ``dest`` (atomically), retrying transient errors; returns the number of tries.
+
+    Raises :class:`DownloadError` with a one-line reason for a permanent error or when the tries are used up.
+    """
+    retry = retry or RetryPolicy()
+    for tries in range(1, retry.attempts + 1):
+        try:
+            _download_once(url, dest, retry.timeout_s)
+            return tries
+        except (OSError, http.client.HTTPException) as exc:  # URLError/HTTPError, timeouts and resets are OSErrors
+            reason = describe_error(exc)
+            if not is_transient(exc):
+                raise DownloadError(reason) from exc
+            if tries == retry.attempts:
+                raise DownloadError(f"{reason} (gave up after {tries} tries)") from exc
+            wait = retry.delay(tries, _retry_after(exc), rng)
+            log.warning("%s; trying again in %.2f s (try %d of %d)", reason, wait, tries + 1, retry.attempts)
+            time.sleep(wait)
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+def _store_uri(store: str, rel: str) -> str:
+    return storage.join(store, *rel.split("/"))
+
+
+def _check_rel(rel: str) -> str:
+    """``rel`` if it is a plain relative path inside the repository layout, else DownloadError."""
+    parts = PurePosixPath(rel).parts
+    if not rel or rel.startswith("/") or "\\" in rel or any(p in ("", ".", "..") for p in parts):
+        raise DownloadError(f"bad object path {rel!r} in the Objaverse index (expected glbs/NNN-NNN/UID.glb)")
+    return rel
+
+
+# ------------------------------------------------------------------------------------------------ index files
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where one call reads and writes: the cache directory, the HTTP source, the store, the retry policy."""
+
+    root: Path
+    mirror: str | None
+    store: str | None
+    retry: RetryPolicy
+
+
+def _index_file(where: _Where, rel: str, use_store: bool = True) -> Literal["cache", "store", "http"]:
+    """Make sure the index file ``rel`` is in the cache (from the store if allowed, else over HTTP); says whence."""
+    local = where.root / rel
+    if local.exists():
+        return "cache"
+    if where.store is not None and use_store:
+        uri = _store_uri(where.store, rel)
+        if storage.exists(uri):
+            storage.download_file(uri, local)
+            return "store"
+    download(source_url(rel, where.mirror), local, where.retry)
+    return "http"
 
 
 def _gz_json_ok(path: Path) -> bool:
@@ -168,35 +340,53 @@ def _gz_json_ok(path: Path) -> bool:
     return True
 
 
-def _index_call(what: str, call: Callable[[], _T], files: Callable[[], Iterable[Path]]) -> _T:
-    """Run a package call that reads index files; heal a partial/corrupt cached index once, else raise InvsError.
+def _index_call(what: str, where: _Where, rels: Sequence[str], call: Callable[[], _T]) -> _T:
+    """Put the index files ``rels`` in the cache, run ``call`` (which reads them), copy new files to the store.
 
-    The package downloads index files straight to their final names, so an interrupted download leaves a broken
-    file that every later call would trip over: those in ``files()`` that do not decode are deleted and the call
-    is tried once more.
+    Downloads are written atomically, but a cache may hold a broken file (an older interrupted download, a damaged
+    store copy): if ``call`` fails and some of the files do not decode, those are deleted and fetched once more,
+    over HTTP when the broken copy came from the store (which then gets the new one). Anything else raises InvsError.
     """
-    try:
-        return call()
-    except Exception as exc:  # urllib, gzip, json and OS errors all mean "this index is unusable"
-        broken = [p for p in files() if p.is_file() and not _gz_json_ok(p)]
-        if not broken:
-            raise InvsError(f"cannot load the Objaverse {what}: {describe_error(exc)}") from exc
-        for path in broken:
-            log.warning("deleting corrupt Objaverse index file %s", path)
-            path.unlink(missing_ok=True)
-    try:
-        return call()
-    except Exception as exc:
-        raise InvsError(f"cannot load the Objaverse {what}: {describe_error(exc)}") from exc
+    from_store: set[str] = set()
+    for attempt in (1, 2):
+        to_store = []
+        try:
+            for rel in rels:
+                origin = _index_file(where, rel, use_store=rel not in from_store)
+                if origin == "store":
+                    from_store.add(rel)
+                elif where.store is not None and (origin == "http" or not storage.exists(_store_uri(where.store, rel))):
+                    to_store.append(rel)
+        except (DownloadError, StorageError) as exc:
+            raise InvsError(f"cannot load the Objaverse {what}: {exc}") from exc
+        try:
+            result = call()
+        except (OSError, EOFError, ValueError, zlib.error) as exc:  # gzip, json and OS errors: unusable files
+            broken = [where.root / rel for rel in rels if not _gz_json_ok(where.root / rel)]
+            if attempt == 2 or not broken:
+                raise InvsError(f"cannot load the Objaverse {what}: {describe_error(exc)}") from exc
+            for path in broken:
+                log.warning("deleting corrupt Objaverse index file %s", path)
+                path.unlink(missing_ok=True)
+            continue
+        if where.store is not None:
+            for rel in to_store:
+                try:
+                    storage.upload_file(where.root / rel, _store_uri(where.store, rel))
+                except StorageError as exc:
+                    raise InvsError(f"cannot copy the Objaverse {what} to the store: {exc}") from exc
+        return result
+    raise AssertionError("unreachable: the loop returns or raises")
 
 
-def _root() -> Path:
-    return Path(objaverse._VERSIONED_PATH)
+def _object_paths(where: _Where) -> dict[str, str]:
+    """uid -> ``glbs/NNN-NNN/<uid>.glb`` (parsed by the package's own index loader)."""
+    return _index_call("object index", where, [_INDEX_FILE], objaverse._load_object_paths)
 
 
-def _object_paths() -> dict[str, str]:
-    """uid -> ``glbs/NNN-NNN/<uid>.glb`` (the package's own index loader, which downloads it if needed)."""
-    return _index_call("object index", objaverse._load_object_paths, lambda: [_root() / _INDEX_FILE])
+def _read_gz_json(path: Path) -> Any:
+    with gzip.open(path, "rb") as f:
+        return json.load(f)
 
 
 # ------------------------------------------------------------------------------------------------ selection
@@ -221,7 +411,7 @@ def _dedupe(uids: Iterable[str]) -> list[str]:
     return list(out)
 
 
-def select_uids(
+def select_objects(
     uids_file: str | os.PathLike[str] | None = None,
     lvis_categories: Sequence[str] = (),
     licenses: Sequence[str] = (),
@@ -230,9 +420,13 @@ def select_uids(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     mirror: str | None = None,
-) -> list[str]:
-    """Objaverse uids to render, in a deterministic order.
+    store: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> list[tuple[str, str | None]]:
+    """Objaverse objects to render, in a deterministic order: ``(uid, object path)`` pairs.
 
+    The object path (``glbs/NNN-NNN/<uid>.glb``) is what a worker needs to fetch the object; it is None for a uid
+    of ``uids_file`` that the index does not list (the worker reports it). The index is read once.
     The candidates are the uids in ``uids_file`` (file order), else those in any of ``lvis_categories`` (sorted),
     else all uids (sorted). Each further criterion narrows them: ``lvis_categories`` (when a file is given too),
     then ``licenses`` (the metadata ``license`` field, e.g. ``by``, ``by-sa``, ``cc0``; case-insensitive).
@@ -242,6 +436,8 @@ def select_uids(
     if num_objects is not None and num_objects < 0:
         raise InvsError(f"num_objects must be >= 0, got {num_objects}")
     with objaverse_session(cache_dir, mirror) as root:
+        where = _Where(root, mirror, store, retry or RetryPolicy())
+        paths = _object_paths(where)
         if uids_file is not None:
             uids = read_uids_file(uids_file)
             if not uids:
@@ -251,24 +447,50 @@ def select_uids(
             uids = []
             origin = "Objaverse"
         if lvis_categories:
-            in_lvis = _lvis_uids(root, lvis_categories)
+            in_lvis = _lvis_uids(where, lvis_categories)
             uids = [u for u in uids if u in in_lvis] if uids_file is not None else sorted(in_lvis)
             origin += f" in LVIS categories {', '.join(lvis_categories)}"
         elif uids_file is None:
-            uids = sorted(_index_call("uid list", objaverse.load_uids, lambda: [root / _INDEX_FILE]))
+            uids = sorted(paths)
         if licenses:
-            uids = _filter_licenses(root, uids, licenses)
+            uids = _filter_licenses(where, paths, uids, licenses)
             origin += f" with licence {', '.join(licenses)}"
     if not uids:
         raise InvsError(f"no objects selected: nothing in {origin}")
     if num_objects is not None and num_objects < len(uids):
         keep = set(random.Random(seed).sample(range(len(uids)), num_objects))
         uids = [u for i, u in enumerate(uids) if i in keep]
-    return uids
+    return [(u, paths.get(u)) for u in uids]
 
 
-def _lvis_uids(root: Path, categories: Sequence[str]) -> set[str]:
-    lvis = _index_call("LVIS annotations", objaverse.load_lvis_annotations, lambda: [root / _LVIS_FILE])
+def select_uids(
+    uids_file: str | os.PathLike[str] | None = None,
+    lvis_categories: Sequence[str] = (),
+    licenses: Sequence[str] = (),
+    num_objects: int | None = None,
+    seed: int = 0,
+    **where: Any,
+) -> list[str]:
+    """The uids of :func:`select_objects` (same arguments)."""
+    return [uid for uid, _ in select_objects(uids_file, lvis_categories, licenses, num_objects, seed, **where)]
+
+
+def object_paths(
+    uids: Iterable[str],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    mirror: str | None = None,
+    store: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> dict[str, str]:
+    """uid -> object path for those of ``uids`` that the index lists (the index is read once)."""
+    with objaverse_session(cache_dir, mirror) as root:
+        paths = _object_paths(_Where(root, mirror, store, retry or RetryPolicy()))
+    return {u: paths[u] for u in uids if u in paths}
+
+
+def _lvis_uids(where: _Where, categories: Sequence[str]) -> set[str]:
+    lvis = _index_call("LVIS annotations", where, [_LVIS_FILE], objaverse.load_lvis_annotations)
     unknown = [c for c in categories if c not in lvis]
     if unknown:
         hints = difflib.get_close_matches(unknown[0], list(lvis), n=3)
@@ -277,22 +499,25 @@ def _lvis_uids(root: Path, categories: Sequence[str]) -> set[str]:
     return {uid for c in categories for uid in lvis[c]}
 
 
-def _filter_licenses(root: Path, uids: list[str], licenses: Sequence[str]) -> list[str]:
+def _filter_licenses(where: _Where, paths: dict[str, str], uids: list[str], licenses: Sequence[str]) -> list[str]:
+    """The uids whose metadata licence is one of ``licenses``; one metadata shard in memory at a time."""
     wanted = {lic.strip().lower() for lic in licenses}
-    paths = _object_paths()
-    known = [u for u in uids if u in paths]  # load_annotations raises KeyError on a uid without an object path
-    if not known:
-        return []
+    by_shard: dict[str, list[str]] = {}
+    for uid in uids:
+        if uid in paths:  # a uid without an object path has no metadata either
+            by_shard.setdefault(paths[uid].split("/")[1], []).append(uid)
+    keep: set[str] = set()
+    for shard, members in sorted(by_shard.items()):
+        rel = f"metadata/{shard}.json.gz"
+        meta: dict[str, Any] = _index_call(
+            f"metadata shard {shard}", where, [rel], lambda r=rel: _read_gz_json(where.root / r)
+        )
+        keep.update(u for u in members if str((meta.get(u) or {}).get("license") or "").strip().lower() in wanted)
+        del meta
+    return [u for u in uids if u in keep]
 
-    def shard_files() -> list[Path]:
-        shards = {paths[u].split("/")[1] for u in known}
-        return [root / _INDEX_FILE, *(root / "metadata" / f"{s}.json.gz" for s in sorted(shards))]
 
-    meta: dict[str, Any] = _index_call("metadata", lambda: objaverse.load_annotations(known), shard_files)
-    return [u for u in known if str((meta.get(u) or {}).get("license") or "").strip().lower() in wanted]
-
-
-# ------------------------------------------------------------------------------------------------ download
+# ------------------------------------------------------------------------------------------------ objects
 
 
 def check_glb(path: str | os.PathLike[str]) -> str | None:
@@ -332,69 +557,103 @@ def check_glb(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Fetched:
+    """A verified object file: where it is, where it came from, how many HTTP requests it took (retries included)."""
+
+    path: Path
+    origin: Literal["cache", "store", "http"]
+    http_requests: int = 0
+
+
+def fetch_object(
+    uid: str,
+    object_path: str,
+    root: str | os.PathLike[str],
+    *,
+    mirror: str | None = None,
+    store: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> Fetched:
+    """One verified object at ``root / object_path``: from there, else the store, else over HTTP.
+
+    ``object_path`` is the object's path in the repository layout (``glbs/NNN-NNN/<uid>.glb``, from the index the
+    driver read). A file that fails :func:`check_glb` is deleted and the next source is tried; a download that fails
+    it is downloaded once more; a verified download is copied to ``store``. Needs no index and no package state,
+    so threads may call it concurrently. Raises :class:`DownloadError` with a one-line reason.
+    """
+    rel = _check_rel(object_path)
+    local = Path(root) / rel
+    if local.exists():
+        reason = check_glb(local)
+        if reason is None:
+            return Fetched(local, "cache")
+        log.warning("deleting bad cached Objaverse object %s (%s); fetching it again", local, reason)
+        local.unlink(missing_ok=True)
+    uri = _store_uri(store, rel) if store is not None else None
+    if uri is not None:
+        try:
+            found = storage.exists(uri)
+            if found:
+                storage.download_file(uri, local)
+        except StorageError as exc:
+            raise DownloadError(f"objaverse store: {exc}") from exc
+        if found:
+            reason = check_glb(local)
+            if reason is None:
+                return Fetched(local, "store")
+            log.warning("bad Objaverse object %s in the store (%s); downloading it again", uri, reason)
+            local.unlink(missing_ok=True)
+    url = source_url(rel, mirror)
+    requests = 0
+    for tries in (1, 2):
+        requests += download(url, local, retry)
+        reason = check_glb(local)
+        if reason is None:
+            break
+        local.unlink(missing_ok=True)
+        if tries == 2:
+            raise DownloadError(f"corrupt download: {reason}")
+        log.warning("corrupt download of %s (%s); downloading it once more", url, reason)
+    if uri is not None:
+        try:
+            storage.upload_file(local, uri)
+        except StorageError as exc:
+            local.unlink(missing_ok=True)
+            raise DownloadError(f"objaverse store: {exc}") from exc
+    return Fetched(local, "http", requests)
+
+
 def fetch_objects(
     uids: Sequence[str],
-    processes: int = 4,
+    workers: int = 4,
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     mirror: str | None = None,
+    store: str | None = None,
+    retry: RetryPolicy | None = None,
 ) -> tuple[list[ObjectRef], list[tuple[str, str]]]:
-    """Download (or find in the cache) and verify the objects; returns (refs, [(uid, reason), ...]).
+    """Fetch and verify objects into the cache; returns (refs, [(uid, reason), ...]).
 
-    Refs (``uri`` = local path of the verified ``.glb``) and failures keep the order of ``uids``. Cached files that
-    fail :func:`check_glb` are deleted and downloaded again; downloads that fail it are deleted and reported.
-    ``processes`` > 1 downloads through ``objaverse.load_objects``' process pool; if that batch stops on an error,
-    the objects still missing are tried once more one by one, which also gives each its own reason.
+    Reads the index once, then runs :func:`fetch_object` for each uid in ``workers`` threads. Refs (``uri`` = local
+    path of the verified ``.glb``) and failures keep the order of ``uids`` (duplicates dropped).
     Raises InvsError only when the object index itself cannot be loaded.
     """
     wanted = _dedupe(uids)
-    failures: dict[str, str] = {}
-    refs: dict[str, ObjectRef] = {}
+    retry = retry or RetryPolicy()
     with objaverse_session(cache_dir, mirror) as root:
-        paths = _object_paths()
-        known = []
-        for uid in wanted:
-            if uid in paths:
-                known.append(uid)
-            else:
-                failures[uid] = "uid not in the Objaverse object index (object-paths.json.gz)"
-        for uid in known:  # bad cached files: delete them so that load_objects downloads them again
-            local = root / paths[uid]
-            if local.exists() and (reason := check_glb(local)) is not None:
-                log.warning("deleting bad cached Objaverse object %s (%s); downloading it again", local, reason)
-                local.unlink(missing_ok=True)
-        to_download = [u for u in known if not (root / paths[u]).exists()]
-        errors = _download(known, to_download, processes)
-        for uid in known:
-            local = root / paths[uid]
-            if uid in errors:
-                failures[uid] = errors[uid]
-                Path(f"{local}.tmp").unlink(missing_ok=True)
-            elif (reason := check_glb(local)) is not None:
-                failures[uid] = f"corrupt download: {reason}"
-                local.unlink(missing_ok=True)
-            else:
-                refs[uid] = ObjectRef(uid=uid, uri=str(local), source=SOURCE)
-    return [refs[u] for u in wanted if u in refs], [(u, failures[u]) for u in wanted if u in failures]
+        paths = _object_paths(_Where(root, mirror, store, retry))
+    known = [u for u in wanted if u in paths]
 
+    def one(uid: str) -> ObjectRef | str:
+        try:
+            got = fetch_object(uid, paths[uid], root, mirror=mirror, store=store, retry=retry)
+        except DownloadError as exc:
+            return str(exc)
+        return ObjectRef(uid=uid, uri=str(got.path), source=SOURCE, object_path=paths[uid])
 
-def _download(known: list[str], to_download: list[str], processes: int) -> dict[str, str]:
-    """Run ``objaverse.load_objects``; returns {uid: reason} for the objects it could not download."""
-    if processes > 1 and multiprocessing.get_start_method() != "fork":
-        # worker processes would not inherit the cache location or the mirror: download here instead
-        log.warning("multiprocessing start method is not 'fork': downloading Objaverse objects in one process")
-        processes = 1
-    processes = max(1, min(processes, len(to_download)))
-    if processes > 1:
-        try:
-            objaverse.load_objects(known, download_processes=processes)
-            return {}
-        except Exception as exc:  # noqa: BLE001 - the pool stops on the first error: retry what is missing below
-            log.warning("parallel Objaverse download stopped (%s); retrying one by one", describe_error(exc))
-    errors: dict[str, str] = {}
-    for uid in known:  # cached objects are found again without a request
-        try:
-            objaverse.load_objects([uid], download_processes=1)
-        except Exception as exc:  # noqa: BLE001 - reported per object, never raised
-            errors[uid] = describe_error(exc)
-    return errors
+    with ThreadPoolExecutor(max(1, min(workers, len(known))), thread_name_prefix="objaverse-fetch") as pool:
+        results = dict(zip(known, pool.map(one, known), strict=True))
+    refs = [r for u in wanted if isinstance(r := results.get(u, UNKNOWN_UID), ObjectRef)]
+    failures = [(u, r) for u in wanted if isinstance(r := results.get(u, UNKNOWN_UID), str)]
+    return refs, failures

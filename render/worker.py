@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -25,13 +26,11 @@ from PIL import Image
 from invs import cameras, shards, storage, tables
 from invs.config import Config
 from invs.images import MIN_ALPHA_FRACTION
+from render import objaverse_source
 from render.blender_process import BlenderError, BlenderProcess
 from render.object_ref import ObjectRef
 
 #: An object whose every view covers less than this fraction of the image is recorded as an empty render.
-
-
-_OBJAVERSE_LOCK = threading.Lock()
 
 
 class FetchError(Exception):
@@ -46,8 +45,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def fetch(ref: ObjectRef, directory: Path, config: Config) -> Path:
-    """A local file for ``ref`` (downloaded or generated into ``directory`` when it is not local)."""
+def fetch(
+    ref: ObjectRef,
+    directory: Path,
+    config: Config,
+    on_objaverse: Callable[[objaverse_source.Fetched], None] | None = None,
+) -> Path:
+    """A local file for ``ref`` (downloaded or generated into ``directory`` when it is not local).
+
+    Objaverse objects are fetched by the path in ``ref.object_path`` (no index read here): with a store
+    (``render.objaverse_store``) into ``directory`` (deleted after rendering; the store keeps them), else into
+    the node's Objaverse cache. ``on_objaverse`` is told where each one came from.
+    """
     if ref.uri.startswith("samples:"):
         from render import samples
 
@@ -55,15 +64,24 @@ def fetch(ref: ObjectRef, directory: Path, config: Config) -> Path:
         path.write_bytes(samples.sample_bytes(ref.uri.split(":", 1)[1]))
         return path
     if ref.uri.startswith("objaverse:"):
-        from render import objaverse_source
-
-        with _OBJAVERSE_LOCK:  # the objaverse package keeps its cache path and opener in process globals
-            got, failures = objaverse_source.fetch_objects(
-                [ref.uid], processes=1, cache_dir=config.render.objaverse_cache, mirror=config.render.objaverse_mirror
+        r = config.render
+        if ref.object_path is None:
+            raise FetchError(objaverse_source.UNKNOWN_UID)
+        root = directory / "objaverse" if r.objaverse_store else objaverse_source.cache_root(r.objaverse_cache)
+        try:
+            got = objaverse_source.fetch_object(
+                ref.uid,
+                ref.object_path,
+                root,
+                mirror=r.objaverse_mirror,
+                store=r.objaverse_store,
+                retry=objaverse_source.RetryPolicy.from_config(r),
             )
-        if failures:
-            raise FetchError(failures[0][1])
-        return Path(got[0].uri)
+        except objaverse_source.DownloadError as exc:
+            raise FetchError(str(exc)) from None
+        if on_objaverse is not None:
+            on_objaverse(got)
+        return got.path
     if ref.uri.startswith("s3://"):
         path = directory / f"{ref.key}{ref.suffix}"
         try:
@@ -100,11 +118,16 @@ def build_request(config: Config, ref: ObjectRef, model: Path, out_dir: Path, th
     }
 
 
+#: Keys of a worker's Objaverse fetch counts (summed into the job summary's ``objaverse``).
+OBJAVERSE_COUNTS = ("cache", "store", "http", "http_requests")
+
+
 class RenderWorker:
     """Renders objects into ``OUT/shards/{job_id}-w{index}-NNNNNN.tar`` and appends ``OUT/manifest`` rows."""
 
     def __init__(self, config: Config, job_id: str, index: int, threads: int = 0) -> None:
         self.config = config
+        self.index = index
         self.cfg = config.render
         self.out = storage.normalize(self.cfg.out)
         self.manifest_uri = storage.join(self.out, tables.MANIFEST_DIR)
@@ -124,6 +147,9 @@ class RenderWorker:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetch")
         self.stats = {"render_s": 0.0, "blender_s": 0.0, "fetch_wait_s": 0.0, "objects": 0, "views": 0}
+        # Objaverse objects by origin (local cache, store, HTTP) and HTTP requests made for them (retries included)
+        self.objaverse = dict.fromkeys(OBJAVERSE_COUNTS, 0)
+        self._objaverse_lock = threading.Lock()
 
     # -------------------------------------------------------------------------------------------- bookkeeping
 
@@ -242,14 +268,23 @@ class RenderWorker:
             return self._fail(ref, attempt, str(exc), time.monotonic() - started, sha)
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
-            if model.parent == self.tmp / "fetch":
+            if model.is_relative_to(self.tmp / "fetch"):  # a download of ours, not a cached or local file
                 model.unlink(missing_ok=True)
+
+    def ready(self) -> int:
+        """Answers once the actor runs (the job gives work only to started workers)."""
+        return self.index
+
+    def _count_objaverse(self, got: objaverse_source.Fetched) -> None:
+        with self._objaverse_lock:  # two fetch threads
+            self.objaverse[got.origin] += 1
+            self.objaverse["http_requests"] += got.http_requests
 
     def render_batch(self, items: list[tuple[ObjectRef, int]]) -> list[dict[str, Any]]:
         """Render ``(object, attempt number)`` pairs; downloads of the next objects overlap with rendering."""
         fetch_dir = self.tmp / "fetch"
         fetch_dir.mkdir(exist_ok=True)
-        futures = [self._pool.submit(fetch, ref, fetch_dir, self.config) for ref, _ in items]
+        futures = [self._pool.submit(fetch, ref, fetch_dir, self.config, self._count_objaverse) for ref, _ in items]
         results = [self._render_one(ref, attempt, fut) for (ref, attempt), fut in zip(items, futures, strict=True)]
         if self._shard_opened is not None and time.monotonic() - self._shard_opened > self.cfg.shard_flush_s:
             self.flush()
@@ -268,6 +303,11 @@ class RenderWorker:
         self._pool.shutdown(wait=False, cancel_futures=True)
         import ray.util
 
-        stats = dict(self.stats, blender_starts=self.blender.starts, node_ip=ray.util.get_node_ip_address())
+        stats = dict(
+            self.stats,
+            objaverse=dict(self.objaverse),
+            blender_starts=self.blender.starts,
+            node_ip=ray.util.get_node_ip_address(),
+        )
         shutil.rmtree(self.tmp, ignore_errors=True)
         return stats

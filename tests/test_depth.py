@@ -15,6 +15,7 @@ from preprocess.depth import (
     DepthEstimator,
     DepthModelError,
     align_least_squares,
+    align_robust,
     align_to_distance,
     depth_errors,
     tiny_zoedepth_config,
@@ -287,6 +288,87 @@ def test_least_squares_ignores_pixels_outside_the_mask() -> None:
     assert unmasked["scale"] != pytest.approx(inside["scale"], abs=1e-2)  # the mask is what kept garbage out
 
 
+def dome(batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Planar depth of a smooth object (a dome bulging 0.8 towards a camera 2.4 away), 0 off the object."""
+    ys, xs = torch.meshgrid(torch.arange(48), torch.arange(64), indexing="ij")
+    r2 = ((ys - 24.0) ** 2 + (xs - 32.0) ** 2) / 20**2
+    mask = r2 < 1
+    depth = torch.where(mask, 2.4 - 0.8 * (1 - r2.clamp(max=1)).sqrt(), torch.zeros(()))
+    if batch:
+        depth, mask = depth.expand(batch, -1, -1).clone(), mask.expand(batch, -1, -1).clone()
+    return depth, mask
+
+
+def relative_error(depth: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> float:
+    return float(((depth - reference).abs() / reference)[mask].max())
+
+
+def test_robust_alignment_of_ground_truth_to_itself_is_the_identity() -> None:
+    gt, mask = dome()
+    aligned, info = align_robust(gt, gt, mask)
+    assert relative_error(aligned, gt, mask) < 0.005
+    assert info["kind"] == "robust" and info["scale"] == pytest.approx(1.0) and info["shift"] == pytest.approx(0.0)
+    assert info["median_abs_rel"] < 1e-9 and info["rmse"] < 1e-9 and info["inlier_fraction"] == 1.0
+    assert (aligned[~mask] == 0).all()
+
+
+def distorted(
+    gt: torch.Tensor, scale: float, shift: float, noise: float, outliers: float, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``gt * scale + shift`` plus Gaussian noise, and a fraction ``outliers`` of the pixels 3-6 times too far."""
+    g = torch.Generator().manual_seed(seed)
+    predicted = gt * scale + shift + noise * torch.randn(gt.shape, generator=g)
+    gross = torch.rand(gt.shape, generator=g) < outliers
+    return torch.where(gross, predicted * (3 + 3 * torch.rand(gt.shape, generator=g)), predicted), gross
+
+
+@pytest.mark.parametrize(("scale", "shift"), [(0.6, 0.5), (1.7, -1.3), (3.0, 0.0)])
+def test_robust_alignment_undoes_scale_shift_and_noise_despite_outliers(scale: float, shift: float) -> None:
+    gt, mask = dome()
+    predicted, gross = distorted(gt, scale, shift, noise=0.002 * scale, outliers=0.05)
+    aligned, info = align_robust(predicted, gt, mask)
+    good = mask & ~gross
+    assert float(((aligned - gt).abs() / gt)[good].mean()) < 0.01  # within the noise (~0.1%) on good pixels
+    assert info["scale"] == pytest.approx(1 / scale, rel=0.01) and info["shift"] == pytest.approx(
+        -shift / scale, abs=0.01
+    )
+    # the fitted map is right, not only close on average: noise-free distorted depth comes back within 1%
+    clean, _ = align_robust(gt * scale + shift, gt, mask)
+    assert relative_error(clean, gt, mask) < 0.01
+    assert info["median_abs_rel"] < 0.005 and 0.9 < info["inlier_fraction"] < 0.97  # the outliers are found
+    # what the robust fit is for: plain least squares lets the same 5% of outliers skew the whole map
+    fitted, _ = align_least_squares(predicted, gt, mask)
+    assert float(((fitted - gt).abs() / gt)[good].mean()) > 0.03
+
+
+def test_robust_alignment_batched_and_scale_only() -> None:
+    gt, mask = dome(batch=2)
+    predicted = torch.stack([distorted(gt[0], 0.5, 0.8, 0.001, 0.03, seed=1)[0], gt[1] * 2.0])
+    aligned, info = align_robust(predicted, gt, mask)
+    assert aligned.shape == (2, 48, 64) and info["kind"] == "robust"
+    assert info["scale"] == pytest.approx([2.0, 0.5], rel=0.01)
+    assert info["shift"] == pytest.approx([-1.6, 0.0], abs=0.01)
+    assert all(len(info[k]) == 2 for k in ("median_abs_rel", "rmse", "inlier_fraction"))
+    assert relative_error(aligned[1], gt[1], mask[1]) < 1e-6
+
+    predicted, gross = distorted(gt[0], 1.3, 0.0, 0.002, 0.05, seed=2)
+    aligned, info = align_robust(predicted, gt[0], mask[0], shift=False)
+    assert info["shift"] == 0.0 and info["scale"] == pytest.approx(1 / 1.3, rel=0.005)
+    assert float(((aligned - gt[0]).abs() / gt[0])[mask[0] & ~gross].mean()) < 0.01
+
+
+def test_robust_alignment_skips_pixels_without_a_usable_reference() -> None:
+    gt, mask = dome()
+    reference = gt.clone()
+    reference[:24] = torch.where(mask[:24], torch.tensor(0.0), reference[:24])  # half the object: no surface
+    reference[30, 30] = torch.nan
+    predicted = torch.where(mask, gt * 2 + 1, torch.tensor(torch.inf))
+    aligned, info = align_robust(predicted, reference, mask)
+    assert info["scale"] == pytest.approx(0.5) and info["shift"] == pytest.approx(-0.5)
+    assert relative_error(aligned, gt, mask) < 1e-6  # aligned over the whole mask, fitted where the reference is
+    assert (aligned[~mask] == 0).all() and math.isfinite(info["rmse"])
+
+
 def test_depth_errors() -> None:
     depth, mask = scene(seed=5)
     same = depth_errors(depth, depth, mask)
@@ -316,3 +398,13 @@ def test_alignment_validates_masks_and_shapes() -> None:
         align_least_squares(depth, depth[:-1], mask)
     with pytest.raises(ValueError, match="constant"):
         align_least_squares(torch.ones_like(depth), depth, mask)
+    with pytest.raises(TypeError, match="bool"):
+        align_robust(depth, depth, mask.float())
+    with pytest.raises(ValueError, match="shape"):
+        align_robust(depth, depth[:, :-1], mask)
+    with pytest.raises(ValueError, match="float"):
+        align_robust(depth.int(), depth, mask)
+    with pytest.raises(ValueError, match="too few"):
+        align_robust(depth, depth, torch.zeros_like(mask))
+    with pytest.raises(ValueError, match="constant"):
+        align_robust(torch.ones_like(depth), depth, mask)

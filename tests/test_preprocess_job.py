@@ -127,10 +127,13 @@ def test_zoedepth_from_a_local_model_directory(renders: str, tmp_path: Path) -> 
     proc = preprocess(renders, out, "--depth", "zoedepth", "--depth-model", str(model_dir))
     assert proc.returncode == 0, proc.stderr[-3000:]
     pairs = list(shards.iter_pair_samples(shards.list_shards(out)))
+    assert "from 3 objects, 0 failures" in proc.stdout, proc.stdout
     assert pairs and all(p.meta["depth_source"] == str(model_dir) for p in pairs)
-    alignment = pairs[0].meta["depth_alignment"]
-    assert alignment["kind"] == "median" and alignment["scale"] > 0
-    assert set(alignment["errors_after_lstsq"]) >= {"abs_rel", "rmse", "delta1"}
+    for pair in pairs:
+        alignment = pair.meta["depth_alignment"]
+        assert alignment["kind"] == "robust" and {"scale", "shift", "median_abs_rel", "rmse"} <= set(alignment)
+        assert set(alignment["errors"]) >= {"abs_rel", "rmse", "delta1"}
+        assert set(alignment["errors_distance_prior"]) >= {"abs_rel", "rmse", "delta1"}
 
 
 @pytest.mark.parametrize("model", ["Intel/zoedepth-nyu-kitti", "/no/such/model"])

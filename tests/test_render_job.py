@@ -227,3 +227,56 @@ def test_node_resource_keeps_render_workers_on_that_node_type(
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(storage.read_text(f"{out}/summary.json"))
     assert summary["rendered"] == 2 and summary["worker_nodes"] == ["127.0.0.3"]
+
+
+def test_workers_sized_for_the_fleet_use_nodes_that_join_after_the_job_starts(
+    ray_cluster: local_ray.LocalRayCluster, real_objects: Path, tmp_path: Path
+) -> None:
+    """The fleet (a cluster file) has two 'late' nodes; none is up at submit time, as on an autoscaling cluster
+    that starts from zero workers. The job sizes its pool for the fleet, waits, and uses each node as it joins."""
+    import yaml
+
+    fleet = {
+        "head_node_type": "head",
+        "available_node_types": {
+            "head": {"resources": {"CPU": 1}, "node_config": {}},
+            "late": {"resources": {"CPU": 1, "render_late": 1}, "max_workers": 2, "node_config": {}},
+        },
+    }
+    cluster_file = tmp_path / "cluster.yaml"
+    cluster_file.write_text(yaml.safe_dump(fleet))
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    glbs = sorted(p for p in real_objects.glob("*.glb") if not p.name.startswith("problem_"))
+    for i in range(10):
+        shutil.copy(glbs[i % len(glbs)], objects / f"obj{i:02d}_{glbs[i % len(glbs)].name}")
+    out = str(tmp_path / "renders")
+    settings = ["ray.cluster_file=" + str(cluster_file), "render.node_resource=render_late"]
+    settings += ["render.threads_per_worker=1", "render.objects_per_shard=1"]
+    command = [sys.executable, str(REPO / "render/main.py"), "--objects", str(objects), "--out", out, *FAST_RENDER]
+    command += ["--address", ray_cluster.address, *(a for s in settings for a in ("--set", s))]
+    ips = ["127.0.0.8", "127.0.0.9"]
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    lines: list[str] = []
+    try:
+        assert job.stdout is not None
+        for line in job.stdout:
+            lines.append(line)
+            if "waiting for nodes" in line:
+                break
+        assert "render: 2 workers, 2 waiting for nodes" in "".join(lines), lines
+        local_ray.add_node(ray_cluster.address, ips[0], resources={"render_late": 1}, object_store_mb=100)
+        while not latest(out):  # the first node's worker has rendered something
+            assert job.poll() is None, "".join(lines)
+            lines.append(job.stdout.readline())
+        local_ray.add_node(ray_cluster.address, ips[1], resources={"render_late": 1}, object_store_mb=100)
+        lines += job.stdout.readlines()
+        assert job.wait(timeout=600) == 0, "".join(lines[-40:])
+    finally:
+        job.kill()
+        for ip in ips:
+            local_ray.remove_node(ip)
+        local_ray.wait_for_nodes(ray_cluster.address, ray_cluster.num_nodes)  # the cluster as the other tests know it
+    summary = json.loads(Path(out, "summary.json").read_text())
+    assert summary["rendered"] == 10 and summary["failed"] == 0
+    assert summary["worker_nodes"] == ips, summary["worker_nodes"]  # both late nodes rendered

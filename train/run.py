@@ -107,7 +107,8 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from invs.ray_session import init_ray, node_resources
+    from invs.fleet import worker_bundle
+    from invs.ray_session import init_ray
     from train.data import plan_data
     from train.loop import train_loop_per_worker
 
@@ -137,7 +138,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         scaling_config=ray.train.ScalingConfig(
             num_workers=tc.num_workers,
             use_gpu=tc.use_gpu,
-            resources_per_worker={"CPU": 1, **({"GPU": 1} if tc.use_gpu else {}), **node_resources(tc.node_resource)},
+            resources_per_worker=worker_bundle(config, "train"),
         ),
         run_config=ray.train.RunConfig(
             name=TRAINER_DIR,
