@@ -248,11 +248,11 @@ def test_workers_sized_for_the_fleet_use_nodes_that_join_after_the_job_starts(
     objects = tmp_path / "objects"
     objects.mkdir()
     glbs = sorted(p for p in real_objects.glob("*.glb") if not p.name.startswith("problem_"))
-    for i in range(10):
+    for i in range(16):  # enough work that the first node is still rendering when the second has joined
         shutil.copy(glbs[i % len(glbs)], objects / f"obj{i:02d}_{glbs[i % len(glbs)].name}")
     out = str(tmp_path / "renders")
     settings = ["ray.cluster_file=" + str(cluster_file), "render.node_resource=render_late"]
-    settings += ["render.threads_per_worker=1", "render.objects_per_shard=1"]
+    settings += ["render.threads_per_worker=1", "render.samples=128", "render.resolution=96"]  # ~2 s per object
     command = [sys.executable, str(REPO / "render/main.py"), "--objects", str(objects), "--out", out, *FAST_RENDER]
     command += ["--address", ray_cluster.address, *(a for s in settings for a in ("--set", s))]
     ips = ["127.0.0.8", "127.0.0.9"]
@@ -265,11 +265,8 @@ def test_workers_sized_for_the_fleet_use_nodes_that_join_after_the_job_starts(
             if "waiting for nodes" in line:
                 break
         assert "render: 2 workers, 2 waiting for nodes" in "".join(lines), lines
-        local_ray.add_node(ray_cluster.address, ips[0], resources={"render_late": 1}, object_store_mb=100)
-        while not latest(out):  # the first node's worker has rendered something
-            assert job.poll() is None, "".join(lines)
-            lines.append(job.stdout.readline())
-        local_ray.add_node(ray_cluster.address, ips[1], resources={"render_late": 1}, object_store_mb=100)
+        for ip in ips:  # one node after the other, while the job runs
+            local_ray.add_node(ray_cluster.address, ip, resources={"render_late": 1}, object_store_mb=100)
         lines += job.stdout.readlines()
         assert job.wait(timeout=600) == 0, "".join(lines[-40:])
     finally:
@@ -278,5 +275,5 @@ def test_workers_sized_for_the_fleet_use_nodes_that_join_after_the_job_starts(
             local_ray.remove_node(ip)
         local_ray.wait_for_nodes(ray_cluster.address, ray_cluster.num_nodes)  # the cluster as the other tests know it
     summary = json.loads(Path(out, "summary.json").read_text())
-    assert summary["rendered"] == 10 and summary["failed"] == 0
-    assert summary["worker_nodes"] == ips, summary["worker_nodes"]  # both late nodes rendered
+    assert summary["rendered"] == 16 and summary["failed"] == 0
+    assert summary["worker_nodes"] == ips, "".join(lines)  # both late nodes rendered
