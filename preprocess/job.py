@@ -199,15 +199,14 @@ def _aggregate_law(entries: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(sum(e[k] * e["pairs"] for e in entries) / total, 5) for k in LAW_KEYS}
 
 
-def pair_maker_pool(config: Config, bundle: dict[str, float]) -> int | tuple[int, int]:
+def pair_maker_pool(config: Config, bundle: dict[str, float], alive: int) -> int | tuple[int, int]:
     """Ray Data ``concurrency`` of the pair makers: ``preprocess.workers`` if set; else what the alive nodes hold
     (leaving one CPU for the read and write tasks on a CPU-only cluster), growing as an autoscaling pool up to the
-    whole fleet of ``ray.cluster_file`` when that holds more."""
+    whole fleet of ``ray.cluster_file`` when that holds more. ``alive``: the bundles the alive nodes hold."""
     from invs import fleet
 
     if config.preprocess.workers:
         return config.preprocess.workers
-    alive = fleet.alive_workers(bundle)
     now = max(1, alive - 1 if "GPU" not in bundle else alive)
     cluster = fleet.load_fleet(config.ray.cluster_file) if config.ray.cluster_file else None
     most = fleet.fleet_workers(cluster, bundle) if cluster else 0
@@ -259,7 +258,7 @@ def make_pairs(config: Config) -> dict[str, Any]:
         init_ray(config)
         items = [{"render_shard": s, "skip": sorted(set(keys) & done_keys)} for s, keys in sorted(todo.items())]
         bundle = fleet.worker_bundle(config, "preprocess")
-        actors = pair_maker_pool(config, bundle)
+        actors = pair_maker_pool(config, bundle, fleet.alive_workers(bundle))
         import ray.data
 
         # Our own progress lines (below) replace Ray Data's per-operator log spam.

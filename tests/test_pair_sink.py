@@ -67,7 +67,6 @@ def test_shards_hold_objects_per_shard_and_a_retry_overwrites(tmp_path: Path) ->
 
 
 def test_pair_maker_pool_grows_to_the_fleet_of_the_cluster_file(tmp_path: Path) -> None:
-    import ray
     import yaml
 
     from invs import fleet
@@ -79,15 +78,11 @@ def test_pair_maker_pool_grows_to_the_fleet_of_the_cluster_file(tmp_path: Path) 
     cluster.write_text(yaml.safe_dump({"head_node_type": "head", "available_node_types": nodes}))
     config = load_config("local")
     bundle = fleet.worker_bundle(config, "preprocess")
-    ray.init(address="local", num_cpus=3, include_dashboard=False, logging_level="ERROR")
-    try:
-        assert pair_maker_pool(config, bundle) == 2  # the alive CPUs, one left for the read and write tasks
-        config.ray.cluster_file = str(cluster)
-        assert pair_maker_pool(config, bundle) == (2, 2 + 3 * 4)  # autoscaling up to the whole fleet
-        config.preprocess.node_resource = "pairs"
-        pinned = fleet.worker_bundle(config, "preprocess")
-        assert pair_maker_pool(config, pinned) == (1, 12)  # no alive node offers 'pairs' yet
-        config.preprocess.workers = 5
-        assert pair_maker_pool(config, pinned) == 5
-    finally:
-        ray.shutdown()
+    assert pair_maker_pool(config, bundle, alive=3) == 2  # the alive CPUs, one left for the read and write tasks
+    config.ray.cluster_file = str(cluster)
+    assert pair_maker_pool(config, bundle, alive=3) == (2, 2 + 3 * 4)  # autoscaling up to the whole fleet
+    config.preprocess.node_resource = "pairs"
+    pinned = fleet.worker_bundle(config, "preprocess")
+    assert pair_maker_pool(config, pinned, alive=0) == (1, 12)  # no alive node offers 'pairs' yet
+    config.preprocess.workers = 5
+    assert pair_maker_pool(config, pinned, alive=0) == 5
