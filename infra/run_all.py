@@ -117,7 +117,7 @@ def run_train_and_evaluate(config: Config, out: str) -> list[tuple[str, str]]:
         summaries[split] = evaluate(
             summary["model"], tc.data, eval_out, split=split, steps=tc.val_inference_steps, limit=16
         )
-    print("[evaluate] PSNR (dB) and SSIM against the target views, means over pairs:")
+    print("[evaluate] PSNR (dB), SSIM and LPIPS against the target views, means over pairs:")
     print(comparison_table({("held-out" if k == held_out else "training"): v for k, v in summaries.items()}))
     ev = summaries[held_out]
     outputs = [
@@ -128,7 +128,8 @@ def run_train_and_evaluate(config: Config, out: str) -> list[tuple[str, str]]:
         outputs.append((summary["metrics_plot"], "loss and validation curves (model vs the partial view alone)"))
     outputs += [
         (ev["picture"], "source | partial | mask | prediction | target on held-out pairs"),
-        (ev["metrics_csv"], "PSNR/SSIM per held-out pair, model and baselines"),
+        (ev["results_md"], "the model and its baselines on held-out pairs, with 95% intervals"),
+        (ev["metrics_csv"], "PSNR/SSIM/LPIPS per held-out pair and method"),
     ]
     return outputs
 

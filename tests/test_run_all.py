@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -83,8 +85,18 @@ def test_pipeline_runs_every_stage_and_leaves_pictures(tmp_path: Path) -> None:
     # The last lines: the model beside its baselines, on held-out and training pairs.
     table = proc.stdout.split("means over pairs:")[1]
     assert "held-out (2 pairs)" in table and "training (8 pairs)" in table
-    for row in ("model (as delivered)", "partial view alone", "source view copied", "VAE round trip of target"):
+    for row in ("model", "model, known pixels kept", "partial view alone", "source view copied", "VAE round trip"):
         assert row in table
+    assert "LPIPS: not computed (ImageNet AlexNet weights (torchvision's) not found at" in table  # no weights here
+    summary = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())
+    assert summary["lpips"] is None and "alexnet-owt-7be5be79.pth" in summary["lpips_unavailable"]
+    partial = summary["methods"]["partial view alone"]["psnr"]
+    assert partial["ci95"][0] <= partial["mean"] <= partial["ci95"][1]
+    assert set(summary["objects"]) == {"sample_mug"} and "model" in summary["objects"]["sample_mug"]
+    results = (tmp_path / "run" / "eval" / "results.md").read_text()
+    assert "| partial view alone | " in results and "| method | PSNR dB" in results
+    rows = list(csv.DictReader((tmp_path / "run" / "eval" / "metrics.csv").open()))
+    assert len(rows) == 2 * 6 and {r["method"] for r in rows} == set(summary["methods"])  # pairs x methods
     grid = Image.open(tmp_path / "run" / "eval" / "predictions.png")
     assert grid.size == (5 * 128, 14 + 2 * (128 + 14))
     for picture in ("eval/predictions.png", "train/logs/metrics.png"):

@@ -1,12 +1,14 @@
-"""Evaluate an exported model on held-out pairs: predicted views, PSNR/SSIM per pair, and a picture.
+"""Evaluate an exported model on held-out pairs: the model and its baselines by PSNR, SSIM and LPIPS, and a picture.
 
 python train/evaluate.py --model out/train/model --data out/pairs --out out/eval
 python train/evaluate.py --config local      # the model, pairs and settings of a config's training run
 
 Uses the pairs of ``--split`` (default ``val``: objects the model never saw, by the index's uid-hash split) and
-:class:`train.inference.NovelViewModel` (the pipeline fed as in training). Writes ``OUT/metrics.csv`` (one row
-per pair: key, psnr, ssim, and psnr_partial = the partial view alone, for scale), ``OUT/summary.json`` (means)
-and ``OUT/predictions.png`` (source | partial | mask | prediction | target for the first pairs).
+:class:`train.inference.NovelViewModel` (the pipeline fed as in training). Every method of :data:`METHODS` (the
+model, its variants, the partial view alone, the source view copied, the VAE ceiling) is scored on the same
+pixels. Writes ``OUT/metrics.csv`` (one row per pair and method), ``OUT/summary.json`` (means with bootstrap 95%
+intervals, per-object means; ``lpips`` null with ``lpips_unavailable`` saying which weights file is missing),
+``OUT/results.md`` (the table) and ``OUT/predictions.png`` (source | partial | mask | prediction | target).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 from invs import cli, shards, storage, tables
 from invs.errors import InvsError
-from train.inference import SCORED
 
 GRID_ROWS = 8
 
@@ -46,9 +47,97 @@ def held_out_pairs(data: str, split: str, limit: int | None) -> list[tuple[str, 
     return sorted(found)
 
 
-#: Per-pair columns of ``metrics.csv``: the model's views as it delivers them (``psnr``/``ssim``, its known-pixels
-#: default), then every view of :data:`train.inference.SCORED`.
-COLUMNS = ("key", "psnr", "ssim", *(f"{m}_{n}" for n in SCORED for m in ("psnr", "ssim")))
+#: The methods scored on the same pixels, as rows: name -> view of :data:`train.inference.SCORED`. ``model`` is the
+#: view the model delivers (its known-pixels setting); the others are its two variants, the zero-cost baselines and
+#: the VAE's round trip of the target (the ceiling of any generated view).
+METHODS = {
+    "model": None,
+    "model, generated": "generated",
+    "model, known pixels kept": "composite",
+    "partial view alone": "partial",
+    "source view copied": "source",
+    "VAE round trip (ceiling)": "vae",
+}
+METRICS = ("psnr", "ssim", "lpips")
+#: ``metrics.csv``: one row per pair and method.
+COLUMNS = ("key", "uid", "method", *METRICS)
+BOOTSTRAP_SAMPLES = 1000
+
+
+def pair_uids(data: str) -> dict[str, str]:
+    """Pair key -> object uid, from the pair index."""
+    table = tables.read_table(storage.join(data, "index"), tables.INDEX_SCHEMA)
+    return dict(zip(table.column("key").to_pylist(), table.column("uid").to_pylist(), strict=True))
+
+
+def lpips_or_reason(device: str) -> tuple[Any, str | None]:
+    """The LPIPS network, or None and why it is unavailable (the file looked for)."""
+    from invs.lpips import LpipsUnavailable, load_lpips
+
+    try:
+        return load_lpips(device), None
+    except LpipsUnavailable as exc:
+        return None, str(exc)
+
+
+def bootstrap_ci(values: list[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> list[float] | None:
+    """95% percentile-bootstrap interval of the mean over pairs (None for fewer than 2 finite values)."""
+    import numpy as np
+
+    x = np.asarray([v for v in values if np.isfinite(v)], dtype=np.float64)
+    if len(x) < 2:
+        return None
+    means = np.random.default_rng(seed).choice(x, size=(samples, len(x)), replace=True).mean(axis=1)
+    return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
+
+
+def _mean(values: list[float]) -> float | None:
+    import math
+
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return round(sum(finite) / len(finite), 4) if finite else None
+
+
+def summarize_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per method: mean and bootstrap 95% interval of each metric over pairs; per object: means per method."""
+    methods: dict[str, Any] = {}
+    objects: dict[str, dict[str, Any]] = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        methods[method] = {
+            m: {"mean": _mean([r[m] for r in mine]), "ci95": bootstrap_ci([r[m] for r in mine if r[m] is not None])}
+            for m in METRICS
+            if any(r[m] is not None for r in mine)
+        }
+        for uid in sorted({r["uid"] for r in mine}):
+            objects.setdefault(uid, {})[method] = {
+                m: _mean([r[m] for r in mine if r["uid"] == uid]) for m in METRICS if mine[0][m] is not None
+            }
+    return {"methods": methods, "objects": objects}
+
+
+def results_markdown(summary: dict[str, Any]) -> str:
+    """A table a person can paste: methods as rows, mean [95% interval] per metric."""
+
+    def cell(entry: dict[str, Any] | None, digits: int) -> str:
+        if not entry or entry["mean"] is None:
+            return "n/a"
+        ci = entry["ci95"]
+        return f"{entry['mean']:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+
+    lines = [
+        f"Model `{summary['model']}` on {summary['pairs']} {summary['split']} pairs of {summary['objects_count']} "
+        f"objects ({summary['inference_steps']} steps, guidance {summary['guidance_scale']}, seed {summary['seed']}).",
+        "",
+        "| method | PSNR dB ↑ | SSIM ↑ | LPIPS ↓ |",
+        "|---|---|---|---|",
+    ]
+    for method, entry in summary["methods"].items():
+        cells = [cell(entry.get(m), d) for m, d in zip(METRICS, (2, 3, 3), strict=True)]
+        lines.append(f"| {method} | {' | '.join(cells)} |")
+    if summary["lpips_unavailable"]:
+        lines += ["", f"LPIPS: not computed ({summary['lpips_unavailable']})."]
+    return "\n".join(lines) + "\n"
 
 
 def evaluate(
@@ -64,10 +153,11 @@ def evaluate(
     seed: int = 0,
     known_pixels: str | None = None,
 ) -> dict[str, Any]:
-    """Predict every chosen pair, write metrics and a picture under ``out``; returns the summary.
+    """Predict every chosen pair and score every method of :data:`METHODS` on it; write ``metrics.csv`` (a row
+    per pair and method), ``summary.json`` (means with bootstrap 95% intervals, per-object means),
+    ``results.md`` and ``predictions.png`` under ``out``; returns the summary.
 
-    ``known_pixels`` (``composite`` / ``generate``; None: the model's default) chooses which of the model's views
-    are ``psnr``/``ssim`` and the picture; both are always scored.
+    ``known_pixels`` (``composite`` / ``generate``; None: the model's default) chooses which view is ``model``.
     """
     import torch
 
@@ -82,10 +172,12 @@ def evaluate(
         delivered = delivered_view(known_pixels)
     except ValueError as exc:
         raise InvsError(str(exc)) from None
+    lpips, lpips_reason = lpips_or_reason(device)
     raw = held_out_pairs(data, split, limit)
+    uids = pair_uids(data)
     rows: list[dict[str, Any]] = []
     grid_batch: dict[str, list] = {"source": [], "partial": [], "mask": [], "target": [], "prediction": []}
-    skipped = 0
+    skipped, scored_keys = 0, []
     for start in range(0, len(raw), batch_size):
         items, keys = [], []
         for key, members in raw[start : start + batch_size]:
@@ -98,14 +190,15 @@ def evaluate(
         if not items:
             continue
         batch = collate(items)
-        views, scores = model.score(batch, steps, guidance_scale, seed + start)
+        views, scores = model.score(batch, steps, guidance_scale, seed + start, lpips=lpips)
         for i, key in enumerate(keys):
-            row = {
-                "key": key,
-                "psnr": float(scores[f"psnr_{delivered}"][i]),
-                "ssim": float(scores[f"ssim_{delivered}"][i]),
-            }
-            rows.append(row | {name: float(value[i]) for name, value in scores.items()})
+            for method, view in METHODS.items():
+                view = view or delivered
+                row = {"key": key, "uid": uids.get(key, ""), "method": method}
+                rows.append(
+                    row | {m: (float(scores[f"{m}_{view}"][i]) if f"{m}_{view}" in scores else None) for m in METRICS}
+                )
+        scored_keys += keys
         room = GRID_ROWS - len(grid_batch["source"])
         for name in ("source", "partial", "mask", "target"):
             grid_batch[name] += list(batch[name][:room])
@@ -114,41 +207,53 @@ def evaluate(
         raise InvsError(f"none of the {len(raw)} {split!r} pairs could be read")
     storage.write_text(storage.join(out, "metrics.csv"), tables.csv_text(rows, COLUMNS))
     stacked = {k: torch.stack(v) for k, v in grid_batch.items()}
-    labels = [r["key"] for r in rows[:GRID_ROWS]]
     picture = storage.join(out, "predictions.png")
-    storage.write_bytes(picture, png_bytes(prediction_sheet(stacked, stacked["prediction"], labels)))
+    storage.write_bytes(picture, png_bytes(prediction_sheet(stacked, stacked["prediction"], scored_keys[:GRID_ROWS])))
+    breakdown = summarize_rows(rows)
+    model_means = breakdown["methods"]["model"]
     summary = {
         "model": model_uri,
         "data": data,
         "split": split,
-        "pairs": len(rows),
+        "pairs": len(scored_keys),
+        "objects_count": len({r["uid"] for r in rows}),
         "skipped": skipped,
         "inference_steps": steps,
+        "guidance_scale": guidance_scale,
+        "seed": seed,
         "known_pixels": known_pixels,
-        **{c: sum(r[c] for r in rows) / len(rows) for c in COLUMNS if c != "key"},
+        "psnr": model_means["psnr"]["mean"],
+        "ssim": model_means["ssim"]["mean"],
+        "lpips": model_means["lpips"]["mean"] if "lpips" in model_means else None,
+        "lpips_unavailable": lpips_reason,
+        **breakdown,
         "metrics_csv": storage.join(out, "metrics.csv"),
+        "results_md": storage.join(out, "results.md"),
         "picture": picture,
     }
+    storage.write_text(summary["results_md"], results_markdown(summary))
     storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
     return summary
 
 
 def comparison_table(summaries: dict[str, dict[str, Any]]) -> str:
-    """The model beside its baselines, one column pair (PSNR dB, SSIM) per evaluated split, as aligned text."""
-    labels = {
-        "": "model (as delivered)",
-        "_generated": "model, generated views",
-        "_composite": "model, known pixels kept",
-        "_partial": "partial view alone",
-        "_source": "source view copied",
-        "_vae": "VAE round trip of target",
-    }
+    """Methods as rows beside each other's evaluations (columns: PSNR dB, SSIM, LPIPS per named summary)."""
     titles = [f"{name} ({summary['pairs']} pairs)" for name, summary in summaries.items()]
-    head = f"{'':26}" + "".join(f"{title:>26}" for title in titles)
-    lines = [head, f"{'':26}" + "".join(f"{'PSNR dB':>16}{'SSIM':>10}" for _ in summaries)]
-    for suffix, label in labels.items():
-        cells = "".join(f"{s['psnr' + suffix]:>16.2f}{s['ssim' + suffix]:>10.3f}" for s in summaries.values())
-        lines.append(f"{label:26}{cells}")
+    head = f"{'':26}" + "".join(f"{title:>30}" for title in titles)
+    lines = [head, f"{'':26}" + "".join(f"{'PSNR dB':>12}{'SSIM':>9}{'LPIPS':>9}" for _ in summaries)]
+    first = next(iter(summaries.values()))
+    for method in first["methods"]:
+        cells = ""
+        for s in summaries.values():
+            entry = s["methods"].get(method, {})
+            values = [entry.get(m, {}).get("mean") for m in METRICS]
+            cells += "".join(
+                f"{v:>{w}.{d}f}" if v is not None else f"{'n/a':>{w}}"
+                for v, w, d in zip(values, (12, 9, 9), (2, 3, 3), strict=True)
+            )
+        lines.append(f"{method:26}{cells}")
+    reasons = {s["lpips_unavailable"] for s in summaries.values() if s.get("lpips_unavailable")}
+    lines += [f"LPIPS: not computed ({reason})" for reason in sorted(reasons)]
     return "\n".join(lines)
 
 

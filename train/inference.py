@@ -192,12 +192,17 @@ class NovelViewModel:
         return keep_known(generated, (partial.float() + 1) / 2, batch["mask"].float().to(device))
 
     def score(
-        self, batch: dict[str, torch.Tensor], steps: int, guidance_scale: float = 1.0, seed: int = 0
+        self,
+        batch: dict[str, torch.Tensor],
+        steps: int,
+        guidance_scale: float = 1.0,
+        seed: int = 0,
+        lpips: torch.nn.Module | None = None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Predict ``batch`` and score every view of :data:`SCORED` against its target.
 
         Returns ``(views, scores)``: ``views[name]`` ``(B, 3, H, W)`` in [0, 1] on the CPU, ``scores`` as
-        :func:`invs.metrics.compare` (``psnr_<name>``, ``ssim_<name>``, per pair).
+        :func:`invs.metrics.compare` (``psnr_<name>``, ``ssim_<name>`` and, given ``lpips``, ``lpips_<name>``).
         """
         from invs import metrics
         from invs.models import vae_round_trip
@@ -212,7 +217,7 @@ class NovelViewModel:
             "source": (batch["source"] + 1) / 2,
             "vae": (round_trip + 1) / 2,
         }
-        return views, metrics.compare(views, (batch["target"] + 1) / 2)
+        return views, metrics.compare(views, (batch["target"] + 1) / 2, lpips=lpips)
 
 
 def save_projection(projection: ImageProjection, folder: Path) -> None:
