@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from invs.cameras import BOUNDING_RADIUS
 from invs.geometry import check_shape, pixel_rays, project, ray_angle_deg, unproject
-from preprocess.splat import softmax_splat
+from invs.splat import softmax_splat
 
 IMPORTANCE_RANGE = 10.0
 
