@@ -27,7 +27,7 @@ import torch
 from bench.common import write_results
 from invs import partial_view, shards
 from invs.config import load_config
-from invs.images import on_white
+from invs.images import on_white, resize_view
 from preprocess import object_pairs
 from render.object_ref import ObjectRef
 from render.worker import RenderWorker
@@ -84,7 +84,7 @@ def main() -> int:
         single = timed(args.repeats, object_pairs.object_pairs, sample, one, "bench")
         # Parts, on the same pairs as one batch.
         views = [
-            object_pairs.resize_view(sample.rgba[i], sample.depth[i].astype(np.float32), sample.K(i), res)
+            resize_view(sample.rgba[i], sample.depth[i].astype(np.float32), sample.K(i), res)
             for i in range(sample.num_views)
         ]
         pairs = [(int(k.split("_")[-2]), int(k.split("_")[-1])) for k, _ in made.pairs]

@@ -12,12 +12,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from invs import cameras, shards, tables
 from invs.config import Config
 from invs.errors import ShardFormatError
-from invs.images import MIN_ALPHA_FRACTION, on_white, to_uint8
+from invs.images import MIN_ALPHA_FRACTION, on_white, resize_view, to_uint8
 from invs.latents import LAYOUT as LATENTS_LAYOUT
 from invs.latents import posterior_moments, vae_fingerprint
 from invs.partial_view import partial_view
@@ -37,21 +36,6 @@ class ObjectPairs:
     index_rows: list[dict[str, Any]] = field(default_factory=list)
     law: dict[str, float] = field(default_factory=dict)
     skipped_views: int = 0
-
-
-def resize_view(
-    rgba: np.ndarray, depth: np.ndarray, K: np.ndarray, size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Resample one view to ``size x size``: RGBA with a box filter, depth by nearest pixel, K scaled."""
-    h, w = depth.shape
-    if (h, w) == (size, size):
-        return rgba, depth, K
-    image = np.asarray(Image.fromarray(rgba, "RGBA").resize((size, size), Image.BOX))
-    rows = np.minimum(((np.arange(size) + 0.5) * h / size).astype(int), h - 1)
-    cols = np.minimum(((np.arange(size) + 0.5) * w / size).astype(int), w - 1)
-    resized_depth = depth[rows][:, cols]
-    resized_depth = np.where(image[..., 3] > 0, resized_depth, 0)
-    return image, resized_depth, cameras.scale_intrinsics(K, size / w, size / h)
 
 
 def source_depths(
