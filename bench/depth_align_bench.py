@@ -4,9 +4,9 @@
 
 Renders the real test objects (tests/assets/objects, the problem_* files left out) with the render stage's
 default settings (12 views at 256 px, radius U(2.2, 2.6)), then aligns stand-in depth estimates of every view
-to planar depth in object units three ways: :func:`preprocess.depth.align_to_distance` (median foreground depth
-= camera distance; the inference-time prior), :func:`preprocess.depth.align_robust` (training pairs) and plain
-:func:`preprocess.depth.align_least_squares`, and scores each against the rendered depth (abs-rel, pooled over
+to planar depth in object units three ways: :func:`invs.depth.align_to_distance` (median foreground depth
+= camera distance; the inference-time prior), :func:`invs.depth.align_robust` (training pairs) and plain
+:func:`invs.depth.align_least_squares`, and scores each against the rendered depth (abs-rel, pooled over
 the foreground of all views). The estimates are the rendered depth itself (a perfect shape: the prior's error
 is then all bias), and the rendered depth made ``1.6 * d + 0.3`` with Gaussian noise (0.003), plus 5% gross
 outliers (3-6x too far; not scored), plus a smooth +-5% shape error. No trained ZoeDepth is used: its weights cannot be
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from bench.common import write_results
 from invs import shards
 from invs.config import load_config
-from preprocess.depth import align_least_squares, align_robust, align_to_distance, depth_errors
+from invs.depth import align_least_squares, align_robust, align_to_distance, depth_errors
 from render.object_ref import ObjectRef
 from render.worker import RenderWorker
 

@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random weights: nothing to downl
 import torch
 import transformers
 
-from preprocess.depth import DepthEstimator, full_zoedepth_config, tiny_zoedepth_config
+from invs.depth import DepthEstimator, full_zoedepth_config, tiny_zoedepth_config
 
 
 def sync(device: torch.device) -> None:

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from bench.common import write_results
-from invs import shards
+from invs import partial_view, shards
 from invs.config import load_config
-from invs.images import on_white
-from preprocess import geometry, object_pairs
+from invs.images import on_white, resize_view
+from preprocess import object_pairs
 from render.object_ref import ObjectRef
 from render.worker import RenderWorker
 
@@ -84,7 +84,7 @@ def main() -> int:
         single = timed(args.repeats, object_pairs.object_pairs, sample, one, "bench")
         # Parts, on the same pairs as one batch.
         views = [
-            object_pairs.resize_view(sample.rgba[i], sample.depth[i].astype(np.float32), sample.K(i), res)
+            resize_view(sample.rgba[i], sample.depth[i].astype(np.float32), sample.K(i), res)
             for i in range(sample.num_views)
         ]
         pairs = [(int(k.split("_")[-2]), int(k.split("_")[-1])) for k, _ in made.pairs]
@@ -97,8 +97,8 @@ def main() -> int:
         depth = stack([views[i][1] for i in s])
         K_s, T_s = stack([views[i][2] for i in s]), stack([sample.c2w(i) for i in s])
         K_t, T_t = stack([views[j][2] for j in t]), stack([sample.c2w(j) for j in t])
-        splat_s = timed(args.repeats, geometry.warp_to_target, rgb, depth, K_s, T_s, K_t, T_t, res, res)
-        region_s = timed(args.repeats, geometry.occlusion_region, depth, K_s, T_s, K_t, T_t, res, res)
+        splat_s = timed(args.repeats, partial_view.warp_to_target, rgb, depth, K_s, T_s, K_t, T_t, res, res)
+        region_s = timed(args.repeats, partial_view.occlusion_region, depth, K_s, T_s, K_t, T_t, res, res)
         results["runs"][str(res)] = {
             "pairs": n,
             "pairs_per_s": round(n / batched, 3),

@@ -1,4 +1,4 @@
-"""Softmax-splatting benchmark: preprocess.splat.softmax_splat versus a naive index_put_ baseline.
+"""Softmax-splatting benchmark: invs.splat.softmax_splat versus a naive index_put_ baseline.
 
     .venv/bin/python bench/splat_bench.py                      # writes bench/results/splat.json
 
@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import write_results
-from preprocess.splat import softmax_splat
+from invs.splat import softmax_splat
 
 Splat = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 

@@ -93,7 +93,7 @@ class PairMaker:
         self.device = "cuda" if torch.cuda.is_available() and p.device == "cuda" else "cpu"
         self.estimator = None
         if p.depth == "zoedepth":
-            from preprocess.depth import DepthEstimator
+            from invs.depth import DepthEstimator
 
             dtype = torch.bfloat16 if self.device == "cuda" else None
             self.estimator = DepthEstimator.from_pretrained(
@@ -223,7 +223,7 @@ def make_pairs(config: Config) -> dict[str, Any]:
     p = config.preprocess
     out, renders = storage.normalize(p.out), storage.normalize(p.renders)
     if p.depth == "zoedepth":
-        from preprocess.depth import check_available
+        from invs.depth import check_available
 
         check_available(p.depth_model)  # before any worker starts
     if p.latents and p.latents != "tiny":

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from invs.geometry import project, unproject
 from invs.metrics import masked_psnr
-from preprocess.geometry import PartialView
+from invs.partial_view import PartialView
 
 
 def seen_by_source(

@@ -1,7 +1,7 @@
 """Per-object work of the preprocess stage, as plain functions (the Ray Data job in :mod:`preprocess.job` maps them).
 
 For one render sample: choose view pairs, get the source views' depth (ground truth, or ZoeDepth aligned to the
-render's depth by a robust scale and shift), build the partial target views and masks (:mod:`preprocess.geometry`),
+render's depth by a robust scale and shift), build the partial target views and masks (:mod:`invs.partial_view`),
 measure the sanity law against the target's ground truth (:mod:`preprocess.law`), and encode the pair samples.
 """
 
@@ -12,15 +12,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from invs import cameras, shards, tables
 from invs.config import Config
 from invs.errors import ShardFormatError
-from invs.images import MIN_ALPHA_FRACTION, on_white, to_uint8
+from invs.images import MIN_ALPHA_FRACTION, on_white, resize_view, to_uint8
 from invs.latents import LAYOUT as LATENTS_LAYOUT
 from invs.latents import posterior_moments, vae_fingerprint
-from preprocess.geometry import partial_view
+from invs.partial_view import partial_view
 from preprocess.law import law_metrics
 from preprocess.pairs import sample_pairs
 
@@ -39,21 +38,6 @@ class ObjectPairs:
     skipped_views: int = 0
 
 
-def resize_view(
-    rgba: np.ndarray, depth: np.ndarray, K: np.ndarray, size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Resample one view to ``size x size``: RGBA with a box filter, depth by nearest pixel, K scaled."""
-    h, w = depth.shape
-    if (h, w) == (size, size):
-        return rgba, depth, K
-    image = np.asarray(Image.fromarray(rgba, "RGBA").resize((size, size), Image.BOX))
-    rows = np.minimum(((np.arange(size) + 0.5) * h / size).astype(int), h - 1)
-    cols = np.minimum(((np.arange(size) + 0.5) * w / size).astype(int), w - 1)
-    resized_depth = depth[rows][:, cols]
-    resized_depth = np.where(image[..., 3] > 0, resized_depth, 0)
-    return image, resized_depth, cameras.scale_intrinsics(K, size / w, size / h)
-
-
 def source_depths(
     estimator: Any,
     sample: shards.RenderSample,
@@ -64,14 +48,14 @@ def source_depths(
     """Depth of each source view and how it was obtained: GT as is, or the estimate aligned to GT.
 
     ``estimator(images (B, 3, H, W) in [0, 1]) -> depth (B, H, W)``. Its depth gets the robust scale and shift
-    that fit it to the render's depth over the foreground (:func:`preprocess.depth.align_robust`: training pairs
+    that fit it to the render's depth over the foreground (:func:`invs.depth.align_robust`: training pairs
     keep the estimate's shape errors, not a scale error). The alignment records that fit, the stored depth's
     errors against GT (``errors``) and those the inference-time prior, the camera distance, would have given
     (``errors_distance_prior``).
     """
     if estimator is None:
         return {i: depth_gt[i] for i in views}, {i: {"kind": "gt"} for i in views}
-    from preprocess.depth import align_robust, align_to_distance, depth_errors
+    from invs.depth import align_robust, align_to_distance, depth_errors
 
     images = torch.from_numpy(np.stack([rgb[i] for i in views])).permute(0, 3, 1, 2)
     predicted = estimator(images)

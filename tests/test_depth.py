@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from preprocess.depth import (
+from invs.depth import (
     DEFAULT_MODEL,
     DepthEstimator,
     DepthModelError,

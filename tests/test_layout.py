@@ -40,3 +40,28 @@ def test_no_production_module_writes_tar_files_by_hand(package: str) -> None:
     for module in sorted((REPO / package).glob("*.py")):
         text = module.read_text()
         assert "TarInfo(" not in text and ".addfile(" not in text, f"{package}/{module.name} writes tar members"
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Dotted names of the modules a module imports from (``from a.b import c`` -> ``a.b``), anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("user", ["preprocess/object_pairs.py", "train/infer.py"])
+def test_training_pairs_and_inference_share_one_geometry(user: str) -> None:
+    """Depth, splatting, partial views and masks live in the core; the preprocess stage and inference both use it."""
+    assert {"invs.partial_view", "invs.depth"} <= imported_modules(REPO / user)
+    defined = {
+        node.name
+        for stage in STAGES
+        for module in (REPO / stage).glob("*.py")
+        for node in ast.walk(ast.parse(module.read_text()))
+        if isinstance(node, ast.FunctionDef)
+    }
+    assert not defined & {"partial_view", "softmax_splat", "occlusion_region", "soft_mask", "align_to_distance"}

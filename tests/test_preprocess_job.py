@@ -117,7 +117,7 @@ def test_zoedepth_from_a_local_model_directory(renders: str, tmp_path: Path) -> 
     import torch
     from transformers import ZoeDepthForDepthEstimation, ZoeDepthImageProcessorPil
 
-    from preprocess.depth import tiny_zoedepth_config
+    from invs.depth import tiny_zoedepth_config
 
     torch.manual_seed(0)
     model_dir = tmp_path / "zoedepth-tiny"

@@ -20,9 +20,9 @@ from PIL import Image
 
 from invs import cameras, shards
 from invs.config import load_config
+from invs.depth import align_to_distance
 from invs.images import on_white
-from preprocess.depth import align_to_distance
-from preprocess.geometry import partial_view
+from invs.partial_view import partial_view
 from preprocess.law import law_metrics
 from preprocess.object_pairs import object_pairs, source_depths
 from render.blender_process import BlenderProcess

@@ -1,4 +1,4 @@
-"""Softmax splatting (preprocess/splat.py) against a brute-force per-point reference, plus its defining properties."""
+"""Softmax splatting (invs/splat.py) against a brute-force per-point reference, plus its defining properties."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from preprocess.splat import softmax_splat
+from invs.splat import softmax_splat
 
 DEVICES = [
     "cpu",

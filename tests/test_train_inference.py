@@ -100,3 +100,14 @@ def test_predictions_keep_known_pixels_unless_asked_to_generate(tmp_path: Path) 
     assert NovelViewModel.from_pretrained(str(tmp_path / "m")).known_pixels == "generate"
     with pytest.raises(ValueError, match="known_pixels"):
         m.predict(b, steps=1, known_pixels="blend")
+
+
+def test_per_pair_seeds_make_a_view_independent_of_its_batch() -> None:
+    m, _ = model("empty_prompt")
+    b = batch(3)
+    together = m.predict(b, steps=2, seeds=[7, 8])
+    alone = m.predict({k: v[1:] for k, v in b.items()}, steps=2, seeds=[8])
+    torch.testing.assert_close(together[1:], alone, rtol=0, atol=1e-5)
+    assert not torch.allclose(together[1:], m.predict({k: v[1:] for k, v in b.items()}, steps=2, seeds=[7]))
+    with pytest.raises(ValueError, match="seeds"):
+        m.predict(b, steps=1, seeds=[1])

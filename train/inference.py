@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -153,9 +154,11 @@ class NovelViewModel:
         guidance_scale: float = 1.0,
         seed: int = 0,
         known_pixels: str | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Predicted target views ``(B, 3, H, W)`` in [0, 1] for ``source``/``partial`` in [-1, 1] and the soft
-        ``mask`` ``(B, 1, H, W)`` (1 = generate); the same ``seed`` gives the same views. ``known_pixels``
+        ``mask`` ``(B, 1, H, W)`` (1 = generate); the same ``seed`` gives the same views. ``seeds``: one seed per
+        pair instead, so that a pair's view does not depend on the batch it is in. ``known_pixels``
         (:data:`KNOWN_PIXELS`; None: the model's default) says whether the partial view is composited back."""
         known_pixels = known_pixels or self.known_pixels
         delivered_view(known_pixels)
@@ -171,8 +174,14 @@ class NovelViewModel:
         uncond = self.conditioner.unconditional(b, device)
         if self.projection is not None:
             features, uncond = self.projection(features), self.projection(uncond)
-        generator = torch.Generator(device="cpu").manual_seed(seed)
-        noise = torch.randn(latents.shape, generator=generator).to(device, pipe.unet.dtype)
+        if seeds is None:
+            noise = torch.randn(latents.shape, generator=torch.Generator(device="cpu").manual_seed(seed))
+        else:
+            if len(seeds) != b:
+                raise ValueError(f"got {len(seeds)} seeds for {b} pairs")
+            one = (1, *latents.shape[1:])
+            noise = torch.cat([torch.randn(one, generator=torch.Generator(device="cpu").manual_seed(s)) for s in seeds])
+        noise = noise.to(device, pipe.unet.dtype)
         out = pipe(
             image=(partial + 1) / 2,
             mask_image=mask,

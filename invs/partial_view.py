@@ -6,7 +6,7 @@ with pixel centres at ``+0.5``, ``c2w`` OpenCV, depth planar z, 0 = no surface) 
 
 1. **Lift.** Every source pixel with depth > 0 becomes a 3D point at its pixel centre.
 2. **Splat** (:func:`warp_to_target`). Points move into the target camera and are forward-warped with softmax
-   splatting (:func:`preprocess.splat.softmax_splat`): bilinear footprints weighted by ``exp(Z)``, where the
+   splatting (:func:`invs.splat.softmax_splat`): bilinear footprints weighted by ``exp(Z)``, where the
    importance ``Z`` is the point's inverse target depth normalised over the pair to [-10, 10] (nearer wins).
    Each point carries its colour and the angle at the 3D point between its source ray and its target ray.
 3. **Coverage.** A target pixel is *covered* when at least one point lands inside its own pixel square
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from invs.cameras import BOUNDING_RADIUS
 from invs.geometry import check_shape, pixel_rays, project, ray_angle_deg, unproject
-from preprocess.splat import softmax_splat
+from invs.splat import softmax_splat
 
 IMPORTANCE_RANGE = 10.0
 

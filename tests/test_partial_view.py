@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from invs import cameras
-from preprocess import geometry as G
+from invs import partial_view as G
 
 RES = 32
 
