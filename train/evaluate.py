@@ -2,6 +2,7 @@
 
 python train/evaluate.py --model out/train/model --data out/pairs --out out/eval
 python train/evaluate.py --config local      # the model, pairs and settings of a config's training run
+python train/evaluate.py --model out/train/model --renders out/gso_renders --out out/eval_gso --depth gt
 
 Uses the pairs of ``--split`` (default ``val``: objects the model never saw, by the index's uid-hash split) and
 :class:`train.inference.NovelViewModel` (the pipeline fed as in training). Every method of :data:`METHODS` (the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from invs import cli, shards, storage, tables
-from invs.errors import InvsError
+from invs.errors import InvsError, ShardFormatError
 
 GRID_ROWS = 8
 
@@ -140,9 +141,31 @@ def results_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shard_pairs(
+    data: str, split: str, limit: int | None, resolution: int
+) -> Iterator[tuple[str, str, dict[str, Any] | None]]:
+    """``(key, uid, tensors)`` of the pair index's ``split`` pairs (tensors None, with a warning, when a pair is
+    unreadable)."""
+    from train.batches import pair_to_tensors
+
+    uids = pair_uids(data)
+    for n, (key, members) in enumerate(held_out_pairs(data, split, limit)):
+        try:
+            sample = shards.decode_pair_sample(key, members)
+            if n == 0 and sample.target.shape[:2] != (resolution, resolution):
+                raise InvsError(
+                    f"the pairs at {data} are {sample.target.shape[1]}x{sample.target.shape[0]} px and the model "
+                    f"works at {resolution} px: preprocess with --resolution {resolution}, or use --renders"
+                )
+            yield key, uids.get(key, ""), pair_to_tensors(sample, resolution)
+        except ShardFormatError as exc:
+            print(f"warning: skipping pair {key}: {exc}", file=sys.stderr)
+            yield key, uids.get(key, ""), None
+
+
 def evaluate(
     model_uri: str,
-    data: str,
+    data: str | None,
     out: str,
     split: str = "val",
     steps: int = 20,
@@ -152,17 +175,25 @@ def evaluate(
     device: str = "cpu",
     seed: int = 0,
     known_pixels: str | None = None,
+    renders: str | None = None,
+    views_per_object: int = 4,
+    depth: str = "gt",
+    depth_model: str | None = None,
+    half_angle_deg: float = 45.0,
 ) -> dict[str, Any]:
     """Predict every chosen pair and score every method of :data:`METHODS` on it; write ``metrics.csv`` (a row
     per pair and method), ``summary.json`` (means with bootstrap 95% intervals, per-object means),
     ``results.md`` and ``predictions.png`` under ``out``; returns the summary.
 
+    Pairs come from the pair shards at ``data`` (their ``split``), or, given ``renders``, straight from render
+    shards by the written protocol (:mod:`train.protocol`: ``views_per_object``, ``depth``, ``half_angle_deg``).
     ``known_pixels`` (``composite`` / ``generate``; None: the model's default) chooses which view is ``model``.
     """
+    import itertools
+
     import torch
 
     from invs.preview import png_bytes, prediction_sheet
-    from train.batches import pair_to_tensors
     from train.data import collate
     from train.inference import NovelViewModel, delivered_view
 
@@ -173,38 +204,42 @@ def evaluate(
     except ValueError as exc:
         raise InvsError(str(exc)) from None
     lpips, lpips_reason = lpips_or_reason(device)
-    raw = held_out_pairs(data, split, limit)
-    uids = pair_uids(data)
+    if renders is not None:
+        from train.protocol import protocol_pairs
+
+        source: Iterator[tuple[str, str, dict[str, Any] | None]] = protocol_pairs(
+            renders, model.resolution, views_per_object, depth, depth_model, half_angle_deg, limit, device
+        )
+    elif data is not None:
+        source = shard_pairs(data, split, limit, model.resolution)
+    else:
+        raise InvsError("evaluate needs pair shards (--data) or render shards (--renders)")
     rows: list[dict[str, Any]] = []
     grid_batch: dict[str, list] = {"source": [], "partial": [], "mask": [], "target": [], "prediction": []}
-    skipped, scored_keys = 0, []
-    for start in range(0, len(raw), batch_size):
-        items, keys = [], []
-        for key, members in raw[start : start + batch_size]:
-            try:
-                items.append(pair_to_tensors(shards.decode_pair_sample(key, members), model.resolution))
-                keys.append(key)
-            except InvsError as exc:
-                skipped += 1
-                print(f"warning: skipping pair {key}: {exc}", file=sys.stderr)
-        if not items:
-            continue
-        batch = collate(items)
-        views, scores = model.score(batch, steps, guidance_scale, seed + start, lpips=lpips)
-        for i, key in enumerate(keys):
-            for method, view in METHODS.items():
-                view = view or delivered
-                row = {"key": key, "uid": uids.get(key, ""), "method": method}
-                rows.append(
-                    row | {m: (float(scores[f"{m}_{view}"][i]) if f"{m}_{view}" in scores else None) for m in METRICS}
-                )
-        scored_keys += keys
-        room = GRID_ROWS - len(grid_batch["source"])
-        for name in ("source", "partial", "mask", "target"):
-            grid_batch[name] += list(batch[name][:room])
-        grid_batch["prediction"] += list(views[delivered][:room])
+    skipped, scored_keys, start = 0, [], 0
+    while chunk := list(itertools.islice(source, batch_size)):
+        good = [(key, uid, item) for key, uid, item in chunk if item is not None]
+        skipped += len(chunk) - len(good)
+        if good:
+            batch = collate([item for _, _, item in good])
+            views, scores = model.score(batch, steps, guidance_scale, seed + start, lpips=lpips)
+            for i, (key, uid, _) in enumerate(good):
+                for method, view in METHODS.items():
+                    view = view or delivered
+                    row = {"key": key, "uid": uid, "method": method}
+                    rows.append(
+                        row
+                        | {m: (float(scores[f"{m}_{view}"][i]) if f"{m}_{view}" in scores else None) for m in METRICS}
+                    )
+            scored_keys += [key for key, _, _ in good]
+            room = GRID_ROWS - len(grid_batch["source"])
+            for name in ("source", "partial", "mask", "target"):
+                grid_batch[name] += list(batch[name][:room])
+            grid_batch["prediction"] += list(views[delivered][:room])
+        start += len(chunk)
     if not rows:
-        raise InvsError(f"none of the {len(raw)} {split!r} pairs could be read")
+        where = renders if renders is not None else f"{data} ({split!r})"
+        raise InvsError(f"none of the {start} pairs from {where} could be read")
     storage.write_text(storage.join(out, "metrics.csv"), tables.csv_text(rows, COLUMNS))
     stacked = {k: torch.stack(v) for k, v in grid_batch.items()}
     picture = storage.join(out, "predictions.png")
@@ -213,8 +248,14 @@ def evaluate(
     model_means = breakdown["methods"]["model"]
     summary = {
         "model": model_uri,
-        "data": data,
-        "split": split,
+        "data": data if renders is None else None,
+        "renders": renders,
+        "split": split if renders is None else "protocol",
+        "protocol": (
+            {"views_per_object": views_per_object, "depth": depth, "half_angle_deg": half_angle_deg}
+            if renders is not None
+            else None
+        ),
         "pairs": len(scored_keys),
         "objects_count": len({r["uid"] for r in rows}),
         "skipped": skipped,
@@ -273,6 +314,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "guidance_scale": "classifier-free guidance (1: none)",
         },
     )
+    parser.add_argument(
+        "--renders", help="evaluate straight from render shards by the written protocol (train/protocol.py)"
+    )
+    parser.add_argument("--views-per-object", type=int, default=4, help="--renders: targets per object (views 1..K)")
+    parser.add_argument("--depth", choices=["gt", "zoedepth"], default="gt", help="--renders: the source's depth")
+    parser.add_argument("--depth-model", help="--renders --depth zoedepth: hub id or local path")
     parser.add_argument("--limit", type=int, help="at most this many pairs")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when train.use_gpu, else cpu")
     parser.add_argument(
@@ -281,7 +328,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="which views count as the model's (both are scored); default: the model's own (invs.json)",
     )
     args = parser.parse_args(argv)
-    tc = cli.resolve_config(args, flags).train
+    if args.views_per_object < 1:
+        parser.error("--views-per-object must be >= 1")
+    config = cli.resolve_config(args, flags)
+    tc = config.train
     out = args.out or storage.join(tc.out, "evaluation")
     storage.check_writable(out)
     summary = evaluate(
@@ -294,10 +344,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         limit=args.limit,
         device=args.device or ("cuda" if tc.use_gpu else "cpu"),
         known_pixels=args.known_pixels,
+        renders=args.renders,
+        views_per_object=args.views_per_object,
+        depth=args.depth,
+        depth_model=args.depth_model or config.preprocess.depth_model,
+        half_angle_deg=config.preprocess.mask_half_angle_deg,
     )
     print(f"evaluate: {summary['pairs']} {summary['split']} pairs, known pixels: {summary['known_pixels']}")
     print(comparison_table({summary["split"]: summary}))
-    print(f"outputs: {summary['picture']}, {summary['metrics_csv']}")
+    print(f"outputs: {summary['results_md']}, {summary['picture']}, {summary['metrics_csv']}")
     return 0
 
 
