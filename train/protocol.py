@@ -60,9 +60,8 @@ def protocol_pairs(
 ) -> Iterator[tuple[str, str, dict[str, torch.Tensor]]]:
     """``(pair key, object uid, tensors)`` for every protocol pair, tensors as
     :func:`train.batches.pair_to_tensors` gives them (``source``/``target``/``partial`` in [-1, 1], ``mask``)."""
-    from invs.partial_view import partial_view
-
     from invs.images import on_white, resize_view, to_uint8
+    from invs.partial_view import partial_view
 
     estimator = None
     if depth == "zoedepth":
