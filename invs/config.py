@@ -78,6 +78,8 @@ class RenderConfig:
     engine: Literal["cycles", "eevee"] = "cycles"
     samples: int = 32
     denoise: bool = False
+    denoise_prefilter: Literal["none", "fast", "accurate"] = "fast"  # OpenImageDenoise's albedo/normal prefilter
+    adaptive_threshold: float | None = None  # Cycles' noise threshold; 0: adaptive sampling off; None: Blender's 0.01
     # Zero-1-to-3's / Objaverse-XL's light-path limits (diffuse 1, glossy 1, transparent 3, transmission 3);
     # false keeps Blender's defaults (12 bounces), slower and rarely visible on single objects.
     limited_bounces: bool = True
@@ -202,6 +204,7 @@ RANGES: dict[str, str] = {
     "render.views": ">= 1",
     "render.resolution": ">= 8",
     "render.samples": ">= 1",
+    "render.adaptive_threshold": "[0, 1]",
     "render.objects_per_shard": ">= 1",
     "render.shard_flush_s": "> 0",
     "render.workers": ">= 1",

@@ -269,10 +269,15 @@ def setup_render(req: dict[str, Any], depth_dir: Path) -> tuple[Any, Any]:
     if engine == "cycles":
         scene.render.engine = "CYCLES"
         scene.cycles.samples = int(req["samples"])
+        threshold = req.get("adaptive_threshold")
+        if threshold is not None:  # None: Blender's default (adaptive sampling on, noise threshold 0.01)
+            scene.cycles.use_adaptive_sampling = float(threshold) > 0
+            if float(threshold) > 0:
+                scene.cycles.adaptive_threshold = float(threshold)
         scene.cycles.use_denoising = bool(req["denoise"])
         if req["denoise"]:
             scene.cycles.denoiser = "OPENIMAGEDENOISE"
-            scene.cycles.denoising_prefilter = "FAST"
+            scene.cycles.denoising_prefilter = str(req.get("denoise_prefilter", "fast")).upper()
         if req.get("limited_bounces", True):
             scene.cycles.diffuse_bounces = 1
             scene.cycles.glossy_bounces = 1

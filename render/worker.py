@@ -107,6 +107,8 @@ def build_request(config: Config, ref: ObjectRef, model: Path, out_dir: Path, th
         "engine": r.engine,
         "samples": r.samples,
         "denoise": r.denoise,
+        "denoise_prefilter": r.denoise_prefilter,
+        "adaptive_threshold": r.adaptive_threshold,
         "limited_bounces": r.limited_bounces,
         "device": r.device,
         "lighting": r.lighting,

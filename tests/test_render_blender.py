@@ -222,3 +222,31 @@ def test_an_invisible_object_renders_empty(blender: BlenderProcess, tmp_path: Pa
     result = blender.render(request(model, tmp_path / "out", "ghost", views=2), timeout_s=120)
     assert result["ok"]
     assert max(v["alpha_fraction"] for v in result["views"]) < 1e-3  # the job records this as an empty render
+
+
+def test_cheaper_sampling_settings_keep_depth_and_alpha(
+    blender: BlenderProcess, real_objects: Path, tmp_path: Path
+) -> None:
+    """Denoising, its prefilter and the adaptive threshold change colour noise only: the depth is the same and
+    the silhouette (alpha >= 128) nearly so."""
+    model = real_objects / "SpotCow.glb"
+    base = request(model, tmp_path / "base", "cow", views=2, samples=32)
+    cheap = request(
+        model,
+        tmp_path / "cheap",
+        "cow",
+        views=2,
+        samples=8,
+        denoise=True,
+        denoise_prefilter="accurate",
+        adaptive_threshold=0.05,
+    )
+    for req in (base, cheap):
+        blender.render(req, timeout_s=300)
+    for i in range(2):
+        assert np.array_equal(
+            np.load(tmp_path / "base" / f"depth_{i:03d}.npy"), np.load(tmp_path / "cheap" / f"depth_{i:03d}.npy")
+        )
+        a = np.asarray(Image.open(tmp_path / "base" / f"rgba_{i:03d}.png"))[..., 3] >= 128
+        b = np.asarray(Image.open(tmp_path / "cheap" / f"rgba_{i:03d}.png"))[..., 3] >= 128
+        assert (a & b).sum() / (a | b).sum() > 0.98

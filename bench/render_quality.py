@@ -1,0 +1,191 @@
+"""Render quality per core-second: a grid of Cycles settings against a high-sample reference, on real objects.
+
+    .venv/bin/python bench/render_quality.py                 # writes bench/results/render_quality.json
+
+Fixed objects (the repo's real test objects), the paper preset's cameras and lighting, 512 px, Cycles on CPU.
+Each setting renders the same views as a 512-spp reference in the same run. Per setting: core-seconds per view
+(render seconds x threads), and against the reference: PSNR overall (RGB on white), PSNR on object pixels
+(reference alpha > 0), PSNR on alpha edges (premultiplied RGBA within one pixel of the reference silhouette),
+SSIM overall and alpha IoU (alpha >= 128). Whole-image PSNR flatters cheap settings (the background is most of a
+frame), so the choice uses object and edge pixels.
+
+``chosen``: the cheapest setting with object PSNR >= 36 dB and edge PSNR no worse than 32 spp without denoising
+(the planner's old basis), reported with its ``core_s_per_view``, ``object_psnr_db`` and
+``speedup_vs_64spp_denoise`` (the paper preset's former setting). ``pareto``: the settings no other is both
+cheaper and better on object pixels. Not varied: persistent data and tile size (one Blender process already
+renders every view of an object, and a 512 px frame is one CPU tile). Timings and quality, not tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import write_results
+from invs.config import load_config
+from render.blender_process import BlenderProcess
+from render.object_ref import ObjectRef
+from render.worker import build_request, fetch
+
+OBJECTS = Path(__file__).resolve().parents[1] / "tests" / "assets" / "objects"
+DEFAULT_OBJECTS = ("SpotCow", "BoxTextured", "CesiumMilkTruck")
+REFERENCE = {"samples": 512, "denoise": False}
+#: name -> render settings; ``64spp+denoise`` was the paper preset's, ``32spp`` the planner's old basis.
+GRID = {
+    "32spp": {"samples": 32, "denoise": False},
+    "64spp+denoise": {"samples": 64, "denoise": True},
+    "32spp+denoise": {"samples": 32, "denoise": True},
+    "24spp+denoise": {"samples": 24, "denoise": True},
+    "32spp+denoise,adaptive0.05": {"samples": 32, "denoise": True, "adaptive_threshold": 0.05},
+    "16spp+denoise": {"samples": 16, "denoise": True},
+    "16spp+denoise(accurate)": {"samples": 16, "denoise": True, "denoise_prefilter": "accurate"},
+    "16spp+denoise,adaptive0.05": {"samples": 16, "denoise": True, "adaptive_threshold": 0.05},
+    "8spp+denoise": {"samples": 8, "denoise": True},
+    "32spp,adaptive0.05": {"samples": 32, "denoise": False, "adaptive_threshold": 0.05},
+    "32spp,no-adaptive": {"samples": 32, "denoise": False, "adaptive_threshold": 0.0},
+}
+MIN_OBJECT_PSNR = 36.0
+
+
+def render_views(
+    settings: dict[str, Any], refs: list[ObjectRef], args: argparse.Namespace, tmp: Path
+) -> tuple[list[np.ndarray], float]:
+    """RGBA views (uint8) of every object under ``settings`` and the core-seconds per view."""
+    overrides = {f"render.{k}": v for k, v in settings.items()}
+    config = load_config("paper", {**overrides, "render.resolution": args.resolution, "render.views": args.views})
+    views: list[np.ndarray] = []
+    render_s = 0.0
+    with BlenderProcess(threads=args.threads, log_dir=str(tmp / "logs")) as blender:
+        for ref in refs:
+            out_dir = tmp / f"{ref.key}-{time.monotonic_ns()}"
+            request = build_request(config, ref, fetch(ref, tmp, config), out_dir, args.threads)
+            result = blender.render(request, timeout_s=3600)
+            render_s += float(result["render_s"])
+            views += [np.asarray(Image.open(out_dir / f"rgba_{i:03d}.png")) for i in range(args.views)]
+    return views, render_s * args.threads / len(views)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a - b) ** 2)) if a.size else float("nan")
+    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
+
+
+def _edges(solid: np.ndarray) -> np.ndarray:
+    """Pixels within one pixel of the silhouette's boundary (3x3 dilation minus erosion)."""
+    padded = np.pad(solid, 1)
+    shifts = [
+        padded[1 + dy : 1 + dy + solid.shape[0], 1 + dx : 1 + dx + solid.shape[1]]
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    ]
+    return np.any(shifts, axis=0) & ~np.all(shifts, axis=0)
+
+
+def scores(views: list[np.ndarray], reference: list[np.ndarray]) -> dict[str, float]:
+    import torch
+
+    from invs.images import on_white
+    from invs.metrics import ssim
+
+    def premultiplied(rgba: np.ndarray) -> np.ndarray:  # straight alpha leaves RGB arbitrary where alpha ~ 0
+        x = rgba.astype(np.float64) / 255
+        return np.concatenate([x[..., :3] * x[..., 3:], x[..., 3:]], axis=-1)
+
+    got = [premultiplied(v) for v in views]
+    ref = [premultiplied(r) for r in reference]
+    white_got = np.stack([on_white(v) for v in views]).astype(np.float64)
+    white_ref = np.stack([on_white(r) for r in reference]).astype(np.float64)
+    objects = np.stack([r[..., 3] > 0 for r in ref])
+    edges = np.stack([_edges(r[..., 3] >= 0.5) for r in ref])
+    g_solid, r_solid = np.stack([g[..., 3] >= 0.5 for g in got]), np.stack([r[..., 3] >= 0.5 for r in ref])
+    as_t = [torch.from_numpy(x).permute(0, 3, 1, 2).float() for x in (white_got, white_ref)]
+    return {
+        "psnr_all_db": round(_psnr(white_got, white_ref), 3),
+        "psnr_object_db": round(_psnr(white_got[objects], white_ref[objects]), 3),
+        "psnr_edge_db": round(_psnr(np.stack(got)[edges], np.stack(ref)[edges]), 3),
+        "ssim_all": round(float(ssim(*as_t).mean()), 4),
+        "alpha_iou": round(float((g_solid & r_solid).sum() / max(1, (g_solid | r_solid).sum())), 4),
+    }
+
+
+def choose(results: dict[str, dict[str, Any]]) -> tuple[str | None, list[str]]:
+    """(the chosen setting, the Pareto front by core-seconds and object PSNR)."""
+    front = [
+        name
+        for name, r in results.items()
+        if not any(
+            o["core_s_per_view"] <= r["core_s_per_view"]
+            and o["psnr_object_db"] >= r["psnr_object_db"]
+            and (o["core_s_per_view"], o["psnr_object_db"]) != (r["core_s_per_view"], r["psnr_object_db"])
+            for o in results.values()
+        )
+    ]
+    edge_floor = results["32spp"]["psnr_edge_db"]
+    good = [n for n, r in results.items() if r["psnr_object_db"] >= MIN_OBJECT_PSNR and r["psnr_edge_db"] >= edge_floor]
+    chosen = min(good, key=lambda n: results[n]["core_s_per_view"]) if good else None
+    return chosen, sorted(front, key=lambda n: results[n]["core_s_per_view"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", nargs="+", default=list(DEFAULT_OBJECTS), help="names in tests/assets/objects")
+    parser.add_argument("--views", type=int, default=2, help="views per object (the paper preset's cameras)")
+    parser.add_argument("--resolution", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "render_quality.json"))
+    args = parser.parse_args()
+    refs = [ObjectRef(uid=n, uri=str(OBJECTS / f"{n}.glb"), source="local") for n in args.objects]
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        render_views({"samples": 4, "denoise": True}, refs[:1], args, tmp)  # warm-up: caches, OIDN, first import
+        reference, ref_core_s = render_views(REFERENCE, refs, args, tmp)
+        print(f"reference {REFERENCE}: {ref_core_s:.1f} core-s/view", flush=True)
+        results: dict[str, dict[str, Any]] = {}
+        for name, settings in GRID.items():
+            views, core_s = render_views(settings, refs, args, tmp)
+            results[name] = {"settings": settings, "core_s_per_view": round(core_s, 3)} | scores(views, reference)
+            r = results[name]
+            print(
+                f"{name:28} {core_s:6.2f} core-s/view  object {r['psnr_object_db']:.1f} dB  edge "
+                f"{r['psnr_edge_db']:.1f} dB  all {r['psnr_all_db']:.1f} dB  IoU {r['alpha_iou']:.4f}",
+                flush=True,
+            )
+    chosen, front = choose(results)
+    base = results["64spp+denoise"]["core_s_per_view"]
+    out = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "threads": args.threads},
+        "objects": args.objects,
+        "views_per_object": args.views,
+        "resolution": args.resolution,
+        "reference": REFERENCE | {"core_s_per_view": round(ref_core_s, 3)},
+        "results": results,
+        "pareto": front,
+        "chosen": None
+        if chosen is None
+        else {
+            "name": chosen,
+            "settings": results[chosen]["settings"],
+            "core_s_per_view": results[chosen]["core_s_per_view"],
+            "object_psnr_db": results[chosen]["psnr_object_db"],
+            "edge_psnr_db": results[chosen]["psnr_edge_db"],
+            "speedup_vs_64spp_denoise": round(base / results[chosen]["core_s_per_view"], 3),
+        },
+    }
+    print(f"chosen: {out['chosen']}; Pareto front: {', '.join(front)}")
+    write_results(out, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
