@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= --durations=25
 
-.PHONY: install demo cluster-demo test test-all lint format s3-up s3-down ray-up ray-down clean
+.PHONY: install demo cluster-demo test test-all lint format s3-up s3-down ray-up ray-down clean gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 (bpy needs it) or pass PYTHON=/path/to/python3.11"; exit 1; }
@@ -55,3 +55,8 @@ ray-down: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis out .s3data
+
+# Wheels bench/gpu.sh installs on a GPU machine without network (it has torch, transformers and accelerate).
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m pip download --no-deps --only-binary=:all: -d bench/wheels -c constraints.txt \
+		diffusers torchmetrics lightning-utilities

@@ -220,6 +220,30 @@ def per_unit_figures(work: Workload) -> dict[str, Figure]:
     figures["vae_encode_gpu_images_per_s"] = Figure(
         30.0, "images/s per A10G", "assumed: SD VAE encoder at 512 px in bf16 (~0.5 TFLOP/image)"
     )
+    gpu = _load(RESULTS / "gpu.json")  # bench/gpu.sh; measured on whatever GPU ran it (stated)
+    if gpu:
+        name = gpu["machine"]["gpu"]
+        views = [r for r in gpu.get("partial_view", []) if r["size"] == work.resolution and r["device"] == "cuda"]
+        if views:
+            best = max(views, key=lambda r: r["pairs_per_s"])
+            figures["pair_gpu_pairs_per_s"] = Figure(
+                best["pairs_per_s"], f"pairs/s per {name}", f"measured: bench/results/gpu.json (batch {best['batch']})"
+            )
+        encodes = [r for r in gpu.get("vae_encode", []) if r.get("size") == work.resolution]
+        if encodes:
+            best = max(encodes, key=lambda r: r["images_per_s"])
+            figures["vae_encode_gpu_images_per_s"] = Figure(
+                best["images_per_s"],
+                f"images/s per {name}",
+                f"measured: bench/results/gpu.json (batch {best['batch']})",
+            )
+    depth = (_load(RESULTS / "depth_gpu.json") or {}).get("cuda")
+    if depth and depth.get("runs"):
+        best = max((r for r in depth["runs"] if "images_per_s" in r), key=lambda r: r["images_per_s"], default=None)
+        if best:
+            figures["zoedepth_gpu_images_per_s"] = Figure(
+                best["images_per_s"], "images/s per GPU", "measured: bench/results/depth_gpu.json"
+            )
     figures["pair_bytes"] = Figure(
         figures["render_bytes_per_view"].value * 3.5,
         "bytes/pair",
