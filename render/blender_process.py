@@ -69,6 +69,11 @@ class BlenderProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The Blender process's id while it runs."""
+        return self._proc.pid if self.alive and self._proc is not None else None
+
     def start(self) -> None:
         """Start Blender and wait for it to report ready."""
         self.close()
