@@ -22,11 +22,11 @@ def paper_plan(render_nodes: int = 50, **overrides: object) -> tuple[planner.Wor
 def test_paper_plan_prices_the_presets_own_settings_and_every_cost() -> None:
     work, p = paper_plan()
     assert work.objects == planner.OBJAVERSE_OBJECTS and work.views == 24 and work.train_gpus == 96
-    assert (work.samples, work.denoise, work.render_device) == (64, True, "cpu")
+    assert (work.samples, work.render_device) == (load_config("paper").render.samples, "cpu")
     assert [r["stage"] for r in p.rows] == ["render", "preprocess", "train", "head", "s3"]
     render_fig = p.figures["render_core_s_per_view"]
     assert render_fig.source.startswith(("measured: bench/results/render", "scaled: bench/results/render"))
-    assert "64" in render_fig.source or "64/" in render_fig.source  # priced at the preset's samples
+    assert f"{work.samples}spp" in render_fig.source or f"{work.samples}/" in render_fig.source  # the preset's
     render = p.rows[0]
     expected_h = work.objects * work.views * render_fig.value / 32 / 50 / 3600
     assert render["wall_h"] == pytest.approx(expected_h)
