@@ -92,6 +92,8 @@ class FaultProxy:
         """Refuse new connections and reset every open one, until :meth:`restore`."""
         listener, self._listener = self._listener, None
         if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread; close alone would not
             listener.close()
         with self._lock:
             sockets, self._open = list(self._open), set()
@@ -115,8 +117,10 @@ class FaultProxy:
 
 
 def _reset(s: socket.socket) -> None:
-    """Close with an RST (SO_LINGER 0), as a dying server's sockets do."""
+    """Close with an RST (SO_LINGER 0), as a dying server's sockets do; a thread blocked on it wakes up."""
     with contextlib.suppress(OSError):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        s.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         s.close()

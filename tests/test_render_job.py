@@ -16,7 +16,7 @@ import pytest
 from infra import local_ray, local_s3
 from invs import shards, storage, tables
 from render import worker
-from tests.helpers import FAST_RENDER, heavy_ply, make_blend, png_header, render, write_gltf
+from tests.helpers import FAST_RENDER, heavy_ply, local_env, make_blend, png_header, render, write_gltf
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.blender
@@ -464,3 +464,85 @@ def test_with_every_worker_node_lost_the_job_stops_in_one_line_and_a_rerun_finis
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "already done" in rerun.stdout
     assert_every_object_exactly_once(out, uids)
+
+
+# ------------------------------------------------------------------------------------------------ storage outages
+
+
+def start_and_wait_for_a_shard(command: list[str], env: dict[str, str], out: str) -> subprocess.Popen[str]:
+    """Start the job; return once its first shard is on S3 (the job still running)."""
+    import time
+
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
+    while not shards.list_shards(out):
+        assert job.poll() is None, job.stdout.read() if job.stdout else ""
+        time.sleep(0.2)
+    return job
+
+
+def assert_nothing_half_written(out: str) -> None:
+    """Only final names under the output: shards, manifest parts, the config and the summary."""
+    for uri in storage.list_files(out):
+        rel = uri[len(out) + 1 :]
+        assert rel in ("config.yaml", "summary.json") or (
+            (rel.startswith("shards/") and rel.endswith(".tar")) or rel.startswith("manifest/part-")
+        ), uri
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_render_job_rides_out_an_s3_outage(
+    s3_server: local_s3.S3Server, s3_bucket: str, real_objects: Path, tmp_path: Path
+) -> None:
+    """S3 goes away for 20 s mid-run (connections reset, new ones refused) and comes back: the workers' uploads
+    wait it out with backoff and the job completes, every object exactly once and nothing half-written."""
+    import time
+
+    from infra.fault_proxy import FaultProxy
+
+    uids = copies(real_objects, tmp_path / "objects", 8)
+    out = f"{s3_bucket}/renders"
+    command = [sys.executable, str(REPO / "render/main.py"), "--objects", str(tmp_path / "objects"), "--out", out]
+    command += [*FAST_RENDER, "--set", "render.objects_per_shard=1", "--set", "render.samples=32"]
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        env = local_env({"INVS_S3_ENDPOINT": proxy.url, "AWS_ENDPOINT_URL": proxy.url})
+        job = start_and_wait_for_a_shard(command, env, out)
+        proxy.cut()
+        time.sleep(20)
+        proxy.restore()
+        output, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, own_lines(output)[-4000:]
+    assert "warning: cannot write" in output and "Traceback" not in output, own_lines(output)[-4000:]
+    assert "8 rendered, 0 failed" in output
+    assert_every_object_exactly_once(out, uids)
+    assert_nothing_half_written(out)
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_an_s3_outage_longer_than_the_retries_stops_the_job_in_one_line_and_a_rerun_completes(
+    s3_server: local_s3.S3Server, s3_bucket: str, real_objects: Path, tmp_path: Path
+) -> None:
+    from infra.fault_proxy import FaultProxy
+
+    uids = copies(real_objects, tmp_path / "objects", 8)
+    out = f"{s3_bucket}/renders"
+    command = [sys.executable, str(REPO / "render/main.py"), "--objects", str(tmp_path / "objects"), "--out", out]
+    command += [*FAST_RENDER, "--set", "render.objects_per_shard=1", "--set", "render.samples=32"]
+    command += ["--set", "storage.retry_attempts=2", "--set", "storage.retry_backoff_s=0.5"]
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        env = local_env({"INVS_S3_ENDPOINT": proxy.url, "AWS_ENDPOINT_URL": proxy.url})
+        job = start_and_wait_for_a_shard(command, env, out)
+        proxy.cut()
+        output, _ = job.communicate(timeout=600)
+        proxy.restore()
+        assert job.returncode == 2, own_lines(output)[-4000:]
+        errors = [line for line in output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "is unreachable (after 2 tries" in errors[0], own_lines(output)[-4000:]
+        assert errors[0].endswith("the render job stopped, re-run it with the same --out to finish")
+        assert "Traceback" not in output
+        rerun = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "already done" in rerun.stdout
+    assert_every_object_exactly_once(out, uids)
+    assert_nothing_half_written(out)
