@@ -4,6 +4,11 @@ Resume and exactly-once: the manifest (``OUT/manifest/*.parquet``) is the record
 objects whose latest row is ``ok``, retries ``failed`` ones until ``render.max_attempts`` attempts, and first
 deletes *orphan* shards (published by a worker that died before writing their manifest rows), so after any
 mix of crashes and re-runs every object is in the shards exactly once. One run per output location at a time.
+
+Lost workers (a node gone): the objects a dead worker held without a manifest row go back to the queue and other
+workers render them in the same run (:class:`_Pool`); shards it published without rows are deleted at the end. With
+no worker left and none starting for ``render.worker_wait_s``, or a worker's storage error (S3 down past its
+retries), the job stops with one line and a re-run finishes it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The render job end to end: bad input, resume and exactly-once, retries, and the two-node cluster with S3."""
+"""The render job end to end: bad and hostile input, resume and exactly-once, retries, the two-node cluster with S3,
+worker nodes lost mid-job and S3 outages."""
 
 from __future__ import annotations
 
