@@ -167,9 +167,9 @@ class _Pool:
             ready, _ = ray.wait([*self.in_flight, *self.starting], num_returns=1, timeout=timeout)
             if not ready:
                 raise WorkersLost(
-                    f"render: no render worker ran for {self.config.render.worker_wait_s:.0f} s (its nodes were "
-                    f"lost and no node could take a new one): {len(self.queue)} objects not rendered; re-run with "
-                    "the same --out to finish"
+                    f"render: no render worker ran for {self.config.render.worker_wait_s:.0f} s (no node could "
+                    f"hold one: nodes lost, or none added): {len(self.queue)} objects not rendered; re-run with the "
+                    "same --out to finish"
                 )
             no_worker_since = None
             if ready[0] in self.starting:
