@@ -166,20 +166,28 @@ def add_node(
 
 
 def remove_node(ip: str, timeout_s: float = 60.0) -> int:
-    """Stop the node started on ``ip`` (its raylet and the processes started for it); returns how many were killed.
+    """Stop the node started on ``ip`` as a lost cloud node stops: its raylet, the processes started for it and
+    every process those started (Ray workers, and what they run) are killed at once; returns how many.
 
-    ``ray stop`` stops every node on the machine; this stops one, as when a cloud node goes away.
+    ``ray stop`` stops every node on the machine; this stops one.
     """
     import psutil
 
-    mine = []
+    mine: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
         if f"--node_ip_address={ip}" in cmdline or f"--node-ip-address={ip}" in cmdline:
-            mine.append(proc)
-    for proc in mine:
-        proc.kill()
-    psutil.wait_procs(mine, timeout=timeout_s)
+            mine[proc.pid] = proc
+            try:
+                mine |= {child.pid: child for child in proc.children(recursive=True)}
+            except psutil.NoSuchProcess:
+                continue
+    for proc in mine.values():
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(list(mine.values()), timeout=timeout_s)
     return len(mine)
 
 

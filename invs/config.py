@@ -33,10 +33,15 @@ RESOLVED_NAME = "config.yaml"
 
 @dataclass
 class StorageConfig:
-    """Where S3 URIs go: ``s3_endpoint`` None means AWS (or the AWS_ENDPOINT_URL environment variable)."""
+    """Where S3 URIs go (``s3_endpoint`` None means AWS, or the AWS_ENDPOINT_URL environment variable) and how
+    transient S3 errors are retried (:func:`invs.storage.configure_retries`)."""
 
     s3_endpoint: str | None = None
     s3_region: str | None = None
+    # Transient S3 errors (unreachable endpoint, reset connections, timeouts, 5xx, throttling) are tried this many
+    # times in all per operation, waiting retry_backoff_s, doubled per retry (at most 30 s), with jitter.
+    retry_attempts: int = 6
+    retry_backoff_s: float = 1.0
 
 
 @dataclass
@@ -92,7 +97,12 @@ class RenderConfig:
     workers: int | None = None  # Blender processes; None: CPUs // threads_per_worker
     threads_per_worker: int = 2  # render threads of each Blender process (and its Ray CPU request)
     timeout_s: float = 300.0  # per object; the Blender process is killed past it
-    max_memory_mb: float | None = 16000.0  # per Blender process; killed past it
+    # Per Blender process; killed past it. None: 80% of the node's memory (or its container's limit) divided by the
+    # render workers that node holds (its CPUs / threads_per_worker, or its GPUs with device gpu).
+    max_memory_mb: float | None = None
+    # With every render worker lost (nodes gone) and none starting, stop after this long with one line (a re-run
+    # finishes the job); an autoscaler that adds nodes within it keeps the job going.
+    worker_wait_s: float = 900.0
     max_attempts: int = 3
     # objaverse source: which objects, and where they come from (render/objaverse_source.py)
     uids_file: str | None = None
@@ -193,6 +203,8 @@ class Config:
 #: A null value (where the type allows it) is not checked; a pair (``radius_range``) is checked per element
 #: and must be ordered.
 RANGES: dict[str, str] = {
+    "storage.retry_attempts": ">= 1",
+    "storage.retry_backoff_s": ">= 0",
     "ray.num_cpus": ">= 1",
     "ray.object_store_memory_mb": ">= 64",
     "camera.lens_mm": "> 0",
@@ -212,6 +224,7 @@ RANGES: dict[str, str] = {
     "render.timeout_s": "> 0",
     "render.max_memory_mb": "> 0",
     "render.max_attempts": ">= 1",
+    "render.worker_wait_s": "> 0",
     "render.download_attempts": ">= 1",
     "render.download_backoff_s": ">= 0",
     "render.download_timeout_s": "> 0",
@@ -497,6 +510,7 @@ def save_resolved(config: Config, out_uri: str, name: str = RESOLVED_NAME) -> st
 
 
 def apply_storage_settings(config: Config) -> None:
-    """Point S3 URIs at the configured endpoint (if any) for this process."""
+    """Point S3 URIs at the configured endpoint (if any) and set the retry policy, for this process."""
     if config.storage.s3_endpoint or config.storage.s3_region:
         storage.configure_s3(config.storage.s3_endpoint, config.storage.s3_region)
+    storage.configure_retries(config.storage.retry_attempts, config.storage.retry_backoff_s)

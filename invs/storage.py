@@ -9,22 +9,37 @@ or logged; error messages name the URI and the cause only.
 Writes are atomic: data goes to a temporary file first and appears under its final name only when complete
 (a local ``os.replace``; on S3 a single PUT or a completed multipart upload). An interrupted write leaves
 nothing under the final name.
+
+Every S3 operation goes through one function (:func:`_s3`) that retries transient errors (unreachable endpoint,
+refused or reset connections, timeouts, 5xx, throttling) with exponential backoff: ``attempts`` tries in all,
+waiting ``backoff_s`` before the second, doubled per retry up to 30 s, with +-25% jitter (:func:`configure_retries`,
+``storage.retry_attempts`` / ``storage.retry_backoff_s`` in the config; 6 tries ride out ~30 s of outage). Each
+retry prints one warning line; what still fails is one :class:`StorageError` line. Errors that a retry cannot fix
+(missing bucket or key, access denied) fail at once. The pre-flight :func:`check_writable` tries once, so a wrong
+endpoint or bucket stops a job in seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import functools
 import os
+import random
 import re
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from invs.errors import StorageError
+
+T = TypeVar("T")
 
 _S3_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
 _SCHEME_RE = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://")
@@ -58,6 +73,48 @@ def s3_settings() -> S3Settings:
     )
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     return S3Settings(endpoint or None, region or None)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient S3 errors are retried: ``attempts`` tries in all, waiting ``backoff_s`` before the second,
+    doubled per retry up to ``max_wait_s``, each wait jittered by +-25%."""
+
+    attempts: int = 6
+    backoff_s: float = 1.0
+    max_wait_s: float = 30.0
+
+    def wait_s(self, retry: int) -> float:
+        """The wait before retry number ``retry`` (1: the second try)."""
+        return min(self.max_wait_s, self.backoff_s * 2 ** (retry - 1)) * random.uniform(0.75, 1.25)
+
+
+_retry_policy = RetryPolicy()
+_attempts_override: contextvars.ContextVar[int | None] = contextvars.ContextVar("invs_s3_attempts", default=None)
+
+
+def configure_retries(attempts: int | None = None, backoff_s: float | None = None) -> None:
+    """Set how transient S3 errors are retried in this process (None keeps the current value)."""
+    global _retry_policy
+    _retry_policy = RetryPolicy(
+        attempts=_retry_policy.attempts if attempts is None else max(1, int(attempts)),
+        backoff_s=_retry_policy.backoff_s if backoff_s is None else max(0.0, float(backoff_s)),
+        max_wait_s=_retry_policy.max_wait_s,
+    )
+
+
+def retry_policy() -> RetryPolicy:
+    return _retry_policy
+
+
+@contextlib.contextmanager
+def single_attempt() -> Iterator[None]:
+    """S3 operations in this block are tried once (fail-fast checks)."""
+    token = _attempts_override.set(1)
+    try:
+        yield
+    finally:
+        _attempts_override.reset(token)
 
 
 # ------------------------------------------------------------------------------------------------ URIs
@@ -141,7 +198,8 @@ def _s3fs_for(settings: S3Settings, credential_env: tuple[str | None, ...]) -> A
     return s3fs.S3FileSystem(
         client_kwargs=client_kwargs,
         skip_instance_cache=True,
-        config_kwargs={"retries": {"max_attempts": 3, "mode": "standard"}},
+        # botocore's own quick retries inside each of our tries (_s3); a dead endpoint shows within seconds
+        config_kwargs={"retries": {"max_attempts": 3, "mode": "standard"}, "connect_timeout": 10, "read_timeout": 60},
     )
 
 
@@ -172,7 +230,9 @@ def arrow_filesystem(uri: str) -> tuple[Any, str]:
     creds = _botocore_credentials()
     if creds is not None:
         kwargs.update(access_key=creds.access_key, secret_key=creds.secret_key, session_token=creds.token)
-    return pafs.S3FileSystem(**kwargs), arrow_path(base)
+    # pyarrow retries inside its own calls (AWS SDK standard backoff, at most 20 s a wait): about as long as _s3
+    retries = pafs.AwsStandardS3RetryStrategy(max_attempts=2 * _retry_policy.attempts)
+    return pafs.S3FileSystem(retry_strategy=retries, **kwargs), arrow_path(base)
 
 
 def arrow_path(uri: str) -> str:
@@ -231,14 +291,90 @@ def _explain(uri: str, exc: BaseException, action: str) -> StorageError:
     return StorageError(f"cannot {action} {uri}: {first_line[:300]}")
 
 
-@contextlib.contextmanager
-def _errors(uri: str, action: str) -> Iterator[None]:
-    try:
-        yield
-    except StorageError:
-        raise
-    except Exception as exc:  # backend exceptions vary (botocore, aiohttp, OSError): report them in one line
-        raise _explain(uri, exc, action) from exc
+#: Words of errors that a retry cannot fix (checked before the transient ones).
+_PERMANENT = (
+    "nosuchbucket",
+    "bucket does not exist",
+    "specified bucket",
+    "nosuchkey",
+    "invalidaccesskeyid",
+    "signaturedoesnotmatch",
+    "accessdenied",
+    "access denied",
+    "forbidden",
+    "invalidtoken",
+    "expiredtoken",
+    "unable to locate credentials",
+    "nocredentials",
+)
+#: Words of errors that go away when the endpoint comes back or stops throttling.
+_TRANSIENT = (
+    "could not connect",
+    "connect timeout",
+    "connection refused",
+    "connection reset",
+    "connection aborted",
+    "connection was closed",
+    "connectionclosederror",
+    "endpointconnectionerror",
+    "cannot connect",
+    "server disconnected",
+    "broken pipe",
+    "timed out",
+    "timeout",
+    "read timeout",
+    "incompleteread",
+    "slowdown",
+    "slow down",
+    "throttl",
+    "requesttimeout",
+    "internalerror",
+    "internal error",
+    "serviceunavailable",
+    "service unavailable",
+    "bad gateway",
+    "gateway timeout",
+    "(500)",
+    "(502)",
+    "(503)",
+    "(504)",
+)
+_TRANSIENT_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ETIMEDOUT, errno.EIO}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a backend error may go away on its own (outage, dropped connection, throttling, 5xx)."""
+    text = f"{type(exc).__name__}: {exc}".lower()
+    if isinstance(exc, FileNotFoundError | PermissionError) or any(s in text for s in _PERMANENT):
+        return False
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
+        return True
+    return any(s in text for s in _TRANSIENT)
+
+
+def _s3(uri: str, action: str, operation: Callable[[], T]) -> T:
+    """Run one S3 operation on ``uri``: transient errors are retried per :class:`RetryPolicy` (one warning line
+    each), and what still fails becomes a one-line :class:`StorageError` (never including credentials)."""
+    policy = _retry_policy
+    attempts = _attempts_override.get() or policy.attempts
+    started = time.monotonic()
+    for attempt in range(1, attempts + 1):
+        try:
+            return operation()
+        except StorageError:
+            raise
+        except Exception as exc:  # backend exceptions vary (botocore, aiohttp, OSError): report them in one line
+            error = _explain(uri, exc, action)
+            if attempt == attempts or not is_transient(exc):
+                if attempt > 1:
+                    error = StorageError(f"{error} (after {attempt} tries over {time.monotonic() - started:.0f} s)")
+                raise error from exc
+            wait = policy.wait_s(attempt)
+            print(f"warning: {error}; try {attempt + 1} of {attempts} in {wait:.1f} s", file=sys.stderr, flush=True)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def _head_bucket(fs: Any, bucket: str) -> None:
@@ -262,11 +398,14 @@ def exists(uri: str) -> bool:
     uri = normalize(uri)
     if not is_s3(uri):
         return os.path.exists(uri)
-    with _errors(uri, "check"):
+
+    def check() -> bool:
         fs = _s3fs()
         _head_bucket(fs, parse_s3(uri)[0])
         fs.invalidate_cache(_s3_path(uri))
         return bool(fs.exists(_s3_path(uri)))
+
+    return _s3(uri, "check", check)
 
 
 def read_bytes(uri: str) -> bytes:
@@ -278,8 +417,7 @@ def read_bytes(uri: str) -> bytes:
             raise StorageError(f"cannot read {uri}: no such file") from exc
         except OSError as exc:
             raise StorageError(f"cannot read {uri}: {exc.strerror or exc}") from exc
-    with _errors(uri, "read"):
-        return bytes(_s3fs().cat_file(_s3_path(uri)))
+    return _s3(uri, "read", lambda: bytes(_s3fs().cat_file(_s3_path(uri))))
 
 
 def read_text(uri: str, encoding: str = "utf-8") -> str:
@@ -298,8 +436,7 @@ def open_read(uri: str) -> Iterator[IO[bytes]]:
         with f:
             yield f
         return
-    with _errors(uri, "read"):
-        f = _s3fs().open(_s3_path(uri), "rb", block_size=8 * 2**20)
+    f = _s3(uri, "read", lambda: _s3fs().open(_s3_path(uri), "rb", block_size=8 * 2**20))
     with f:
         yield f
 
@@ -325,8 +462,7 @@ def open_write(uri: str) -> Iterator[IO[bytes]]:
         with os.fdopen(fd, "wb") as f:
             yield f
         if is_s3(uri):
-            with _errors(uri, "write"):
-                _s3fs().put_file(tmp, _s3_path(uri))
+            _s3(uri, "write", lambda: _s3fs().put_file(tmp, _s3_path(uri)))
         else:
             os.replace(tmp, uri)
     finally:
@@ -348,8 +484,7 @@ def upload_file(local_path: str | os.PathLike[str], uri: str) -> None:
     """Copy a local file to ``uri`` atomically (rename or S3 upload)."""
     uri = normalize(uri)
     if is_s3(uri):
-        with _errors(uri, "write"):
-            _s3fs().put_file(os.fspath(local_path), _s3_path(uri))
+        _s3(uri, "write", lambda: _s3fs().put_file(os.fspath(local_path), _s3_path(uri)))
         return
     with open_write(uri) as dst, open(local_path, "rb") as src:
         shutil.copyfileobj(src, dst, 8 * 2**20)
@@ -378,16 +513,18 @@ def list_files(prefix_uri: str, suffix: str = "") -> list[str]:
             if p.is_file() and p.name.endswith(suffix) and not p.name.startswith(".tmp-")
         )
     bucket, key = parse_s3(uri)
-    with _errors(uri, "list"):
+
+    def find() -> list[str]:
         fs = _s3fs()
         _head_bucket(fs, bucket)  # a missing bucket or bad credentials must not read as "no files"
         path = f"{bucket}/{key.rstrip('/')}" if key else bucket
         fs.invalidate_cache(path)
         try:
-            found = fs.find(path)
+            return list(fs.find(path))
         except FileNotFoundError:
-            found = []
-    return sorted(f"s3://{p}" for p in found if p.endswith(suffix))
+            return []
+
+    return sorted(f"s3://{p}" for p in _s3(uri, "list", find) if p.endswith(suffix))
 
 
 def delete(uri: str) -> None:
@@ -397,20 +534,25 @@ def delete(uri: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(uri)
         return
-    with _errors(uri, "delete"):
+
+    def remove() -> None:
         fs = _s3fs()
         if fs.exists(_s3_path(uri)):
             fs.rm_file(_s3_path(uri))
 
+    _s3(uri, "delete", remove)
+
 
 def check_writable(uri: str) -> None:
-    """Fail fast (StorageError) if ``uri`` cannot be written: bad URI, missing bucket, wrong credentials.
+    """Fail fast (StorageError) if ``uri`` cannot be written: bad URI, missing bucket, wrong credentials, an
+    endpoint that does not answer (tried once, no retries).
 
     Writes and removes a small marker object under ``uri``.
     """
     marker = join(uri, f".invs-write-check-{os.getpid()}")
-    write_bytes(marker, b"ok")
-    delete(marker)
+    with single_attempt():
+        write_bytes(marker, b"ok")
+        delete(marker)
 
 
 def local_cache_dir() -> Path:

@@ -5,11 +5,13 @@ Runs as ``python -m render.blender_worker --response-fd N`` (bpy is Blender as a
 each answer is one JSON line on file descriptor N (Blender prints freely to stdout/stderr, which the host
 keeps as the log). The process exits on ``{"cmd": "quit"}`` or end of input.
 
-Per object, in one scene load: reset to an empty scene, import the model (glTF/GLB incl. Draco, OBJ, FBX, PLY,
-STL, .blend with auto-run scripts off), delete imported cameras and lights, pose animations at the first frame,
-normalise (largest bounding-box side 1, centre at the origin: ``p_norm = scale * p_world + offset``), light,
-then render every view: an 8-bit straight-alpha RGBA PNG and planar z-depth (Cycles' Depth pass through the
-compositor, written as EXR, converted to ``.npy``; 0 where alpha is 0 or the depth sample missed the object).
+Per object, in one scene load: reset to an empty scene, check a glTF/GLB's structure and the files it refers to
+(:mod:`render.gltf_check`) before Blender opens it, import the model (glTF/GLB incl. Draco, OBJ, FBX, PLY, STL,
+.blend with auto-run scripts off), refuse it if it refers to a file outside its own folder, delete imported cameras
+and lights, pose animations at the first frame, normalise (largest bounding-box side 1, centre at the origin:
+``p_norm = scale * p_world + offset``), light, then render every view: an 8-bit straight-alpha RGBA PNG and planar
+z-depth (Cycles' Depth pass through the compositor, written as EXR, converted to ``.npy``; 0 where alpha is 0 or
+the depth sample missed the object).
 Camera conventions: :mod:`invs.cameras` (OpenCV ``c2w``; Blender ``matrix_world`` stored alongside).
 """
 
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from invs import cameras
+from render import gltf_check
 
 DEPTH_MISS = 1e9  # Cycles writes ~1e10 where a depth sample hits nothing
 
@@ -63,6 +66,48 @@ def reset_scene() -> None:
     bpy.context.preferences.filepaths.use_scripts_auto_execute = False
 
 
+def error_line(text: str) -> str:
+    """The one line that says what went wrong in an importer's error: for a Python traceback its last line (the
+    exception), not its first; otherwise the message with its lines joined. ``Error:``/``Python:`` prefixes and
+    Blender's ``Location:`` line go."""
+    lines = [ln.rstrip() for ln in str(text).splitlines() if ln.strip() and not ln.startswith("Location:")]
+    if any("Traceback (most recent call last)" in ln for ln in lines):
+        # The exception's own lines are not indented; frames ("  File ...") and their source lines are.
+        tail = [ln for ln in lines if not ln[:1].isspace() and "Traceback (most recent call last)" not in ln]
+        tail = [ln for ln in tail if not set(ln.strip()) <= set("^~ ")]
+        lines = tail[-1:] if tail else lines[-1:]
+    message = " ".join(" ".join(lines).split())
+    for prefix in ("Error:", "Python:"):
+        message = message.removeprefix(prefix).strip()
+    return message or "no message"
+
+
+def check_before_import(path: Path) -> None:
+    """Reject a glTF/GLB that fails :func:`render.gltf_check.check_gltf`, before Blender opens it."""
+    if gltf_check.is_gltf(path):
+        try:
+            gltf_check.check_gltf(path)
+        except gltf_check.GltfError as exc:
+            raise RenderFailure(f"rejected before import: {exc}") from None
+        except OSError as exc:
+            raise RenderFailure(f"rejected before import: cannot read the file ({exc.strerror or exc})") from None
+
+
+def check_references(folder: Path) -> None:
+    """Refuse a scene that refers to files (images, linked libraries, ...) outside the model's folder.
+
+    Runs right after the import, before anything is rendered, so nothing read from outside reaches an output.
+    Packed (embedded) data is not a reference.
+    """
+    root = folder.resolve()
+    outside = sorted(
+        p for p in _bpy().utils.blend_paths(absolute=True, packed=True) if not Path(p).resolve().is_relative_to(root)
+    )
+    if outside:
+        more = f" and {len(outside) - 1} more" if len(outside) > 1 else ""
+        raise RenderFailure(f"refers to {outside[0][:200]}{more}, outside the object's folder")
+
+
 def import_model(path: Path) -> None:
     """Import a model into the current (empty) scene; raise RenderFailure with the importer's reason."""
     bpy = _bpy()
@@ -71,6 +116,7 @@ def import_model(path: Path) -> None:
         raise RenderFailure(f"model file not found: {path}")
     if path.stat().st_size == 0:
         raise RenderFailure("model file is empty (0 bytes)")
+    check_before_import(path)
     before = set(bpy.data.objects)
     try:
         if suffix == ".blend":
@@ -86,8 +132,8 @@ def import_model(path: Path) -> None:
         else:
             raise RenderFailure(f"unsupported model format {suffix!r}")
     except RuntimeError as exc:  # bpy reports importer errors as RuntimeError("Error: ...")
-        message = " ".join(str(exc).split())
-        raise RenderFailure(f"import failed: {message[:500]}") from None
+        raise RenderFailure(f"import failed: {error_line(str(exc))[:500]}") from None
+    check_references(path.parent)
     if not (set(bpy.data.objects) - before) and suffix != ".blend":
         raise RenderFailure("import produced no objects")
 
@@ -437,7 +483,7 @@ def serve(requests: Any, respond: Any) -> None:
             result = {"ok": False, "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - any other error fails this object only; traceback goes to the log
             traceback.print_exc()
-            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:1000]}
+            result = {"ok": False, "error": error_line(f"{type(exc).__name__}: {exc}")[:1000]}
         result["id"] = req.get("id")
         respond(result)
 

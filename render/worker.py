@@ -9,7 +9,9 @@ without its rows (death between the two writes) is an orphan that the next run d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import shutil
 import tempfile
 import threading
@@ -24,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from invs import cameras, shards, storage, tables
-from invs.config import Config
+from invs.config import Config, apply_storage_settings
 from invs.images import MIN_ALPHA_FRACTION
 from render import objaverse_source
 from render.blender_process import BlenderError, BlenderProcess
@@ -51,7 +53,7 @@ def fetch(
     config: Config,
     on_objaverse: Callable[[objaverse_source.Fetched], None] | None = None,
 ) -> Path:
-    """A local file for ``ref`` (downloaded or generated into ``directory`` when it is not local).
+    """A local file for ``ref`` (downloaded or generated into ``directory/KEY/`` when it is not local).
 
     Objaverse objects are fetched by the path in ``ref.object_path`` (no index read here): with a store
     (``render.objaverse_store``) into ``directory`` (deleted after rendering; the store keeps them), else into
@@ -60,7 +62,8 @@ def fetch(
     if ref.uri.startswith("samples:"):
         from render import samples
 
-        path = directory / f"{ref.key}.glb"
+        path = directory / ref.key / f"{ref.key}.glb"
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(samples.sample_bytes(ref.uri.split(":", 1)[1]))
         return path
     if ref.uri.startswith("objaverse:"):
@@ -83,7 +86,7 @@ def fetch(
             on_objaverse(got)
         return got.path
     if ref.uri.startswith("s3://"):
-        path = directory / f"{ref.key}{ref.suffix}"
+        path = directory / ref.key / f"{ref.key}{ref.suffix}"  # a folder of its own: it may read nothing else
         try:
             storage.download_file(ref.uri, path)
         except storage.StorageError as exc:
@@ -120,6 +123,51 @@ def build_request(config: Config, ref: ObjectRef, model: Path, out_dir: Path, th
     }
 
 
+#: Share of a node's memory that its Blender processes may use together when ``render.max_memory_mb`` is null.
+MEMORY_SHARE = 0.8
+
+
+def node_memory_mb() -> float:
+    """This node's memory in MiB: the physical memory, or the container's cgroup limit when that is lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total / 2**20
+
+
+def workers_on_node(config: Config, threads: int) -> int:
+    """How many render workers (bundles of ``threads`` CPUs, a GPU with ``device: gpu``) this node holds.
+
+    Inside a Ray actor: from this node's resources as Ray sees them; elsewhere: this machine's CPUs.
+    """
+    from invs import fleet
+
+    bundle = fleet.worker_bundle(config, "render") | {"CPU": float(threads)}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node_id = ray.get_runtime_context().get_node_id()
+            node = next(n for n in ray.nodes() if n["NodeID"] == node_id)
+            return max(1, fleet.per_node(bundle, node["Resources"]))
+    except (ImportError, StopIteration, RuntimeError):
+        pass
+    return max(1, (os.cpu_count() or 1) // max(1, threads))
+
+
+def memory_cap_mb(setting: float | None, node_mb: float, workers: int) -> float:
+    """A Blender process's memory ceiling: ``setting`` when given, else :data:`MEMORY_SHARE` of the node's memory
+    shared by the render workers the node holds."""
+    if setting is not None:
+        return float(setting)
+    return MEMORY_SHARE * node_mb / max(1, workers)
+
+
 #: Keys of a worker's Objaverse fetch counts (summed into the job summary's ``objaverse``).
 OBJAVERSE_COUNTS = ("cache", "store", "http", "http_requests")
 
@@ -128,15 +176,15 @@ class RenderWorker:
     """Renders objects into ``OUT/shards/{job_id}-w{index}-NNNNNN.tar`` and appends ``OUT/manifest`` rows."""
 
     def __init__(self, config: Config, job_id: str, index: int, threads: int = 0) -> None:
+        apply_storage_settings(config)  # this process's S3 endpoint and retries (a Ray actor does not inherit them)
         self.config = config
         self.index = index
         self.cfg = config.render
         self.out = storage.normalize(self.cfg.out)
         self.manifest_uri = storage.join(self.out, tables.MANIFEST_DIR)
         self.tmp = Path(tempfile.mkdtemp(prefix=f"invs-render-w{index}-"))
-        self.blender = BlenderProcess(
-            threads=threads, max_memory_mb=self.cfg.max_memory_mb, log_dir=str(self.tmp / "logs")
-        )
+        self.max_memory_mb = memory_cap_mb(self.cfg.max_memory_mb, node_memory_mb(), workers_on_node(config, threads))
+        self.blender = BlenderProcess(threads=threads, max_memory_mb=self.max_memory_mb, log_dir=str(self.tmp / "logs"))
         self.writer = shards.ShardWriter(
             storage.join(self.out, "shards"),
             f"{job_id}-w{index:03d}",
@@ -265,6 +313,7 @@ class RenderWorker:
                 "seconds": time.monotonic() - started,
                 "missing_textures": result["missing_textures"],
                 "cropped_views": sample.meta["cropped_views"],
+                "views": sample.num_views,
             }
         except BlenderError as exc:
             return self._fail(ref, attempt, str(exc), time.monotonic() - started, sha)
@@ -272,6 +321,8 @@ class RenderWorker:
             shutil.rmtree(out_dir, ignore_errors=True)
             if model.is_relative_to(self.tmp / "fetch"):  # a download of ours, not a cached or local file
                 model.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    model.parent.rmdir()  # the object's own folder, once empty
 
     def ready(self) -> int:
         """Answers once the actor runs (the job gives work only to started workers)."""
@@ -309,6 +360,7 @@ class RenderWorker:
             self.stats,
             objaverse=dict(self.objaverse),
             blender_starts=self.blender.starts,
+            blender_memory_cap_mb=round(self.max_memory_mb),
             node_ip=ray.util.get_node_ip_address(),
         )
         shutil.rmtree(self.tmp, ignore_errors=True)

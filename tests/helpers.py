@@ -79,3 +79,127 @@ bpy.ops.wm.save_as_mainfile(filepath={str(path)!r})
 """
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
     return path
+
+
+# ------------------------------------------------------------------------------------------------ generated glTF
+
+#: A unit cube: 8 corners and 12 triangles (counter-clockwise seen from outside).
+_CUBE_VERTICES = np.array([(x, y, z) for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)], dtype="<f4")
+_CUBE_TRIANGLES = np.array(
+    [0, 1, 3, 0, 3, 2, 4, 6, 7, 4, 7, 5, 0, 4, 5, 0, 5, 1, 2, 3, 7, 2, 7, 6, 0, 2, 6, 0, 6, 4, 1, 5, 7, 1, 7, 3],
+    dtype="<u2",
+).reshape(-1, 3)
+
+
+def png_header(width: int, height: int) -> bytes:
+    """The first bytes of a PNG (signature and IHDR) declaring ``width`` x ``height``: what a header check reads."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+
+
+def write_gltf(
+    path: Path,
+    *,
+    buffer_uri: str | None = None,
+    depth: int = 1,
+    claimed_vertices: int | None = None,
+    image_uri: str | None = None,
+    image_bytes: bytes | None = None,
+    last_index: int | None = None,
+) -> Path:
+    """A glTF 2.0 cube at ``path`` (``.gltf``: JSON; ``.glb``: binary with the buffer in its BIN chunk).
+
+    ``buffer_uri``: where the JSON says the geometry buffer is (the bytes are written there, relative to the file;
+    None: a base64 ``data:`` URI, or the BIN chunk of a ``.glb``). ``depth``: the cube hangs at the end of a chain
+    of that many nodes. ``claimed_vertices``: the vertex count the position accessor claims (the data stays 8
+    vertices). ``last_index``: the value of the last triangle index (out of range: a file that passes every
+    structural check and still breaks an importer). ``image_uri`` / ``image_bytes``: a base-colour texture read from
+    that URI (``image_bytes`` written there when it is a relative path; URIs are percent-decoded into file names)
+    or, with ``image_bytes`` alone, stored in the buffer.
+    """
+    import base64
+    import json
+    import urllib.parse
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    triangles = _CUBE_TRIANGLES.copy()
+    if last_index is not None:
+        triangles[-1, -1] = last_index
+    data = _CUBE_VERTICES.tobytes() + triangles.tobytes()
+    views = [
+        {"buffer": 0, "byteOffset": 0, "byteLength": _CUBE_VERTICES.nbytes, "target": 34962},
+        {"buffer": 0, "byteOffset": _CUBE_VERTICES.nbytes, "byteLength": _CUBE_TRIANGLES.nbytes, "target": 34963},
+    ]
+    attributes = {"POSITION": 0}
+    accessors = [
+        {
+            "bufferView": 0,
+            "componentType": 5126,
+            "count": claimed_vertices if claimed_vertices is not None else len(_CUBE_VERTICES),
+            "type": "VEC3",
+            "min": [-0.5, -0.5, -0.5],
+            "max": [0.5, 0.5, 0.5],
+        },
+        {"bufferView": 1, "componentType": 5123, "count": _CUBE_TRIANGLES.size, "type": "SCALAR"},
+    ]
+    gltf: dict = {"asset": {"version": "2.0", "generator": "invs tests"}}
+    primitive: dict = {"attributes": attributes, "indices": 1}
+    if image_uri is not None or image_bytes is not None:
+        uv = (_CUBE_VERTICES[:, :2] + 0.5).astype("<f4")
+        data += uv.tobytes()
+        views.append({"buffer": 0, "byteOffset": len(data) - uv.nbytes, "byteLength": uv.nbytes})
+        accessors.append({"bufferView": len(views) - 1, "componentType": 5126, "count": len(uv), "type": "VEC2"})
+        attributes["TEXCOORD_0"] = len(accessors) - 1
+        if image_uri is not None:
+            image: dict = {"uri": image_uri}
+            if image_bytes is not None and "://" not in image_uri and not image_uri.startswith(("/", "data:")):
+                target = path.parent / urllib.parse.unquote(image_uri)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(image_bytes)
+        else:
+            assert image_bytes is not None
+            data += b"\0" * (-len(data) % 4)
+            views.append({"buffer": 0, "byteOffset": len(data), "byteLength": len(image_bytes)})
+            data += image_bytes
+            image = {"bufferView": len(views) - 1, "mimeType": "image/png"}
+        gltf |= {
+            "images": [image],
+            "textures": [{"source": 0}],
+            "materials": [{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}],
+        }
+        primitive["material"] = 0
+    data += b"\0" * (-len(data) % 4)
+    buffer: dict = {"byteLength": len(data)}
+    glb = path.suffix.lower() == ".glb"
+    if buffer_uri is not None:
+        buffer["uri"] = buffer_uri
+        target = path.parent / urllib.parse.unquote(buffer_uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    elif not glb:
+        buffer["uri"] = "data:application/octet-stream;base64," + base64.b64encode(data).decode()
+    nodes = [{"children": [i + 1]} for i in range(depth - 1)] + [{"mesh": 0}]
+    gltf |= {
+        "scene": 0,
+        "scenes": [{"nodes": [0]}],
+        "nodes": nodes,
+        "meshes": [{"primitives": [primitive]}],
+        "buffers": [buffer],
+        "bufferViews": views,
+        "accessors": accessors,
+    }
+    text = json.dumps(gltf).encode()
+    if not glb:
+        path.write_bytes(text)
+        return path
+    import struct
+
+    text += b" " * (-len(text) % 4)
+    chunks = struct.pack("<I4s", len(text), b"JSON") + text
+    if buffer_uri is None:
+        chunks += struct.pack("<I4s", len(data), b"BIN\0") + data
+    path.write_bytes(b"glTF" + struct.pack("<II", 2, 12 + len(chunks)) + chunks)
+    return path

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from infra import local_ray
 from invs import shards, storage, tables
 from tests.helpers import local_env, render
 
@@ -184,3 +185,61 @@ def test_precomputed_latents_are_the_vae_posterior_of_target_and_partial(renders
 def test_missing_latents_vae_fails_fast(renders: str, tmp_path: Path) -> None:
     proc = preprocess(renders, str(tmp_path / "pairs"), "--latents", "stabilityai/stable-diffusion-2-inpainting")
     assert proc.returncode == 2 and "not in the local Hugging Face cache" in proc.stderr
+
+
+@pytest.mark.ray
+def test_a_worker_node_lost_mid_job_costs_no_pair(
+    ray_cluster: local_ray.LocalRayCluster, real_objects: Path, tmp_path: Path
+) -> None:
+    """A node running pair makers dies (raylet, workers and all) while the job runs: Ray Data runs its tasks again
+    elsewhere and the sink's retry-safe names keep every object's pairs in the shards and the index exactly once."""
+    import time
+
+    import psutil
+
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    glbs = sorted(p for p in real_objects.glob("*.glb") if not p.name.startswith("problem_"))
+    uids = [f"obj{i}" for i in range(6)]
+    for i, uid in enumerate(uids):
+        shutil.copy(glbs[i % len(glbs)], objects / f"{uid}.glb")
+    renders = str(tmp_path / "renders")
+    proc = render(str(objects), renders, "--views", "4", "--resolution", "96", "--set", "render.objects_per_shard=1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = str(tmp_path / "pairs")
+    doomed = "127.0.0.4"
+    settings = ["preprocess.node_resource=preprocess_gpu", "preprocess.objects_per_shard=1", "preprocess.workers=2"]
+    command = [sys.executable, str(REPO / "preprocess/main.py"), "--renders", renders, "--out", out, *FAST]
+    command += ["--address", ray_cluster.address, *(a for s in settings for a in ("--set", s))]
+    local_ray.add_node(ray_cluster.address, doomed, resources={"preprocess_gpu": 1}, object_store_mb=100)
+    job = None
+    try:
+        raylet = next(
+            p for p in psutil.process_iter(["cmdline"]) if f"--node_ip_address={doomed}" in " ".join(p.cmdline())
+        )
+        job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+
+        def pair_maker_on_doomed_node() -> bool:
+            try:
+                return any("PairMaker" in " ".join(p.cmdline()) for p in raylet.children(recursive=True))
+            except psutil.Error:
+                return False
+
+        while not (pair_maker_on_doomed_node() and storage.list_files(f"{out}/index")):
+            assert job.poll() is None, job.stdout.read() if job.stdout else ""
+            time.sleep(0.2)
+        assert local_ray.remove_node(doomed) > 0
+        output, _ = job.communicate(timeout=600)
+    finally:
+        if job is not None:
+            job.kill()
+        local_ray.remove_node(doomed)
+        local_ray.wait_for_nodes(ray_cluster.address, ray_cluster.num_nodes)
+    own = "\n".join(ln for ln in output.splitlines() if not ln.startswith(("[", "(")))
+    assert job.returncode == 0, own[-3000:]
+    rows = index_of(out)
+    assert {r["uid"] for r in rows} == set(uids) and len({r["key"] for r in rows}) == len(rows)
+    held = {uri: {k for k, _ in shards.iter_tar_samples(uri)} for uri in shards.list_shards(out)}
+    assert Counter(k for keys in held.values() for k in keys) == Counter({r["key"]: 1 for r in rows})
+    assert all(r["key"] in held[r["shard"]] for r in rows) and set(held) == {r["shard"] for r in rows}
+    assert tables.read_table(f"{out}/failures", tables.FAILURE_SCHEMA).num_rows == 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from PIL import Image
 from invs import cameras
 from render.blender_process import BlenderError, BlenderProcess
 from tests.geometry import point_mesh_distance
-from tests.helpers import heavy_ply, make_blend
+from tests.helpers import heavy_ply, make_blend, png_header, write_gltf
 
 pytestmark = pytest.mark.blender
 RES = 96
@@ -173,7 +175,7 @@ def test_bad_files_fail_with_clear_reasons(blender: BlenderProcess, real_objects
         reasons[name] = result["error"]
     assert "empty (0 bytes)" in reasons["empty.glb"]
     for name in ("truncated.glb", "random.glb", "lies.glb"):
-        assert reasons[name].startswith(("import failed", "Blender's")), reasons[name]
+        assert reasons[name].startswith(("rejected before import", "import failed", "Blender's")), reasons[name]
         assert "\n" not in reasons[name]
     missing = blender.render(request(tmp_path / "nope.glb", tmp_path / "o-nope", "nope"), timeout_s=60)
     assert missing == {"ok": False, "error": f"model file not found: {tmp_path / 'nope.glb'}", "id": "nope"}
@@ -250,3 +252,90 @@ def test_cheaper_sampling_settings_keep_depth_and_alpha(
         a = np.asarray(Image.open(tmp_path / "base" / f"rgba_{i:03d}.png"))[..., 3] >= 128
         b = np.asarray(Image.open(tmp_path / "cheap" / f"rgba_{i:03d}.png"))[..., 3] >= 128
         assert (a & b).sum() / (a | b).sum() > 0.98
+
+
+# ------------------------------------------------------------------------------------------------ hostile files
+
+
+def test_blenders_own_importer_reads_a_buffer_outside_the_objects_folder(tmp_path: Path) -> None:
+    """Guards the next test: without the check, Blender's glTF importer follows ``../`` and builds the object's
+    geometry from a file of the machine (the generator wrote the cube's bytes there)."""
+    model = write_gltf(tmp_path / "obj" / "cube.gltf", buffer_uri="../secret-dir/secret.bin")
+    assert (tmp_path / "secret-dir" / "secret.bin").is_file() and not any((tmp_path / "obj").glob("*.bin"))
+    code = f"""
+import bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.import_scene.gltf(filepath={str(model)!r})
+print("VERTICES", sum(len(m.vertices) for m in bpy.data.meshes))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "VERTICES 8" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def test_hostile_gltf_files_are_refused_before_blender_opens_them(blender: BlenderProcess, tmp_path: Path) -> None:
+    starts = blender.starts
+    (tmp_path / "secret.png").write_bytes(png_header(8, 8))
+    cases = {
+        "outside": dict(buffer_uri="../secret-dir/secret.bin"),
+        "absolute": dict(buffer_uri="cube.bin"),
+        "image": dict(image_uri="../secret.png"),
+        "liar": dict(claimed_vertices=10**9),
+        "deep": dict(depth=3000),
+        "bomb": dict(image_bytes=png_header(60000, 60000)),
+    }
+    expected = {
+        "outside": "rejected before import: buffer 0 refers to '../secret-dir/secret.bin', outside the object's folder",
+        "absolute": "rejected before import: buffer 0 refers to '/etc/hostname': an absolute path, outside",
+        "image": "rejected before import: image 0 refers to '../secret.png', outside the object's folder",
+        "liar": "rejected before import: accessor 0 claims 1000000000 elements of 12 bytes",
+        "deep": "rejected before import: the node hierarchy is deeper than 256 levels",
+        "bomb": "rejected before import: image 0 is 60000 x 60000 pixels, over the 16384 pixel side limit",
+    }
+    for name, kwargs in cases.items():
+        model = write_gltf(tmp_path / name / f"{name}.gltf", **kwargs)
+        if name == "absolute":
+            text = model.read_text().replace('"uri": "cube.bin"', '"uri": "/etc/hostname"')
+            model.write_text(text)
+        result = blender.render(request(model, tmp_path / f"out-{name}", name), timeout_s=60)
+        assert not result["ok"], name
+        assert result["error"].startswith(expected[name]), (name, result["error"])
+        assert "\n" not in result["error"]
+        assert not (tmp_path / f"out-{name}" / "rgba_000.png").exists()
+    assert blender.starts == starts, "no hostile file killed or hung the Blender process"
+    # The same object with its files inside its folder (and at the depth limit) renders.
+    inside = write_gltf(
+        tmp_path / "inside" / "cube.gltf",
+        buffer_uri="parts/cube.bin",
+        depth=256,
+        image_uri="tex/a.png",
+        image_bytes=(tmp_path / "secret.png").read_bytes(),
+    )
+    result = blender.render(request(inside, tmp_path / "out-inside", "inside", views=1), timeout_s=120)
+    assert result["ok"], result
+    assert result["views"][0]["alpha_fraction"] > 0.05
+
+
+def test_an_importer_traceback_becomes_its_last_line(blender: BlenderProcess, tmp_path: Path) -> None:
+    """A file that passes every structural check but indexes past its vertices breaks Blender's importer with a
+    Python traceback: the reason is the exception, not "Traceback (most recent call last)"."""
+    model = write_gltf(tmp_path / "badindex.gltf", last_index=60000)
+    result = blender.render(request(model, tmp_path / "out", "badindex", views=1), timeout_s=120)
+    assert result == {
+        "ok": False,
+        "error": "import failed: IndexError: index 60000 is out of bounds for axis 0 with size 8",
+        "id": "badindex",
+    }
+
+
+def test_textures_outside_the_folder_are_refused_after_import(blender: BlenderProcess, tmp_path: Path) -> None:
+    """Formats without a pre-import check (here OBJ) are refused before any render when they refer to a file
+    outside their folder."""
+    (tmp_path / "obj").mkdir()
+    (tmp_path / "outside.png").write_bytes(png_header(8, 8))
+    (tmp_path / "obj" / "box.mtl").write_text(f"newmtl skin\nKd 1 1 1\nmap_Kd {tmp_path / 'outside.png'}\n")
+    faces = ["f 1/1 2/1 3/1", "f 1/1 3/1 4/1", "f 1/1 2/1 4/1", "f 2/1 3/1 4/1"]
+    lines = ["mtllib box.mtl", "v 0 0 0", "v 1 0 0", "v 0 1 0", "v 0 0 1", "vt 0 0", "usemtl skin", *faces]
+    (tmp_path / "obj" / "box.obj").write_text("\n".join(lines) + "\n")
+    result = blender.render(request(tmp_path / "obj" / "box.obj", tmp_path / "out", "box", views=1), timeout_s=120)
+    assert result["error"] == f"refers to {tmp_path / 'outside.png'}, outside the object's folder", result
+    assert not (tmp_path / "out" / "rgba_000.png").exists()

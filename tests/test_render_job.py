@@ -1,4 +1,5 @@
-"""The render job end to end: bad input, resume and exactly-once, retries, and the two-node cluster with S3."""
+"""The render job end to end: bad and hostile input, resume and exactly-once, retries, the two-node cluster with S3,
+worker nodes lost mid-job and S3 outages."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 
 from infra import local_ray, local_s3
 from invs import shards, storage, tables
-from tests.helpers import FAST_RENDER, heavy_ply, make_blend, render
+from render import worker
+from tests.helpers import FAST_RENDER, heavy_ply, local_env, make_blend, png_header, render, write_gltf
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.blender
@@ -97,13 +99,73 @@ def test_bad_input_gets_failed_rows_with_reasons_and_the_job_carries_on(real_obj
     }
     assert rows["ghost"]["error"].startswith("empty render")
     assert "empty (0 bytes)" in rows["empty"]["error"]
-    assert rows["truncated"]["error"].startswith("import failed")
-    assert rows["random"]["error"].startswith("import failed")
+    assert rows["truncated"]["error"].startswith("rejected before import: glTF binary header says")
+    assert rows["random"]["error"].startswith("rejected before import: not a glTF binary")
     assert "model file not found" in rows["missing"]["error"]
     assert not marker.exists(), "a .blend file ran embedded Python"
     assert keys_in_shards(out) == Counter({"good": 1, "alien": 1, "scene": 1})
     summary = json.loads(storage.read_text(f"{out}/summary.json"))
     assert summary["rendered"] == 3 and summary["failed"] == 5 and summary["blender_starts"] == 1, summary
+
+
+def test_a_corpus_of_hostile_files_never_crashes_reads_outside_or_holds_a_worker(
+    real_objects: Path, tmp_path: Path
+) -> None:
+    """Hostile files beside a good one (64 px, 2 views): the job carries on and exits 0, the good object renders,
+    each hostile one fails with a one-line reason from a check (none is a timeout or a memory kill, so none held
+    a worker), nothing outside an object's folder reaches a shard, and the one Blender process never died."""
+    corpus = tmp_path / "corpus"
+    shutil.copy(real_objects / "BoxTextured.glb", (corpus / "good").mkdir(parents=True) or corpus / "good" / "good.glb")
+    write_gltf(corpus / "outside" / "outside.gltf", buffer_uri="../secret-dir/secret.bin")
+    write_gltf(corpus / "image" / "image.gltf", image_uri="../secret-dir/secret.png", image_bytes=png_header(8, 8))
+    write_gltf(corpus / "liar" / "liar.gltf", claimed_vertices=10**9)
+    write_gltf(corpus / "deep" / "deep.gltf", depth=3000)
+    write_gltf(corpus / "bomb" / "bomb.glb", image_bytes=png_header(60000, 60000))
+    write_gltf(corpus / "badindex" / "badindex.gltf", last_index=60000)
+    cycle = write_gltf(corpus / "cycle" / "cycle.gltf", depth=2)
+    cycle.write_text(cycle.read_text().replace('{"mesh": 0}', '{"mesh": 0, "children": [0]}'))
+    (corpus / "obj").mkdir()
+    (corpus / "obj" / "box.mtl").write_text(f"newmtl m\nmap_Kd {corpus / 'secret-dir' / 'secret.png'}\n")
+    (corpus / "obj" / "box.obj").write_text(
+        "mtllib box.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nusemtl m\nf 1/1 2/1 3/1\n"
+    )
+    listing = tmp_path / "corpus.txt"
+    names = ["good/good.glb", "outside/outside.gltf", "image/image.gltf", "liar/liar.gltf", "deep/deep.gltf"]
+    names += ["bomb/bomb.glb", "badindex/badindex.gltf", "cycle/cycle.gltf", "obj/box.obj"]
+    listing.write_text("\n".join(f"corpus/{n}" for n in names) + "\n")
+    out = str(tmp_path / "out")
+    proc = render(str(listing), out, "--resolution", "64", "--timeout", "60")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = latest(out)
+    assert rows.pop("good")["status"] == "ok"
+    expected = {
+        "outside": "rejected before import: buffer 0 refers to '../secret-dir/secret.bin', outside the object's folder",
+        "image": "rejected before import: image 0 refers to '../secret-dir/secret.png', outside the object's folder",
+        "liar": "rejected before import: accessor 0 claims 1000000000 elements of 12 bytes (12000000000 bytes), "
+        "its bufferView 0 holds 96",
+        "deep": "rejected before import: the node hierarchy is deeper than 256 levels (at node 256)",
+        "bomb": "rejected before import: image 0 is 60000 x 60000 pixels, over the 16384 pixel side limit",
+        "badindex": "import failed: IndexError: index 60000 is out of bounds for axis 0 with size 8",
+        "cycle": "rejected before import: the node hierarchy has a cycle through node 0",
+        "box": f"refers to {corpus / 'secret-dir' / 'secret.png'}, outside the object's folder",
+    }
+    assert {uid: row["error"] for uid, row in rows.items()} == expected
+    assert all(row["status"] == "failed" and "\n" not in row["error"] for row in rows.values())
+    assert keys_in_shards(out) == Counter({"good": 1})
+    summary = json.loads(storage.read_text(f"{out}/summary.json"))
+    assert summary["blender_starts"] == 1, "a hostile file killed or hung Blender"
+    # The memory ceiling of each Blender: 80% of the node's memory over the workers the node holds (2 CPUs each).
+    node_workers = max(1, (os.cpu_count() or 1) // 2)
+    cap = round(worker.memory_cap_mb(None, worker.node_memory_mb(), node_workers))
+    assert list(summary["blender_memory_cap_mb"].values()) == [cap], summary["blender_memory_cap_mb"]
+    print("seconds per hostile object:", {uid: round(row["seconds"], 3) for uid, row in rows.items()})
+
+
+def test_memory_ceiling_follows_the_node_and_its_workers() -> None:
+    assert worker.memory_cap_mb(None, 64000, 16) == pytest.approx(3200)
+    assert worker.memory_cap_mb(None, 64000, 1) == pytest.approx(51200)
+    assert worker.memory_cap_mb(5000, 64000, 16) == 5000  # a set value wins
+    assert 0 < worker.node_memory_mb() < 2**40
 
 
 def test_timeouts_fail_one_object(tmp_path: Path) -> None:
@@ -277,3 +339,211 @@ def test_workers_sized_for_the_fleet_use_nodes_that_join_after_the_job_starts(
     summary = json.loads(Path(out, "summary.json").read_text())
     assert summary["rendered"] == 16 and summary["failed"] == 0
     assert summary["worker_nodes"] == ips, "".join(lines)  # both late nodes rendered
+
+
+# ------------------------------------------------------------------------------------------------ lost nodes
+
+
+def assert_every_object_exactly_once(out: str, uids: list[str]) -> None:
+    """Each object in the shards once, its latest manifest row ``ok`` and pointing at the shard holding it, and
+    no shard that no row points at."""
+    assert keys_in_shards(out) == Counter(dict.fromkeys(uids, 1))
+    rows = latest(out)
+    assert sorted(rows) == sorted(uids) and all(r["status"] == "ok" for r in rows.values()), rows
+    held = {uri: {key for key, _ in shards.iter_tar_samples(uri)} for uri in shards.list_shards(out)}
+    assert all(row["key"] in held[row["shard"]] for row in rows.values())
+    assert set(held) == {row["shard"] for row in rows.values()}
+
+
+def views_rendered_on(ip: str) -> int:
+    """Views the Blender processes of render workers on node ``ip`` have saved (from their logs): a Ray worker is
+    a child of its node's raylet, whose command line names the node's address."""
+    import tempfile
+
+    import psutil
+
+    saved = 0
+    for log in Path(tempfile.gettempdir()).glob("invs-render-w*/logs/blender-*.log"):
+        try:
+            worker = psutil.Process(int(log.name.split("-")[1]))
+            on_node = any(f"={ip}" in " ".join(p.cmdline()) for p in worker.parents())
+            lines = log.read_text(errors="replace").splitlines()
+            saved += on_node * sum("Saved:" in line and "rgba_" in line for line in lines)
+        except (psutil.Error, OSError, ValueError):
+            continue
+    return saved
+
+
+def own_lines(output: str) -> str:
+    """The job's own output, without the Ray log lines it forwards (which start with a timestamp or a worker tag)."""
+    return "\n".join(ln for ln in output.splitlines() if not ln.lstrip().startswith(("[", "(")))
+
+
+def copies(real_objects: Path, folder: Path, n: int) -> list[str]:
+    folder.mkdir()
+    glbs = sorted(p for p in real_objects.glob("*.glb") if not p.name.startswith("problem_"))
+    for i in range(n):
+        shutil.copy(glbs[i % len(glbs)], folder / f"obj{i:02d}.glb")
+    return [f"obj{i:02d}" for i in range(n)]
+
+
+def run_until_views(command: list[str], ip: str, views: int) -> subprocess.Popen[str]:
+    """Start the job; return once workers on node ``ip`` have rendered ``views`` views (the job still running)."""
+    import time
+
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    while views_rendered_on(ip) < views:
+        assert job.poll() is None, job.stdout.read() if job.stdout else ""
+        time.sleep(0.2)
+    return job
+
+
+@pytest.mark.ray
+def test_a_worker_node_lost_mid_job_costs_no_object(
+    ray_cluster: local_ray.LocalRayCluster, real_objects: Path, tmp_path: Path
+) -> None:
+    """A worker node dies (its raylet and every process started for it killed) while the job renders. The objects
+    its worker held and had not recorded go back to the queue and the other node renders them in the same run;
+    shards published without rows are removed: every object ends in the shards exactly once."""
+    uids = copies(real_objects, tmp_path / "objects", 12)
+    out = str(tmp_path / "renders")
+    doomed = "127.0.0.4"
+    settings = ["render.threads_per_worker=1", "render.node_resource=render_cpu", "render.objects_per_shard=3"]
+    settings += ["render.samples=32", "render.resolution=64"]
+    command = [sys.executable, str(REPO / "render/main.py"), "--objects", str(tmp_path / "objects"), "--out", out]
+    command += [*FAST_RENDER, "--address", ray_cluster.address, *(a for s in settings for a in ("--set", s))]
+    local_ray.add_node(ray_cluster.address, doomed, resources={"render_cpu": 1}, object_store_mb=100)
+    job = None
+    try:
+        job = run_until_views(command, doomed, views=2 * 2)  # two objects rendered there, more to come
+        assert local_ray.remove_node(doomed) > 0
+        output, _ = job.communicate(timeout=600)
+    finally:
+        if job is not None:
+            job.kill()
+        local_ray.remove_node(doomed)
+        local_ray.wait_for_nodes(ray_cluster.address, ray_cluster.num_nodes)
+    assert job.returncode == 0, own_lines(output)[-4000:]
+    assert "render worker died" in output and "go back to the queue" in output, own_lines(output)[-4000:]
+    summary = json.loads(Path(out, "summary.json").read_text())
+    assert summary["rendered"] == 12 and summary["failed"] == 0, summary
+    assert summary["workers_lost"] >= 1 and summary["objects_requeued"] >= 1, summary
+    assert_every_object_exactly_once(out, uids)
+
+
+@pytest.mark.ray
+def test_with_every_worker_node_lost_the_job_stops_in_one_line_and_a_rerun_finishes(
+    ray_cluster: local_ray.LocalRayCluster, real_objects: Path, tmp_path: Path
+) -> None:
+    """The only node that may run the workers dies and none replaces it: after ``render.worker_wait_s`` the job
+    stops with one error line; a re-run on the nodes there are then finishes with every object exactly once."""
+    uids = copies(real_objects, tmp_path / "objects", 10)
+    out = str(tmp_path / "renders")
+    doomed = "127.0.0.4"
+    settings = ["render.threads_per_worker=1", "render.objects_per_shard=2", "render.worker_wait_s=20"]
+    settings += ["render.samples=64", "render.resolution=64"]
+    command = [sys.executable, str(REPO / "render/main.py"), "--objects", str(tmp_path / "objects"), "--out", out]
+    command += [*FAST_RENDER, "--address", ray_cluster.address, *(a for s in settings for a in ("--set", s))]
+    local_ray.add_node(ray_cluster.address, doomed, resources={"render_doomed": 1}, object_store_mb=100)
+    job = None
+    try:
+        job = run_until_views([*command, "--set", "render.node_resource=render_doomed"], doomed, views=3 * 2)
+        local_ray.remove_node(doomed)
+        output, _ = job.communicate(timeout=600)
+    finally:
+        if job is not None:
+            job.kill()
+        local_ray.remove_node(doomed)
+        local_ray.wait_for_nodes(ray_cluster.address, ray_cluster.num_nodes)
+    assert job.returncode == 2, own_lines(output)[-4000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert errors == [errors[-1]] and "no render worker ran for 20 s" in errors[0], own_lines(output)[-4000:]
+    assert "re-run with the same --out to finish" in errors[0] and "Traceback" not in output
+    rerun = subprocess.run(
+        [*command, "--set", "render.node_resource=render_cpu"], capture_output=True, text=True, timeout=600, cwd=REPO
+    )
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "already done" in rerun.stdout
+    assert_every_object_exactly_once(out, uids)
+
+
+# ------------------------------------------------------------------------------------------------ storage outages
+
+
+def start_and_wait_for_a_shard(command: list[str], env: dict[str, str], out: str) -> subprocess.Popen[str]:
+    """Start the job; return once its first shard is on S3 (the job still running)."""
+    import time
+
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
+    while not shards.list_shards(out):
+        assert job.poll() is None, job.stdout.read() if job.stdout else ""
+        time.sleep(0.2)
+    return job
+
+
+def assert_nothing_half_written(out: str) -> None:
+    """Only final names under the output: shards, manifest parts, the config and the summary."""
+    for uri in storage.list_files(out):
+        rel = uri[len(out) + 1 :]
+        assert rel in ("config.yaml", "summary.json") or (
+            (rel.startswith("shards/") and rel.endswith(".tar")) or rel.startswith("manifest/part-")
+        ), uri
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_render_job_rides_out_an_s3_outage(
+    s3_server: local_s3.S3Server, s3_bucket: str, real_objects: Path, tmp_path: Path
+) -> None:
+    """S3 goes away for 20 s mid-run (connections reset, new ones refused) and comes back: the workers' uploads
+    wait it out with backoff and the job completes, every object exactly once and nothing half-written."""
+    import time
+
+    from infra.fault_proxy import FaultProxy
+
+    uids = copies(real_objects, tmp_path / "objects", 8)
+    out = f"{s3_bucket}/renders"
+    command = [sys.executable, str(REPO / "render/main.py"), "--objects", str(tmp_path / "objects"), "--out", out]
+    command += [*FAST_RENDER, "--set", "render.objects_per_shard=1", "--set", "render.samples=32"]
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        env = local_env({"INVS_S3_ENDPOINT": proxy.url, "AWS_ENDPOINT_URL": proxy.url})
+        job = start_and_wait_for_a_shard(command, env, out)
+        proxy.cut()
+        time.sleep(20)
+        proxy.restore()
+        output, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, own_lines(output)[-4000:]
+    assert "warning: cannot write" in output and "Traceback" not in output, own_lines(output)[-4000:]
+    assert "8 rendered, 0 failed" in output
+    assert_every_object_exactly_once(out, uids)
+    assert_nothing_half_written(out)
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_an_s3_outage_longer_than_the_retries_stops_the_job_in_one_line_and_a_rerun_completes(
+    s3_server: local_s3.S3Server, s3_bucket: str, real_objects: Path, tmp_path: Path
+) -> None:
+    from infra.fault_proxy import FaultProxy
+
+    uids = copies(real_objects, tmp_path / "objects", 8)
+    out = f"{s3_bucket}/renders"
+    command = [sys.executable, str(REPO / "render/main.py"), "--objects", str(tmp_path / "objects"), "--out", out]
+    command += [*FAST_RENDER, "--set", "render.objects_per_shard=1", "--set", "render.samples=32"]
+    command += ["--set", "storage.retry_attempts=2", "--set", "storage.retry_backoff_s=0.5"]
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        env = local_env({"INVS_S3_ENDPOINT": proxy.url, "AWS_ENDPOINT_URL": proxy.url})
+        job = start_and_wait_for_a_shard(command, env, out)
+        proxy.cut()
+        output, _ = job.communicate(timeout=600)
+        proxy.restore()
+        assert job.returncode == 2, own_lines(output)[-4000:]
+        errors = [line for line in output.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "is unreachable (after 2 tries" in errors[0], own_lines(output)[-4000:]
+        assert errors[0].endswith("the render job stopped, re-run it with the same --out to finish")
+        assert "Traceback" not in output
+        rerun = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "already done" in rerun.stdout
+    assert_every_object_exactly_once(out, uids)
+    assert_nothing_half_written(out)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,6 +16,8 @@ import pytest
 from infra import local_s3
 from invs import storage
 from invs.errors import StorageError
+
+REPO = Path(__file__).resolve().parent.parent
 
 # ------------------------------------------------------------------------------------------------ URIs
 
@@ -169,16 +175,118 @@ def test_wrong_credentials_are_a_clear_error_that_never_shows_the_secret(
         assert "\n" not in str(info.value)
 
 
-@pytest.mark.s3
-def test_unreachable_endpoint_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.fixture
+def quick_retries() -> Iterator[storage.RetryPolicy]:
+    """Two tries 0.2 s apart (the default policy rides out half a minute)."""
+    saved = storage.retry_policy()
+    storage.configure_retries(attempts=2, backoff_s=0.2)
+    try:
+        yield storage.retry_policy()
+    finally:
+        storage.configure_retries(saved.attempts, saved.backoff_s)
+
+
+def test_unreachable_endpoint_is_one_line_after_its_retries_and_never_shows_the_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], quick_retries: storage.RetryPolicy
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLEKEYID")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     storage.configure_s3("http://127.0.0.1:9")  # discard port: nothing listens
     try:
-        with pytest.raises(StorageError, match="unreachable"):
-            storage.read_bytes("s3://some-bucket/a")
+        for call, action in (
+            (lambda: storage.read_bytes("s3://some-bucket/a"), "read"),
+            (lambda: storage.write_bytes("s3://some-bucket/a", b"x"), "write"),
+            (lambda: storage.list_files("s3://some-bucket/p"), "list"),
+        ):
+            with pytest.raises(StorageError) as info:
+                call()
+            message = str(info.value)
+            assert message.startswith(f"cannot {action} s3://some-bucket/")
+            assert "S3 endpoint http://127.0.0.1:9 is unreachable (after 2 tries over" in message
+            assert "\n" not in message and SECRET not in message
+        with pytest.raises(StorageError, match="unreachable") as info:
+            storage.check_writable("s3://some-bucket/out")  # the pre-flight check tries once
+        assert "tries" not in str(info.value)
     finally:
         storage.configure_s3(None)
+    printed = capsys.readouterr()
+    assert printed.err.count("warning: cannot") == 3 and "try 2 of 2" in printed.err  # one per retry
+    assert SECRET not in printed.out + printed.err
+
+
+def test_the_command_line_says_an_unreachable_s3_in_one_line_without_the_secret(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "INVS_S3", "RAY_ADDRESS"))}
+    env |= {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEYID", "AWS_SECRET_ACCESS_KEY": SECRET}
+    env |= {"INVS_S3_ENDPOINT": "http://127.0.0.1:9", "AWS_REGION": "us-east-1"}
+    proc = subprocess.run(
+        [sys.executable, "render/main.py", "--objects", "samples", "--out", "s3://invs-bucket/renders"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: render.out: cannot write s3://invs-bucket/renders/.invs-write-check-"
+        + proc.stderr.split(".invs-write-check-")[1].split(":")[0]
+        + ": S3 endpoint http://127.0.0.1:9 is unreachable"
+    ], proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (TimeoutError("read timed out"), True),
+        (OSError(errno.ECONNRESET, "Connection reset by peer"), True),
+        (OSError("An error occurred (SlowDown) when calling the PutObject operation: Please reduce your rate"), True),
+        (OSError("An error occurred (503) when calling the HeadObject operation: Service Unavailable"), True),
+        (FileNotFoundError("The specified key does not exist."), False),
+        (PermissionError("AccessDenied"), False),
+        (OSError("An error occurred (NoSuchBucket) when calling the PutObject operation"), False),
+        (ValueError("bad argument"), False),
+    ],
+)
+def test_transient_errors_are_told_from_permanent_ones(error: Exception, transient: bool) -> None:
+    assert storage.is_transient(error) is transient
+
+
+def test_backoff_doubles_up_to_its_ceiling() -> None:
+    policy = storage.RetryPolicy(attempts=8, backoff_s=1.0, max_wait_s=30.0)
+    waits = [policy.wait_s(k) for k in range(1, 8)]
+    for wait, nominal in zip(waits, [1, 2, 4, 8, 16, 30, 30], strict=True):
+        assert 0.75 * nominal <= wait <= 1.25 * nominal
+
+
+@pytest.mark.s3
+def test_a_write_during_a_short_outage_is_retried_and_lands_whole(
+    s3_server: local_s3.S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+
+    from infra.fault_proxy import FaultProxy
+
+    saved = storage.retry_policy()
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        storage.configure_s3(proxy.url)
+        storage.configure_retries(attempts=6, backoff_s=0.5)
+        try:
+            storage.write_bytes(f"{s3_bucket}/before", b"x")
+            proxy.cut()
+            threading.Timer(8.0, proxy.restore).start()  # longer than botocore's own quick retries
+            payload = os.urandom(3 * 2**20)
+            storage.write_bytes(f"{s3_bucket}/during", payload)  # refused at first, then through
+        finally:
+            storage.configure_s3(None)
+            storage.configure_retries(saved.attempts, saved.backoff_s)
+    assert storage.read_bytes(f"{s3_bucket}/during") == payload
+    assert storage.list_files(s3_bucket) == [f"{s3_bucket}/before", f"{s3_bucket}/during"]
+    assert "warning: cannot write" in capsys.readouterr().err
 
 
 @pytest.mark.s3
