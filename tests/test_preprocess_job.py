@@ -187,6 +187,7 @@ def test_missing_latents_vae_fails_fast(renders: str, tmp_path: Path) -> None:
     assert proc.returncode == 2 and "not in the local Hugging Face cache" in proc.stderr
 
 
+@pytest.mark.slow  # 80 s on 2 cores: `make test-all`; the render job's node-loss test is in the default run
 @pytest.mark.ray
 def test_a_worker_node_lost_mid_job_costs_no_pair(
     ray_cluster: local_ray.LocalRayCluster, real_objects: Path, tmp_path: Path

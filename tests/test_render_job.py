@@ -431,6 +431,7 @@ def test_a_worker_node_lost_mid_job_costs_no_object(
     assert_every_object_exactly_once(out, uids)
 
 
+@pytest.mark.slow  # the same recovery is covered in the default run by a faster test
 @pytest.mark.ray
 def test_with_every_worker_node_lost_the_job_stops_in_one_line_and_a_rerun_finishes(
     ray_cluster: local_ray.LocalRayCluster, real_objects: Path, tmp_path: Path
@@ -519,6 +520,7 @@ def test_render_job_rides_out_an_s3_outage(
     assert_nothing_half_written(out)
 
 
+@pytest.mark.slow  # the same recovery is covered in the default run by a faster test
 @pytest.mark.ray
 @pytest.mark.s3
 def test_an_s3_outage_longer_than_the_retries_stops_the_job_in_one_line_and_a_rerun_completes(
