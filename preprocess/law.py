@@ -12,6 +12,11 @@ surface points ``X`` from the target depth:
 * **stray**: covered pixels outside the target silhouette (alpha 0), as a fraction of covered pixels (< 0.5%);
 * **unseen kept**: target foreground pixels the source does not see (uncovered or seen through) with mask < 0.5,
   as a fraction of such pixels (< 1%).
+
+Alongside, not part of the law: how much of what the source sees the partial view covers (``seen_covered``, the
+covered fraction of the seen pixels) and keeps (``seen_cells_kept``: of the 8x8 pixel cells whose pixels are all
+seen, the fraction whose largest mask value is < 0.5, i.e. kept after the max-pooling to latent cells of
+``train.batches.mask_to_latent``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ import torch.nn.functional as F
 
 from invs.geometry import project, unproject
 from invs.metrics import masked_psnr
-from invs.partial_view import PartialView
+from invs.partial_view import SAME_SURFACE_TOLERANCE, PartialView
+
+#: Pixels per latent cell side (the VAE's downsampling factor).
+LATENT_CELL = 8
 
 
 def seen_by_source(
@@ -31,7 +39,7 @@ def seen_by_source(
     depth_src: torch.Tensor,
     K_src: torch.Tensor,
     c2w_src: torch.Tensor,
-    tolerance: float = 0.02,
+    tolerance: float = SAME_SURFACE_TOLERANCE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(seen (B, H, W) bool, source pixel coordinates (B, H*W, 2)) of the target's true surface points."""
     b, h, w = depth_tgt.shape
@@ -82,6 +90,8 @@ def law_metrics(
     unseen = (depth_tgt > 0) & ~seen
     n_covered = int(covered.sum())
     n_unseen = int(unseen.sum())
+    seen_cells = F.avg_pool2d(seen.float()[:, None], LATENT_CELL)[:, 0] >= 1.0
+    cell_mask = F.max_pool2d(view.mask.float()[:, None], LATENT_CELL)[:, 0]
     return {
         "psnr_partial": masked_psnr(view.partial, rgb_tgt.float(), compare),
         "psnr_backward": masked_psnr(backward, rgb_tgt.float(), compare),
@@ -90,4 +100,8 @@ def law_metrics(
         "unseen_below_half": float((unseen & (view.mask < 0.5)).sum()) / max(n_unseen, 1),
         "unseen_pixels": n_unseen,
         "visible_fraction": float(covered.sum()) / max(int((alpha_tgt > 0).sum()), 1),
+        "seen_covered": float((covered & seen).sum()) / max(int(seen.sum()), 1),
+        "seen_pixels": int(seen.sum()),
+        "seen_cells_kept": float((seen_cells & (cell_mask < 0.5)).sum()) / max(int(seen_cells.sum()), 1),
+        "seen_cells": int(seen_cells.sum()),
     }

@@ -24,7 +24,15 @@ from preprocess.law import law_metrics
 from preprocess.pairs import sample_pairs
 
 #: Views covering less of the image than this are not used as source or target.
-LAW_KEYS = ("psnr_partial", "psnr_backward", "stray_fraction", "unseen_below_half", "visible_fraction")
+LAW_KEYS = (
+    "psnr_partial",
+    "psnr_backward",
+    "stray_fraction",
+    "unseen_below_half",
+    "visible_fraction",
+    "seen_covered",
+    "seen_cells_kept",
+)
 
 
 @dataclass
@@ -79,9 +87,11 @@ def object_pairs(
     estimator: Any = None,
     device: str = "cpu",
     vae: Any = None,
+    cover: str = "mesh",
 ) -> ObjectPairs:
     """All training pairs of one rendered object (see the module docstring); with ``vae``, each pair also stores the
-    VAE posterior moments of its target and partial view (:mod:`invs.latents`)."""
+    VAE posterior moments of its target and partial view (:mod:`invs.latents`). ``cover`` picks the partial view's
+    coverage (:func:`invs.partial_view.partial_view`; ``"points"``, the former one, for comparisons)."""
     p = config.preprocess
     meta = sample.meta
     uid = str(meta["uid"])
@@ -109,7 +119,20 @@ def object_pairs(
     d_s = stack([depth_src[i] for i in s])
     K_s, T_s = stack([views[i][2] for i in s]), stack([views[i][3] for i in s])
     K_t, T_t = stack([views[j][2] for j in t]), stack([views[j][3] for j in t])
-    pv = partial_view(rgb_s, d_s, K_s, T_s, K_t, T_t, p.resolution, p.resolution, p.mask_half_angle_deg)
+    alpha_s = stack([views[i][0][..., 3] / 255.0 for i in s])
+    pv = partial_view(
+        rgb_s,
+        d_s,
+        K_s,
+        T_s,
+        K_t,
+        T_t,
+        p.resolution,
+        p.resolution,
+        p.mask_half_angle_deg,
+        cover=cover,
+        alpha_src=alpha_s,
+    )
     law = law_metrics(
         pv,
         rgb_s,

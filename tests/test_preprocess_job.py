@@ -68,7 +68,9 @@ def test_pairs_index_and_law_figures(renders: str, tmp_path: Path) -> None:
         known_background = s.epipolar == 0
         assert np.all(s.mask[known_background] == 0) and np.all(s.partial[known_background] == 255)
         assert np.all(s.mask[(s.visible == 0) & (s.epipolar == 255)] == 255)
-        assert s.meta["depth_source"] == "gt" and 0 < s.meta["visible_fraction"] <= 1
+        # A target may see only the back of what its source sees (nothing visible), never most pairs.
+        assert s.meta["depth_source"] == "gt" and 0 <= s.meta["visible_fraction"] <= 1
+    assert sum(s.meta["visible_fraction"] > 0 for s in samples) >= 0.8 * len(samples)
     summary = json.loads(storage.read_text(f"{out}/summary.json"))
     law = summary["law"]
     assert law["psnr_partial"] >= law["psnr_backward"] - 1.0

@@ -295,7 +295,8 @@ def partial_views(
     Ks = stack([K] * len(tasks))
     src = stack([source_pose(elevation_deg, radius)] * len(tasks))
     tgt = stack([target_pose(m, elevation_deg, radius) for _, m in tasks])
-    pv = partial_view(rgb, depth, Ks, src, Ks, tgt, res, res, half_angle)
+    alpha = stack([s.rgba[..., 3] / 255.0 for s, _ in tasks])
+    pv = partial_view(rgb, depth, Ks, src, Ks, tgt, res, res, half_angle, alpha_src=alpha)
     return to_uint8(pv.partial.permute(0, 2, 3, 1).cpu().numpy()), to_uint8(pv.mask.cpu().numpy())
 
 

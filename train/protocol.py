@@ -93,6 +93,7 @@ def protocol_pairs(
             resolution,
             resolution,
             half_angle_deg=half_angle_deg,
+            alpha_src=torch.as_tensor(views[0][0][..., 3] / 255.0, **to)[None].expand(n, -1, -1),
         )
         partial, mask = pv.partial.permute(0, 2, 3, 1).cpu().numpy(), pv.mask.cpu().numpy()
         for k, j in enumerate(targets):
