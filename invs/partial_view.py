@@ -157,8 +157,12 @@ def inverse(depth: torch.Tensor) -> torch.Tensor:
     return torch.where(depth > 0, 1.0 / depth.clamp_min(1e-12), torch.zeros_like(depth))
 
 
-def connected(depth: torch.Tensor, K: torch.Tensor, dr: int, dc: int, max_slope: float) -> torch.Tensor:
-    """(B, H, W) bool: pixel (r, c) and its neighbour (r + dr, c + dc) show one surface (see the module docstring).
+def connected(
+    depth: torch.Tensor, K: torch.Tensor, dr: int, dc: int, max_slope: float, tolerance: float = SAME_SURFACE_TOLERANCE
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(joined, sure)``, (B, H, W) bool each: pixel (r, c) and its neighbour (r + dr, c + dc) show one surface
+    (see the module docstring); ``sure`` where that is not the slope test's guess alone: their depths are within
+    ``tolerance`` or their step repeats along the line (a plane).
 
     Both have depth, and either the depth step between them is at most ``max_slope`` times their lateral distance
     (the pixel offset at their mean depth; a surface seen within ``atan(max_slope)`` of its normal), or the step in
@@ -180,7 +184,9 @@ def connected(depth: torch.Tensor, K: torch.Tensor, dr: int, dc: int, max_slope:
             (neighbour * step > 0) & (neighbour.abs() * ratio >= step.abs()) & (step.abs() * ratio >= neighbour.abs())
         )
 
-    return (depth > 0) & (other > 0) & (shallow | repeats(before) | repeats(after))
+    both = (depth > 0) & (other > 0)
+    sure = both & (((other - depth).abs() <= tolerance) | repeats(before) | repeats(after))
+    return sure | (both & shallow), sure
 
 
 @dataclass
@@ -191,6 +197,7 @@ class Fragments:
     weights: torch.Tensor  # (F, 3) perspective-correct barycentric weights of the triangle's corners
     corners: torch.Tensor  # (F, 3) the corners' vertex indices
     inv_depth: torch.Tensor  # (F,) 1 / target depth at the pixel centre
+    triangle: torch.Tensor  # (F,) index of the fragment's triangle
 
 
 def rasterize_triangles(
@@ -241,19 +248,23 @@ def rasterize_triangles(
     inv_depth = (lam * inv_z).sum(1)  # inverse depth is affine on screen: exact at the pixel centre
     weights = lam * inv_z / inv_depth.clamp_min(1e-12)[:, None]
     pixel = batch[tri] * (height * width) + (row * width + col)[inside]
-    return Fragments(pixel=pixel, weights=weights, corners=corners, inv_depth=inv_depth)
+    return Fragments(pixel=pixel, weights=weights, corners=corners, inv_depth=inv_depth, triangle=tri)
 
 
 def mesh_triangles(
-    depth: torch.Tensor, K: torch.Tensor, right: torch.Tensor, down: torch.Tensor, max_slope: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The source's triangle mesh: ``(triangles (M, 3), complete (B, Hs - 1, Ws - 1) bool)``.
+    depth: torch.Tensor,
+    K: torch.Tensor,
+    right: tuple[torch.Tensor, torch.Tensor],
+    down: tuple[torch.Tensor, torch.Tensor],
+    max_slope: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The source's triangle mesh: ``(triangles (M, 3), complete (B, Hs - 1, Ws - 1) bool, sure (M,) bool)``.
 
     Two triangles per 2x2 block of pixel centres (corners ``a b / c d``), split along the diagonal whose ends
     differ less in depth; a triangle is kept when its three edges are :func:`connected` (``right`` and ``down``:
-    each pixel to its right and lower neighbour). ``triangles`` holds flat (batch, pixel) indices into B*N of the
-    kept ones, with positive signed area on the source screen (u right, v down); ``complete`` marks the blocks
-    that kept both.
+    each pixel's ``(joined, sure)`` to its right and lower neighbour). ``triangles`` holds flat (batch, pixel)
+    indices into B*N of the kept ones, with positive signed area on the source screen (u right, v down);
+    ``complete`` marks the blocks that kept both; ``sure`` the triangles whose three edges are sure.
     """
     b, hs, ws = depth.shape
     n = hs * ws
@@ -263,19 +274,23 @@ def mesh_triangles(
     def block(t: torch.Tensor, r0: int, c0: int) -> torch.Tensor:  # t at each block's corner (r0, c0), flat
         return t[:, r0 : r0 + hs - 1, c0 : c0 + ws - 1].reshape(t.shape[0], -1)
 
-    ab, cd, ac, bd = block(right, 0, 0), block(right, 1, 0), block(down, 0, 0), block(down, 0, 1)
-    ad, bc = block(diag, 0, 0), block(anti, 0, 1)
     index = torch.arange(n, device=device).view(1, hs, ws)
     ia, ib, ic, id_ = (block(index, r0, c0)[0] for r0, c0 in ((0, 0), (0, 1), (1, 0), (1, 1)))
     zf = depth.reshape(b, -1)
     along_ad = (zf[:, ia] - zf[:, id_]).abs() <= (zf[:, ib] - zf[:, ic]).abs()
-    keep1 = torch.where(along_ad, ab & bd & ad, ab & bc & ac)
-    keep2 = torch.where(along_ad, ad & cd & ac, bd & cd & bc)
+
+    def kept(k: int) -> tuple[torch.Tensor, torch.Tensor]:  # both triangles' edges all joined (k=0) or sure (1)
+        ab, cd, ac, bd = block(right[k], 0, 0), block(right[k], 1, 0), block(down[k], 0, 0), block(down[k], 0, 1)
+        ad, bc = block(diag[k], 0, 0), block(anti[k], 0, 1)
+        return torch.where(along_ad, ab & bd & ad, ab & bc & ac), torch.where(along_ad, ad & cd & ac, bd & cd & bc)
+
+    (keep1, keep2), (sure1, sure2) = kept(0), kept(1)
     first = torch.where(along_ad[..., None], torch.stack([ia, ib, id_], -1), torch.stack([ia, ib, ic], -1))
     second = torch.where(along_ad[..., None], torch.stack([ia, id_, ic], -1), torch.stack([ib, id_, ic], -1))
     offset = (torch.arange(b, device=device) * n)[:, None, None]
     triangles = torch.cat([(first + offset)[keep1], (second + offset)[keep2]])
-    return triangles, (keep1 & keep2).view(b, hs - 1, ws - 1)
+    sure = torch.cat([sure1[keep1], sure2[keep2]])
+    return triangles, (keep1 & keep2).view(b, hs - 1, ws - 1), sure
 
 
 @dataclass
@@ -286,7 +301,7 @@ class Footprints:
     inv_depth: torch.Tensor  # (V,) its extrapolated inverse source depth
     owner: torch.Tensor  # (V,) flat (batch, pixel) index into B*N of the sample it extends
     triangles: torch.Tensor  # (T, 3) vertex indices: samples below B*N, extra vertex k at B*N + k
-    pushed: torch.Tensor  # (V,) bool: the vertex belongs to a pushed-back copy
+    wedge: torch.Tensor  # (V,) bool: the vertex belongs to a receding wedge
 
 
 def footprint_quadrants(
@@ -307,9 +322,10 @@ def footprint_quadrants(
     clipped to [0, 1] (halfway without ``alpha``). Their inverse depth is the sample's, extrapolated along its
     inverse-depth gradient (from its :func:`connected` neighbours; zero without any): inverse depth is affine on
     screen for a plane. A quadrant then shrinks towards its sample until its depth departs from the sample's by at
-    most ``2 * tolerance``. A quadrant next to background is drawn twice: as extrapolated, and pushed back in depth
-    by as much as its extrapolation changes the depth, at most ``tolerance`` (a copy that only fills pixels nothing
-    else covers).
+    most ``tolerance``. A quadrant next to background is drawn twice: as extrapolated, and as a *receding wedge*
+    from the sample to its outer vertices pushed ``tolerance`` further back (only filling pixels nothing else
+    covers): where the gradient is unknown (a surface one pixel wide, or seen edge-on) the extrapolated quadrant
+    faces the source, and a target seeing it from the side would see nothing of it.
     """
     b, hs, ws = depth.shape
     n = hs * ws
@@ -324,7 +340,7 @@ def footprint_quadrants(
     padded[:, 1:hs, 1:ws] = complete  # block (r, c) at [r + 1, c + 1]; blocks off the image are incomplete
     cover = (depth > 0).float() if alpha is None else alpha.float()
     joined = {(0, 1): right, (0, -1): left, (1, 0): down, (-1, 0): up}
-    src_uv, inv_depth, owner, triangles, pushed = [], [], [], [], []
+    src_uv, inv_depth, owner, triangles, wedge = [], [], [], [], []
     count = 0
     for sx, sy in ((1, 1), (-1, 1), (1, -1), (-1, -1)):
         # The block holding pixels (r, c) and (r + sy, c + sx) has its top-left corner at (r - (sy < 0), ...).
@@ -350,8 +366,8 @@ def footprint_quadrants(
         offsets = torch.stack([torch.cat([sx * ex, sx * ex, zeros], 1), torch.cat([zeros, sy * ey, sy * ey], 1)], -1)
         w = at(inv)[:, None]
         dw = at(gx)[:, None] * offsets[..., 0] + at(gy)[:, None] * offsets[..., 1]  # (m, 3)
-        # Largest t <= 1 with |1 / (w + t dw) - 1 / w| <= 2 tolerance at all three vertices.
-        max_gap = 2.0 * tolerance
+        # Largest t <= 1 with |1 / (w + t dw) - 1 / w| <= tolerance at all three vertices.
+        max_gap = tolerance
         sign = torch.where(dw > 0, -1.0, 1.0)
         limit = max_gap * w * w / (dw.abs() * (1.0 + sign * max_gap * w)).clamp_min(1e-12)
         t = torch.where(dw != 0, limit, torch.ones_like(limit)).amin(1, keepdim=True).clamp(0.0, 1.0)
@@ -362,32 +378,30 @@ def footprint_quadrants(
         src_uv.append(quad_uv.reshape(-1, 2))
         inv_depth.append(quad_inv.reshape(-1))
         owner.append(centre.repeat_interleave(3))
-        pushed.append(torch.zeros(3 * m, dtype=torch.bool, device=device))
+        wedge.append(torch.zeros(3 * m, dtype=torch.bool, device=device))
         triangles += [
             torch.stack([centre, extra[:, 0], extra[:, 1]], -1),
             torch.stack([centre, extra[:, 1], extra[:, 2]], -1),
         ]
         count += 3 * m
         # Towards background the surface beyond the sample may recede (an occluding contour turns away from the
-        # source) by more than its gradient says: the quadrant is drawn again, pushed back by as much as it
-        # extrapolates, at most ``tolerance``.
+        # source) faster than its gradient says: the quadrant is drawn again as a wedge from the sample back to
+        # ``tolerance`` behind the quadrant's outer vertices.
         sel = torch.nonzero((at(depth, 0, sx) <= 0) | (at(depth, sy, 0) <= 0))[:, 0]
         k = len(sel)
         z4 = 1.0 / torch.cat([w, quad_inv], 1)[sel]  # (k, 4): the sample, then the quadrant's three vertices
-        push = (z4[:, 1:] - z4[:, :1]).abs().amax(1, keepdim=True).clamp(max=tolerance)
+        z4 = z4 + torch.tensor([0.0, tolerance, tolerance, tolerance], device=device)
         extra = b * n + count + torch.arange(4 * k, device=device).view(k, 4)
         src_uv.append(torch.cat([uv[sel, None, :], quad_uv[sel]], 1).reshape(-1, 2))
-        inv_depth.append((1.0 / (z4 + push)).reshape(-1))
+        inv_depth.append((1.0 / z4).reshape(-1))
         owner.append(centre[sel].repeat_interleave(4))
-        pushed.append(torch.ones(4 * k, dtype=torch.bool, device=device))
+        wedge.append(torch.ones(4 * k, dtype=torch.bool, device=device))
         triangles += [
             torch.stack([extra[:, 0], extra[:, 1], extra[:, 2]], -1),
             torch.stack([extra[:, 0], extra[:, 2], extra[:, 3]], -1),
         ]
         count += 4 * k
-    return Footprints(
-        torch.cat(src_uv), torch.cat(inv_depth), torch.cat(owner), torch.cat(triangles), torch.cat(pushed)
-    )
+    return Footprints(torch.cat(src_uv), torch.cat(inv_depth), torch.cat(owner), torch.cat(triangles), torch.cat(wedge))
 
 
 def lift_and_project(
@@ -472,10 +486,10 @@ def mesh_warp(
     max_slope = math.tan(math.radians(max_grazing_deg))
     depth = depth.float()
     Ks, Ts, Kt, Tt = K_src.float(), c2w_src.float(), K_tgt.float(), c2w_tgt.float()
-    right, down = connected(depth, Ks, 0, 1, max_slope), connected(depth, Ks, 1, 0, max_slope)
-    facing = pixel_facing(uv.float().view(b, *depth.shape[-2:], 2), right, down).view(b, n)
-    triangles, complete = mesh_triangles(depth, Ks, right, down, max_slope)
-    foot = footprint_quadrants(depth, right, down, complete, tolerance, alpha)
+    right, down = connected(depth, Ks, 0, 1, max_slope, tolerance), connected(depth, Ks, 1, 0, max_slope, tolerance)
+    facing = pixel_facing(uv.float().view(b, *depth.shape[-2:], 2), right[0], down[0]).view(b, n)
+    triangles, complete, sure = mesh_triangles(depth, Ks, right, down, max_slope)
+    foot = footprint_quadrants(depth, right[0], down[0], complete, tolerance, alpha)
     # One vertex table: the B*N pixel centres, then the footprints' extra vertices.
     foot_uv, foot_z = lift_and_project(
         foot.src_uv, foot.inv_depth, torch.div(foot.owner, n, rounding_mode="floor"), Ks, Ts, Kt, Tt
@@ -490,6 +504,8 @@ def mesh_warp(
     # Facing the target: the same winding on both screens (a flipped triangle shows the target its back).
     keep = vert_ok[tri].all(1) & (_signed_area(vert_src_uv[tri]) * _signed_area(vert_uv[tri]) > 0)
     tri = tri[keep]
+    # Mesh triangles joined by the slope test's guess alone (they may bridge two surfaces).
+    guess = torch.cat([~sure, torch.zeros(len(foot.triangles), dtype=torch.bool, device=device)])[keep]
     # A footprint stops short of its neighbours' positions: its far edge is open.
     is_footprint = (torch.arange(len(keep), device=device) >= len(triangles))[keep]
     batch = torch.div(vert_owner[tri[:, 0]], n, rounding_mode="floor")
@@ -507,8 +523,13 @@ def mesh_warp(
     frag_values = (frags.weights[..., None] * values.float().permute(0, 2, 1).reshape(-1, c)[owners]).sum(1)
     frag_z = (frags.weights * vert_src_z[frags.corners]).sum(1)  # source depth is affine on the 3D triangle
     gap = (frag_z[:, None] - depth.reshape(-1)[owners]).abs().amin(1)
-    # The pushed-back copies of footprints only fill pixels nothing else covers.
-    fallback = torch.cat([torch.zeros(b * n, dtype=torch.bool, device=device), foot.pushed])[frags.corners[:, 0]]
+    # A triangle the slope test alone joined may bridge two surfaces (a near and a far leg): its points that no
+    # sample vouches for within ``tolerance`` cover nothing.
+    e = torch.where(guess[frags.triangle] & (gap > tolerance), 0.0, e)
+    # The receding wedges only fill pixels nothing else covers.
+    fallback = torch.cat([torch.zeros(b * n, dtype=torch.bool, device=device), foot.wedge])[frags.corners[:, 0]]
+    # The source never sees past its silhouette: the wedge's mask rises to 1 at its far edge.
+    gap = torch.where(fallback, 2.0 * gap, gap)
     den = torch.zeros(b * hw, device=device)
     den.index_add_(0, frags.pixel, torch.where(fallback, 0.0, e))
     e = torch.where(fallback & (den[frags.pixel] > 0), 0.0, e)
