@@ -124,7 +124,10 @@ def measure(
         rgb = torch.roll(rgb, shifts=1, dims=-1)
     elif mistake == "bgr":
         rgb = rgb.flip(1)
-    view = partial_view(rgb, depth, K_src, c2w_src, T(r["K"][t]), T(r["c2w"][t]), res, res, cover=cover)
+    alpha = T(r["alpha"][s])  # the source's anti-aliased coverage, as the stage passes it
+    view = partial_view(
+        rgb, depth, K_src, c2w_src, T(r["K"][t]), T(r["c2w"][t]), res, res, cover=cover, alpha_src=alpha
+    )
     # The reference (backward warp) always uses the true source image and depth: the mistake is the pipeline's.
     return law_metrics(
         view,
