@@ -161,10 +161,10 @@ def test_an_rgb_picture_with_zoedepth_gives_views_a_turntable_and_the_same_views
 
     one = run_infer(*common, *moves, "--batch-size", "1", "--out", "b", cwd=tmp_path)
     assert one.returncode == 0, one.stderr
-    for name in ("view_00", "view_01"):
-        assert np.array_equal(
-            np.asarray(Image.open(folder / f"{name}.png")), np.asarray(Image.open(tmp_path / f"b/box/{name}.png"))
-        )
+    for name in ("view_00", "view_01"):  # equal up to the network's float rounding at another batch size
+        a = np.asarray(Image.open(folder / f"{name}.png")).astype(int)
+        b = np.asarray(Image.open(tmp_path / f"b/box/{name}.png")).astype(int)
+        assert np.abs(a - b).max() <= 1 and float((a != b).mean()) < 0.005
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from ``depth > 0``. ``--no-reframe`` keeps the framing of an already framed imag
 **Views.** Each move's partial view and soft mask are :func:`invs.partial_view.partial_view`'s, the code the
 preprocess stage makes training pairs with, quantised to 8 bits as the pair shards store them; the model
 (:class:`train.inference.NovelViewModel`) fills them in, every view with the same ``--seed``, so a view does not
-depend on ``--batch-size``.
+depend on ``--batch-size`` (beyond the network's float rounding, which may differ by one 8-bit level).
 
 **Outputs** under ``--out``, per image a folder named after its file: ``source.png`` (the framed source on white),
 ``view_NN.png`` (one per move, at the model's resolution), ``turntable.gif`` (and ``turntable.mp4`` where imageio
