@@ -16,7 +16,6 @@ downloaded here. Measurements, not tests: nothing here asserts a figure.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -29,23 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.common import write_results
-from invs import shards
-from invs.config import load_config
+from bench.common import OBJECTS, render_samples, write_results
 from invs.depth import align_least_squares, align_robust, align_to_distance, depth_errors
-from render.object_ref import ObjectRef
-from render.worker import RenderWorker
-
-OBJECTS = Path(__file__).resolve().parent.parent / "tests" / "assets" / "objects"
-
-
-def render_samples(names: list[str], views: int, resolution: int, tmp: str) -> list[shards.RenderSample]:
-    config = load_config("local", {"render.out": tmp, "render.views": views, "render.resolution": resolution})
-    worker = RenderWorker(config, job_id="bench", index=0, threads=os.cpu_count() or 1)
-    refs = [(ObjectRef(Path(n).stem, str(OBJECTS / n), "local"), 1) for n in names]
-    worker.render_batch(refs)
-    worker.close()
-    return list(shards.iter_render_samples(shards.list_shards(tmp)))
 
 
 def smooth_field(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:

@@ -14,7 +14,6 @@ to a fixed fraction of the frame. Measurements, not tests: nothing here asserts 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,14 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from bench.common import write_results
-from invs import shards
+from bench.common import OBJECTS, render_samples, write_results
 from invs.config import load_config
 from invs.images import MIN_ALPHA_FRACTION, object_bbox
-from render.object_ref import ObjectRef
-from render.worker import RenderWorker
-
-OBJECTS = Path(__file__).resolve().parent.parent / "tests" / "assets" / "objects"
 
 
 def quartiles(values: list[float]) -> dict[str, float]:
@@ -47,12 +41,7 @@ def main() -> int:
     args = parser.parse_args()
     names = sorted(p.name for p in OBJECTS.glob("*.glb") if not p.name.startswith("problem_"))
     with tempfile.TemporaryDirectory() as tmp:
-        settings = {"render.out": tmp, "render.views": args.views, "render.resolution": args.resolution}
-        config = load_config("local", settings | {"render.samples": 4})
-        worker = RenderWorker(config, job_id="bench", index=0, threads=os.cpu_count() or 1)
-        worker.render_batch([(ObjectRef(Path(n).stem, str(OBJECTS / n), "local"), 1) for n in names])
-        worker.close()
-        samples = list(shards.iter_render_samples(shards.list_shards(tmp)))
+        samples = render_samples(names, args.views, args.resolution, tmp, {"render.samples": 4})
     fractions: list[float] = []
     extents: list[float] = []
     offsets: list[float] = []
@@ -74,7 +63,7 @@ def main() -> int:
             offsets.append(float(np.abs(centre).max()) / alpha.shape[1])
         objects[sample.key] = quartiles(object_extents)
         print(sample.key, objects[sample.key], flush=True)
-    camera = config.camera
+    camera = load_config("local").camera
     results = {
         "views": args.views,
         "resolution": args.resolution,

@@ -32,13 +32,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.common import RESULTS, write_results
+from bench.common import RESULTS, render_samples, write_results
 from invs import partial_view, shards
 from invs.config import Config, load_config
 from invs.images import on_white, resize_view, to_uint8
 from preprocess import object_pairs
-from render.object_ref import ObjectRef
-from render.worker import RenderWorker
 
 REPO = Path(__file__).resolve().parent.parent
 #: The objects the partial view was developed on, then objects it was not tuned on (thin legs, box edges, candles).
@@ -54,20 +52,6 @@ FIGURES = (
     "stray_fraction",
     "unseen_below_half",
 )
-
-
-def render_samples(resolution: int, views: int, tmp: str, real: bool) -> list[shards.RenderSample]:
-    config = load_config("local", {"render.out": tmp, "render.views": views, "render.resolution": resolution})
-    worker = RenderWorker(config, job_id="bench", index=0, threads=os.cpu_count() or 1)
-    refs = [ObjectRef("sample_text_block", "samples:text_block", "samples")]
-    if real:
-        refs += [
-            ObjectRef(n.removesuffix(".glb"), str(REPO / "tests/assets/objects" / n), "local")
-            for n in REAL_OBJECTS + HELD_OUT
-        ]
-    worker.render_batch([(ref, 1) for ref in refs])
-    worker.close()
-    return list(shards.iter_render_samples(shards.list_shards(tmp)))
 
 
 def timed(repeats: int, fn: Any, *args: Any, **kwargs: Any) -> tuple[float, float]:
@@ -167,7 +151,8 @@ def main() -> int:
     }
     for n_res, res in enumerate(args.resolutions):
         with tempfile.TemporaryDirectory() as tmp:
-            samples = render_samples(res, 8, tmp, real=not args.text_block_only)
+            objects = ["samples:text_block"] + ([] if args.text_block_only else REAL_OBJECTS + HELD_OUT)
+            samples = render_samples(objects, 8, res, tmp)
         config = stage_config(res, args.pairs)
         run: dict[str, Any] = {"pairs": 0}
         for cover in COVERS:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,15 +28,38 @@ FAST_RENDER = [
 ]
 
 
+def blender_request(model: Path, out_dir: Path, specs: list[Any], resolution: int, **overrides: Any) -> dict[str, Any]:
+    """The render stage's own Blender request (:func:`render.worker.build_request` with the local config: Cycles on
+    the CPU, uniform light, two threads) for ``model`` seen by the camera views ``specs``
+    (:class:`invs.cameras.ViewSpec`); ``overrides`` replace request fields (``samples``, ``depth_dtype``, ...)."""
+    from invs.config import load_config
+    from render.object_ref import ObjectRef
+    from render.worker import build_request
+
+    config = load_config("local", {"render.resolution": resolution})
+    request = build_request(config, ObjectRef(model.stem, str(model), "local"), model, out_dir, threads=2)
+    return request | {"views": [asdict(s) for s in specs]} | overrides
+
+
 def local_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This environment without the session cluster's address: the job starts its own local Ray instance."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return {**env, **(extra or {})}
 
 
+def render_command(
+    objects: str | Path, out: str, *extra: str, address: str | None = None, settings: list[str] | None = None
+) -> list[str]:
+    """``render/main.py`` as a user runs it, with :data:`FAST_RENDER`, ``--address`` when given and one ``--set``
+    per ``settings`` item (``key=value``), then ``extra``."""
+    command = [sys.executable, str(REPO / "render/main.py"), "--objects", str(objects), "--out", out, *FAST_RENDER]
+    command += ["--address", address] if address else []
+    return command + [a for item in settings or [] for a in ("--set", item)] + list(extra)
+
+
 def render(objects: str, out: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "render/main.py"), "--objects", objects, "--out", out, *FAST_RENDER, *extra],
+        render_command(objects, out, *extra),
         capture_output=True,
         text=True,
         timeout=600,
@@ -40,6 +68,50 @@ def render(objects: str, out: str, *extra: str, env: dict[str, str] | None = Non
     )
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     return proc
+
+
+def own_lines(output: str) -> str:
+    """A job's own output, without the Ray log lines it forwards (which start with a timestamp or a worker tag)."""
+    return "\n".join(ln for ln in output.splitlines() if not ln.lstrip().startswith(("[", "(")))
+
+
+def copy_objects(real_objects: Path, folder: Path, n: int) -> list[str]:
+    """``n`` copies of the real test objects (not the ``problem_`` ones) in a new ``folder``; their uids."""
+    folder.mkdir()
+    glbs = sorted(p for p in real_objects.glob("*.glb") if not p.name.startswith("problem_"))
+    for i in range(n):
+        shutil.copy(glbs[i % len(glbs)], folder / f"obj{i:02d}.glb")
+    return [f"obj{i:02d}" for i in range(n)]
+
+
+@contextlib.contextmanager
+def running(command: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
+    """A job started in the background (stdout and stderr together), killed on exit if it still runs."""
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
+    try:
+        yield job
+    finally:
+        job.kill()
+
+
+@contextlib.contextmanager
+def extra_nodes(cluster: Any, resources: dict[str, float]) -> Iterator[Callable[[str], None]]:
+    """Worker nodes a test adds to the local cluster with ``resources`` (``add(ip)``, before or during a job) and may
+    kill: on exit they are removed and the cluster is back to the nodes the other tests know."""
+    from infra import local_ray
+
+    added: list[str] = []
+
+    def add(ip: str) -> None:
+        added.append(ip)
+        local_ray.add_node(cluster.address, ip, resources=resources, object_store_mb=100)
+
+    try:
+        yield add
+    finally:
+        for ip in added:
+            local_ray.remove_node(ip)
+        local_ray.wait_for_nodes(cluster.address, cluster.num_nodes)
 
 
 def heavy_ply(path: Path, n: int = 700) -> Path:

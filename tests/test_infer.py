@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from invs import cameras, shards
 from invs.config import load_config
 from invs.errors import InvsError
 from invs.images import frame_object, object_bbox, plain_background_alpha
+from tests.helpers import blender_request
 from train.infer import Move, camera_moves, source_pose, target_pose
 
 REPO = Path(__file__).resolve().parent.parent
@@ -223,22 +223,9 @@ def test_a_rendered_pair_gives_the_preprocess_stages_partial_view_and_mask(real_
 
     res = 64
     specs = cameras.sample_object_cameras("SpotCow", 3, 3, (2.2, 2.6), (-20.0, 60.0))
-    request = {
-        "model_path": str(real_objects / "SpotCow.glb"),
-        "out_dir": str(tmp_path / "render"),
-        "views": [asdict(s) for s in specs],
-        "resolution": res,
-        "engine": "cycles",
-        "samples": 8,
-        "denoise": False,
-        "device": "cpu",
-        "lighting": "uniform",
-        "light_seed": 0,
-        "lens_mm": 35.0,
-        "sensor_width_mm": 32.0,
-        "threads": 2,
-        "depth_dtype": "float32",
-    }
+    request = blender_request(
+        real_objects / "SpotCow.glb", tmp_path / "render", specs, res, samples=8, light_seed=0, depth_dtype="float32"
+    )
     with BlenderProcess(threads=2, log_dir=str(tmp_path / "logs")) as bp:
         result = bp.render(request, timeout_s=300)
     assert result["ok"], result

@@ -14,7 +14,7 @@ import pytest
 
 from infra import local_ray
 from invs import shards, storage, tables
-from tests.helpers import local_env, render
+from tests.helpers import copy_objects, extra_nodes, local_env, own_lines, render, running
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.blender
@@ -200,27 +200,22 @@ def test_a_worker_node_lost_mid_job_costs_no_pair(
 
     import psutil
 
-    objects = tmp_path / "objects"
-    objects.mkdir()
-    glbs = sorted(p for p in real_objects.glob("*.glb") if not p.name.startswith("problem_"))
-    uids = [f"obj{i}" for i in range(6)]
-    for i, uid in enumerate(uids):
-        shutil.copy(glbs[i % len(glbs)], objects / f"{uid}.glb")
+    uids = copy_objects(real_objects, tmp_path / "objects", 6)
     renders = str(tmp_path / "renders")
-    proc = render(str(objects), renders, "--views", "4", "--resolution", "96", "--set", "render.objects_per_shard=1")
+    proc = render(
+        str(tmp_path / "objects"), renders, "--views", "4", "--resolution", "96", "--set", "render.objects_per_shard=1"
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = str(tmp_path / "pairs")
     doomed = "127.0.0.4"
     settings = ["preprocess.node_resource=preprocess_gpu", "preprocess.objects_per_shard=1", "preprocess.workers=2"]
     command = [sys.executable, str(REPO / "preprocess/main.py"), "--renders", renders, "--out", out, *FAST]
     command += ["--address", ray_cluster.address, *(a for s in settings for a in ("--set", s))]
-    local_ray.add_node(ray_cluster.address, doomed, resources={"preprocess_gpu": 1}, object_store_mb=100)
-    job = None
-    try:
+    with extra_nodes(ray_cluster, {"preprocess_gpu": 1}) as add_node:
+        add_node(doomed)
         raylet = next(
             p for p in psutil.process_iter(["cmdline"]) if f"--node_ip_address={doomed}" in " ".join(p.cmdline())
         )
-        job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
 
         def pair_maker_on_doomed_node() -> bool:
             try:
@@ -228,18 +223,13 @@ def test_a_worker_node_lost_mid_job_costs_no_pair(
             except psutil.Error:
                 return False
 
-        while not (pair_maker_on_doomed_node() and storage.list_files(f"{out}/index")):
-            assert job.poll() is None, job.stdout.read() if job.stdout else ""
-            time.sleep(0.2)
-        assert local_ray.remove_node(doomed) > 0
-        output, _ = job.communicate(timeout=600)
-    finally:
-        if job is not None:
-            job.kill()
-        local_ray.remove_node(doomed)
-        local_ray.wait_for_nodes(ray_cluster.address, ray_cluster.num_nodes)
-    own = "\n".join(ln for ln in output.splitlines() if not ln.startswith(("[", "(")))
-    assert job.returncode == 0, own[-3000:]
+        with running(command) as job:
+            while not (pair_maker_on_doomed_node() and storage.list_files(f"{out}/index")):
+                assert job.poll() is None, job.stdout.read() if job.stdout else ""
+                time.sleep(0.2)
+            assert local_ray.remove_node(doomed) > 0
+            output, _ = job.communicate(timeout=600)
+    assert job.returncode == 0, own_lines(output)[-3000:]
     rows = index_of(out)
     assert {r["uid"] for r in rows} == set(uids) and len({r["key"] for r in rows}) == len(rows)
     held = {uri: {k for k, _ in shards.iter_tar_samples(uri)} for uri in shards.list_shards(out)}

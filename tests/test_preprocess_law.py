@@ -10,7 +10,6 @@ views cover what the source sees, where the former point coverage left cracks.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from invs.partial_view import partial_view
 from preprocess.law import law_metrics
 from preprocess.object_pairs import object_pairs, source_depths
 from render.blender_process import BlenderProcess
+from tests.helpers import blender_request
 
 pytestmark = pytest.mark.blender
 RES = 128
@@ -55,22 +55,9 @@ def render_objects(bp: BlenderProcess, real_objects: Path, root: Path, res: int)
     out: dict[str, dict[str, Any]] = {}
     for name in OBJECTS:
         specs = cameras.sample_object_cameras(name, 3, 6, (2.2, 2.6), (-20.0, 60.0))
-        req = {
-            "model_path": str(real_objects / name),
-            "out_dir": str(root / name),
-            "views": [asdict(s) for s in specs],
-            "resolution": res,
-            "engine": "cycles",
-            "samples": 32,
-            "denoise": False,
-            "device": "cpu",
-            "lighting": "uniform",
-            "light_seed": 0,
-            "lens_mm": 35.0,
-            "sensor_width_mm": 32.0,
-            "threads": 2,
-            "depth_dtype": "float32",
-        }
+        req = blender_request(
+            real_objects / name, root / name, specs, res, samples=32, light_seed=0, depth_dtype="float32"
+        )
         result = bp.render(req, timeout_s=300)
         assert result["ok"], result
         rgba = np.stack([np.asarray(Image.open(root / name / f"rgba_{i:03d}.png")) for i in range(6)])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import struct
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,33 +15,17 @@ from PIL import Image
 from invs import cameras
 from render.blender_process import BlenderError, BlenderProcess
 from tests.geometry import point_mesh_distance
-from tests.helpers import heavy_ply, make_blend, png_header, write_gltf
+from tests.helpers import blender_request, heavy_ply, make_blend, png_header, write_gltf
 
 pytestmark = pytest.mark.blender
 RES = 96
 
 
 def request(model: Path, out_dir: Path, uid: str, views: int = 3, **extra: Any) -> dict[str, Any]:
+    """The stage's request for ``views`` views of ``model`` at RES px, 8 samples, float16 depth and the mesh export."""
     specs = cameras.sample_object_cameras(uid, 0, views, (2.2, 2.6), (-20.0, 60.0))
-    return {
-        "id": uid,
-        "model_path": str(model),
-        "out_dir": str(out_dir),
-        "views": [asdict(s) for s in specs],
-        "resolution": RES,
-        "engine": "cycles",
-        "samples": 8,
-        "denoise": False,
-        "device": "cpu",
-        "lighting": "uniform",
-        "light_seed": 1,
-        "lens_mm": 35.0,
-        "sensor_width_mm": 32.0,
-        "threads": 2,
-        "depth_dtype": "float16",
-        "export_mesh": True,
-        **extra,
-    }
+    fields = {"id": uid, "samples": 8, "light_seed": 1, "depth_dtype": "float16", "export_mesh": True}
+    return blender_request(model, out_dir, specs, RES, **(fields | extra))
 
 
 def on_surface(dist: np.ndarray) -> bool:

@@ -17,7 +17,20 @@ import pytest
 from infra import local_ray, local_s3
 from invs import shards, storage, tables
 from render import worker
-from tests.helpers import FAST_RENDER, heavy_ply, local_env, make_blend, png_header, render, write_gltf
+from tests.helpers import (
+    FAST_RENDER,
+    copy_objects,
+    extra_nodes,
+    heavy_ply,
+    local_env,
+    make_blend,
+    own_lines,
+    png_header,
+    render,
+    render_command,
+    running,
+    write_gltf,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.blender
@@ -277,9 +290,9 @@ def test_node_resource_keeps_render_workers_on_that_node_type(
     for name in ("BoxTextured.glb", "SpotCow.glb"):
         shutil.copy(real_objects / name, objects / name)
     out = str(tmp_path / "renders")
-    pinned = ["--set", "render.threads_per_worker=1", "--set", "render.node_resource=render_cpu"]
+    pinned = ["render.threads_per_worker=1", "render.node_resource=render_cpu"]
     proc = subprocess.run(
-        [sys.executable, str(REPO / "render/main.py"), "--objects", str(objects), "--out", out, *FAST_RENDER, *pinned],
+        render_command(objects, out, settings=pinned),
         capture_output=True,
         text=True,
         timeout=600,
@@ -307,20 +320,14 @@ def test_workers_sized_for_the_fleet_use_nodes_that_join_after_the_job_starts(
     }
     cluster_file = tmp_path / "cluster.yaml"
     cluster_file.write_text(yaml.safe_dump(fleet))
-    objects = tmp_path / "objects"
-    objects.mkdir()
-    glbs = sorted(p for p in real_objects.glob("*.glb") if not p.name.startswith("problem_"))
-    for i in range(16):  # enough work that the first node is still rendering when the second has joined
-        shutil.copy(glbs[i % len(glbs)], objects / f"obj{i:02d}_{glbs[i % len(glbs)].name}")
+    copy_objects(real_objects, tmp_path / "objects", 16)  # the first node still renders when the second joins
     out = str(tmp_path / "renders")
     settings = ["ray.cluster_file=" + str(cluster_file), "render.node_resource=render_late"]
     settings += ["render.threads_per_worker=1", "render.samples=128", "render.resolution=96"]  # ~2 s per object
-    command = [sys.executable, str(REPO / "render/main.py"), "--objects", str(objects), "--out", out, *FAST_RENDER]
-    command += ["--address", ray_cluster.address, *(a for s in settings for a in ("--set", s))]
+    command = render_command(tmp_path / "objects", out, address=ray_cluster.address, settings=settings)
     ips = ["127.0.0.8", "127.0.0.9"]
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     lines: list[str] = []
-    try:
+    with extra_nodes(ray_cluster, {"render_late": 1}) as add_node, running(command) as job:
         assert job.stdout is not None
         for line in job.stdout:
             lines.append(line)
@@ -328,14 +335,9 @@ def test_workers_sized_for_the_fleet_use_nodes_that_join_after_the_job_starts(
                 break
         assert "render: 2 workers, 2 waiting for nodes" in "".join(lines), lines
         for ip in ips:  # one node after the other, while the job runs
-            local_ray.add_node(ray_cluster.address, ip, resources={"render_late": 1}, object_store_mb=100)
+            add_node(ip)
         lines += job.stdout.readlines()
         assert job.wait(timeout=600) == 0, "".join(lines[-40:])
-    finally:
-        job.kill()
-        for ip in ips:
-            local_ray.remove_node(ip)
-        local_ray.wait_for_nodes(ray_cluster.address, ray_cluster.num_nodes)  # the cluster as the other tests know it
     summary = json.loads(Path(out, "summary.json").read_text())
     assert summary["rendered"] == 16 and summary["failed"] == 0
     assert summary["worker_nodes"] == ips, "".join(lines)  # both late nodes rendered
@@ -374,28 +376,13 @@ def views_rendered_on(ip: str) -> int:
     return saved
 
 
-def own_lines(output: str) -> str:
-    """The job's own output, without the Ray log lines it forwards (which start with a timestamp or a worker tag)."""
-    return "\n".join(ln for ln in output.splitlines() if not ln.lstrip().startswith(("[", "(")))
-
-
-def copies(real_objects: Path, folder: Path, n: int) -> list[str]:
-    folder.mkdir()
-    glbs = sorted(p for p in real_objects.glob("*.glb") if not p.name.startswith("problem_"))
-    for i in range(n):
-        shutil.copy(glbs[i % len(glbs)], folder / f"obj{i:02d}.glb")
-    return [f"obj{i:02d}" for i in range(n)]
-
-
-def run_until_views(command: list[str], ip: str, views: int) -> subprocess.Popen[str]:
-    """Start the job; return once workers on node ``ip`` have rendered ``views`` views (the job still running)."""
+def wait_for_views(job: subprocess.Popen[str], ip: str, views: int) -> None:
+    """Return once workers on node ``ip`` have rendered ``views`` views (the job still running)."""
     import time
 
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     while views_rendered_on(ip) < views:
         assert job.poll() is None, job.stdout.read() if job.stdout else ""
         time.sleep(0.2)
-    return job
 
 
 @pytest.mark.ray
@@ -405,24 +392,18 @@ def test_a_worker_node_lost_mid_job_costs_no_object(
     """A worker node dies (its raylet and every process started for it killed) while the job renders. The objects
     its worker held and had not recorded go back to the queue and the other node renders them in the same run;
     shards published without rows are removed: every object ends in the shards exactly once."""
-    uids = copies(real_objects, tmp_path / "objects", 12)
+    uids = copy_objects(real_objects, tmp_path / "objects", 12)
     out = str(tmp_path / "renders")
     doomed = "127.0.0.4"
     settings = ["render.threads_per_worker=1", "render.node_resource=render_cpu", "render.objects_per_shard=3"]
     settings += ["render.samples=32", "render.resolution=64"]
-    command = [sys.executable, str(REPO / "render/main.py"), "--objects", str(tmp_path / "objects"), "--out", out]
-    command += [*FAST_RENDER, "--address", ray_cluster.address, *(a for s in settings for a in ("--set", s))]
-    local_ray.add_node(ray_cluster.address, doomed, resources={"render_cpu": 1}, object_store_mb=100)
-    job = None
-    try:
-        job = run_until_views(command, doomed, views=2 * 2)  # two objects rendered there, more to come
-        assert local_ray.remove_node(doomed) > 0
-        output, _ = job.communicate(timeout=600)
-    finally:
-        if job is not None:
-            job.kill()
-        local_ray.remove_node(doomed)
-        local_ray.wait_for_nodes(ray_cluster.address, ray_cluster.num_nodes)
+    command = render_command(tmp_path / "objects", out, address=ray_cluster.address, settings=settings)
+    with extra_nodes(ray_cluster, {"render_cpu": 1}) as add_node:
+        add_node(doomed)
+        with running(command) as job:
+            wait_for_views(job, doomed, views=2 * 2)  # two objects rendered there, more to come
+            assert local_ray.remove_node(doomed) > 0
+            output, _ = job.communicate(timeout=600)
     assert job.returncode == 0, own_lines(output)[-4000:]
     assert "render worker died" in output and "go back to the queue" in output, own_lines(output)[-4000:]
     summary = json.loads(Path(out, "summary.json").read_text())
@@ -438,24 +419,18 @@ def test_with_every_worker_node_lost_the_job_stops_in_one_line_and_a_rerun_finis
 ) -> None:
     """The only node that may run the workers dies and none replaces it: after ``render.worker_wait_s`` the job
     stops with one error line; a re-run on the nodes there are then finishes with every object exactly once."""
-    uids = copies(real_objects, tmp_path / "objects", 10)
+    uids = copy_objects(real_objects, tmp_path / "objects", 10)
     out = str(tmp_path / "renders")
     doomed = "127.0.0.4"
     settings = ["render.threads_per_worker=1", "render.objects_per_shard=2", "render.worker_wait_s=20"]
     settings += ["render.samples=64", "render.resolution=64"]
-    command = [sys.executable, str(REPO / "render/main.py"), "--objects", str(tmp_path / "objects"), "--out", out]
-    command += [*FAST_RENDER, "--address", ray_cluster.address, *(a for s in settings for a in ("--set", s))]
-    local_ray.add_node(ray_cluster.address, doomed, resources={"render_doomed": 1}, object_store_mb=100)
-    job = None
-    try:
-        job = run_until_views([*command, "--set", "render.node_resource=render_doomed"], doomed, views=3 * 2)
-        local_ray.remove_node(doomed)
-        output, _ = job.communicate(timeout=600)
-    finally:
-        if job is not None:
-            job.kill()
-        local_ray.remove_node(doomed)
-        local_ray.wait_for_nodes(ray_cluster.address, ray_cluster.num_nodes)
+    command = render_command(tmp_path / "objects", out, address=ray_cluster.address, settings=settings)
+    with extra_nodes(ray_cluster, {"render_doomed": 1}) as add_node:
+        add_node(doomed)
+        with running([*command, "--set", "render.node_resource=render_doomed"]) as job:
+            wait_for_views(job, doomed, views=3 * 2)
+            local_ray.remove_node(doomed)
+            output, _ = job.communicate(timeout=600)
     assert job.returncode == 2, own_lines(output)[-4000:]
     errors = [line for line in output.splitlines() if line.startswith("error:")]
     assert errors == [errors[-1]] and "no render worker ran for 20 s" in errors[0], own_lines(output)[-4000:]
@@ -471,15 +446,13 @@ def test_with_every_worker_node_lost_the_job_stops_in_one_line_and_a_rerun_finis
 # ------------------------------------------------------------------------------------------------ storage outages
 
 
-def start_and_wait_for_a_shard(command: list[str], env: dict[str, str], out: str) -> subprocess.Popen[str]:
-    """Start the job; return once its first shard is on S3 (the job still running)."""
+def wait_for_a_shard(job: subprocess.Popen[str], out: str) -> None:
+    """Return once the job's first shard is on S3 (the job still running)."""
     import time
 
-    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
     while not shards.list_shards(out):
         assert job.poll() is None, job.stdout.read() if job.stdout else ""
         time.sleep(0.2)
-    return job
 
 
 def assert_nothing_half_written(out: str) -> None:
@@ -502,17 +475,17 @@ def test_render_job_rides_out_an_s3_outage(
 
     from infra.fault_proxy import FaultProxy
 
-    uids = copies(real_objects, tmp_path / "objects", 8)
+    uids = copy_objects(real_objects, tmp_path / "objects", 8)
     out = f"{s3_bucket}/renders"
-    command = [sys.executable, str(REPO / "render/main.py"), "--objects", str(tmp_path / "objects"), "--out", out]
-    command += [*FAST_RENDER, "--set", "render.objects_per_shard=1", "--set", "render.samples=32"]
+    command = render_command(tmp_path / "objects", out, settings=["render.objects_per_shard=1", "render.samples=32"])
     with FaultProxy(s3_server.endpoint_url) as proxy:
         env = local_env({"INVS_S3_ENDPOINT": proxy.url, "AWS_ENDPOINT_URL": proxy.url})
-        job = start_and_wait_for_a_shard(command, env, out)
-        proxy.cut()
-        time.sleep(20)
-        proxy.restore()
-        output, _ = job.communicate(timeout=600)
+        with running(command, env) as job:
+            wait_for_a_shard(job, out)
+            proxy.cut()
+            time.sleep(20)
+            proxy.restore()
+            output, _ = job.communicate(timeout=600)
     assert job.returncode == 0, own_lines(output)[-4000:]
     assert "warning: cannot write" in output and "Traceback" not in output, own_lines(output)[-4000:]
     assert "8 rendered, 0 failed" in output
@@ -528,16 +501,17 @@ def test_an_s3_outage_longer_than_the_retries_stops_the_job_in_one_line_and_a_re
 ) -> None:
     from infra.fault_proxy import FaultProxy
 
-    uids = copies(real_objects, tmp_path / "objects", 8)
+    uids = copy_objects(real_objects, tmp_path / "objects", 8)
     out = f"{s3_bucket}/renders"
-    command = [sys.executable, str(REPO / "render/main.py"), "--objects", str(tmp_path / "objects"), "--out", out]
-    command += [*FAST_RENDER, "--set", "render.objects_per_shard=1", "--set", "render.samples=32"]
-    command += ["--set", "storage.retry_attempts=2", "--set", "storage.retry_backoff_s=0.5"]
+    settings = ["render.objects_per_shard=1", "render.samples=32"]
+    settings += ["storage.retry_attempts=2", "storage.retry_backoff_s=0.5"]
+    command = render_command(tmp_path / "objects", out, settings=settings)
     with FaultProxy(s3_server.endpoint_url) as proxy:
         env = local_env({"INVS_S3_ENDPOINT": proxy.url, "AWS_ENDPOINT_URL": proxy.url})
-        job = start_and_wait_for_a_shard(command, env, out)
-        proxy.cut()
-        output, _ = job.communicate(timeout=600)
+        with running(command, env) as job:
+            wait_for_a_shard(job, out)
+            proxy.cut()
+            output, _ = job.communicate(timeout=600)
         proxy.restore()
         assert job.returncode == 2, own_lines(output)[-4000:]
         errors = [line for line in output.splitlines() if line.startswith("error:")]
