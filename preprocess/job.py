@@ -309,4 +309,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             f"stray {law['stray_fraction']:.3%} of covered; unseen pixels with mask < 0.5: "
             f"{law['unseen_below_half']:.3%}; visible fraction {law['visible_fraction']:.2f}"
         )
+        if "seen_covered" in law:
+            lines.append(
+                f"coverage: {law['seen_covered']:.1%} of what the source sees is in the partial view; "
+                f"{law['seen_cells_kept']:.1%} of the latent cells it sees whole stay below mask 0.5"
+            )
     return lines

@@ -76,6 +76,7 @@ def test_pairs_index_and_law_figures(renders: str, tmp_path: Path) -> None:
     assert law["psnr_partial"] >= law["psnr_backward"] - 1.0
     assert law["stray_fraction"] < 0.005 and law["unseen_below_half"] < 0.01
     assert "law: PSNR partial" in proc.stdout and summary["empty_views_skipped"] == 0
+    assert f"coverage: {law['seen_covered']:.1%} of what the source sees" in proc.stdout
 
 
 def test_resume_skips_done_objects_and_removes_orphans(renders: str, tmp_path: Path) -> None:
