@@ -74,8 +74,8 @@ mesh, no footprints                   0.905-0.948 | 0.903-0.956  holds          
 mesh, slope test alone (no planes)    0.942-0.978 | 0.897-0.984  holds                    faces seen edge-on lost
 mesh + footprints, halfway, no push   0.947-0.964 | 0.944-0.969  holds                    cow below 0.95
 mesh + footprints to the neighbours   0.966-0.978 | 0.970-0.984  fails at 96 px (stray)   overshoots silhouettes
-mesh + footprints (this)              0.967-0.969 | 0.967-0.972  holds
-this, mask from the angle alone       0.967-0.969 | 0.967-0.972  unseen kept 2%, 128 px   grazing surfaces kept
+mesh + footprints (first choice)      0.967-0.969 | 0.967-0.972  holds
+that, mask from the angle alone       0.967-0.969 | 0.967-0.972  unseen kept 2%, 128 px   grazing surfaces kept
 ====================================  =========================  =======================  =========================
 
 The mesh interpolates between samples as a backward warp would (PSNR at or above the backward warp's) and its cost
