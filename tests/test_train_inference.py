@@ -111,3 +111,17 @@ def test_per_pair_seeds_make_a_view_independent_of_its_batch() -> None:
     assert not torch.allclose(together[1:], m.predict({k: v[1:] for k, v in b.items()}, steps=2, seeds=[7]))
     with pytest.raises(ValueError, match="seeds"):
         m.predict(b, steps=1, seeds=[1])
+
+
+def test_scores_every_view_on_the_same_pixels_and_the_vae_ceiling_on_request() -> None:
+    m, _ = model("empty_prompt")
+    b = batch(2)
+    views, scores = m.score(b, steps=2, seed=3)
+    assert set(views) == {"generated", "composite", "partial", "source", "vae"}
+    assert float(scores["psnr_source"].min()) > 0 and scores["psnr_vae"].shape == (2,)
+    target = (b["target"] + 1) / 2
+    torch.testing.assert_close(views["partial"], (b["partial"] + 1) / 2)
+    assert not torch.allclose(views["vae"], target), "a tiny random VAE does not reproduce its input"
+    quick, quick_scores = m.score(b, steps=2, seed=3, vae_ceiling=False)  # what validation asks for
+    assert "vae" not in quick and not any(k.endswith("_vae") for k in quick_scores)
+    torch.testing.assert_close(quick_scores["psnr_generated"], scores["psnr_generated"])

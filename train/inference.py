@@ -207,8 +207,10 @@ class NovelViewModel:
         guidance_scale: float = 1.0,
         seed: int = 0,
         lpips: torch.nn.Module | None = None,
+        vae_ceiling: bool = True,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Predict ``batch`` and score every view of :data:`SCORED` against its target.
+        """Predict ``batch`` and score every view of :data:`SCORED` against its target (without ``"vae"``, the
+        VAE round trip of the target, when ``vae_ceiling`` is false: it does not change while the VAE is frozen).
 
         Returns ``(views, scores)``: ``views[name]`` ``(B, 3, H, W)`` in [0, 1] on the CPU, ``scores`` as
         :func:`invs.metrics.compare` (``psnr_<name>``, ``ssim_<name>`` and, given ``lpips``, ``lpips_<name>``).
@@ -218,14 +220,14 @@ class NovelViewModel:
 
         generated = self.predict(batch, steps, guidance_scale, seed, known_pixels="generate").cpu()
         partial = (batch["partial"] + 1) / 2
-        round_trip = vae_round_trip(self.pipe.vae, batch["target"].to(self.pipe.device)).cpu()
         views = {
             "generated": generated,
             "composite": keep_known(generated, partial, batch["mask"]),
             "partial": partial,
             "source": (batch["source"] + 1) / 2,
-            "vae": (round_trip + 1) / 2,
         }
+        if vae_ceiling:
+            views["vae"] = (vae_round_trip(self.pipe.vae, batch["target"].to(self.pipe.device)).cpu() + 1) / 2
         return views, metrics.compare(views, (batch["target"] + 1) / 2, lpips=lpips)
 
 

@@ -458,7 +458,10 @@ class Validator:
         try:
             pipe = build_pipeline(self.parts, denoiser.unet)
             model = NovelViewModel(pipe, self.tc.conditioning, denoiser.projection, self.resolution, self.conditioner)
-            views, per_pair = model.score(self.batch, self.tc.val_inference_steps, self.tc.guidance_scale, self.tc.seed)
+            tc = self.tc
+            views, per_pair = model.score(
+                self.batch, tc.val_inference_steps, tc.guidance_scale, tc.seed, vae_ceiling=False
+            )
         finally:
             denoiser.train(was_training)
         scores = {k: float(v.mean()) for k, v in per_pair.items()}
