@@ -70,6 +70,26 @@ def render(objects: str, out: str, *extra: str, env: dict[str, str] | None = Non
     return proc
 
 
+#: What a job prints when Ray's runtime-env agents of the local nodes, which share one session directory on this
+#: host, removed the unpacked working directory under the running job (not a fault of the job).
+WORKING_DIR_RACE = "runtime_resources/working_dir_files/"
+
+
+def ray_job_submit(args: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``ray job submit ARGS`` from the repository; submitted once more when the job died of
+    :data:`WORKING_DIR_RACE` (a ``No such file or directory`` under Ray's unpacked working directory)."""
+    from infra import local_ray
+
+    def submit() -> subprocess.CompletedProcess[str]:
+        command = [local_ray.ray_binary(), "job", "submit", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+    proc = submit()
+    if proc.returncode != 0 and "No such file or directory" in proc.stdout and WORKING_DIR_RACE in proc.stdout:
+        proc = submit()
+    return proc
+
+
 def own_lines(output: str) -> str:
     """A job's own output, without the Ray log lines it forwards (which start with a timestamp or a worker tag)."""
     return "\n".join(ln for ln in output.splitlines() if not ln.lstrip().startswith(("[", "(")))

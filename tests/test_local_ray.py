@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from infra import local_ray
+from tests.helpers import ray_job_submit
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.ray
@@ -36,12 +37,8 @@ print(json.dumps({"nodes": nodes, "ips": ips}))
 
 
 def test_ray_job_submit_runs_project_code_from_the_working_dir(ray_cluster: local_ray.LocalRayCluster) -> None:
-    ray_bin = local_ray.ray_binary()
-    proc = subprocess.run(
+    proc = ray_job_submit(
         [
-            ray_bin,
-            "job",
-            "submit",
             "--address",
             ray_cluster.dashboard_url,
             "--working-dir",
@@ -51,10 +48,7 @@ def test_ray_job_submit_runs_project_code_from_the_working_dir(ray_cluster: loca
             "render/main.py",
             "--help",
         ],
-        capture_output=True,
-        text=True,
         timeout=300,
-        cwd=REPO,
     )
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     assert "--objects" in proc.stdout and "succeeded" in proc.stdout

@@ -26,6 +26,7 @@ from tests.helpers import (
     make_blend,
     own_lines,
     png_header,
+    ray_job_submit,
     render,
     render_command,
     running,
@@ -240,11 +241,8 @@ def test_render_job_on_the_two_node_cluster_reading_and_writing_s3(
         storage.upload_file(real_objects / name, f"{s3_bucket}/objects/{name}")
     out = f"{s3_bucket}/renders"
     runtime_env = {"env_vars": s3_server.env()}
-    proc = subprocess.run(
+    proc = ray_job_submit(
         [
-            local_ray.ray_binary(),
-            "job",
-            "submit",
             "--address",
             ray_cluster.dashboard_url,
             "--working-dir",
@@ -261,11 +259,7 @@ def test_render_job_on_the_two_node_cluster_reading_and_writing_s3(
             *FAST_RENDER,
             "--set",
             "render.threads_per_worker=1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=REPO,
+        ]
     )
     assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-2000:])
     assert "4 rendered, 0 failed" in proc.stdout
