@@ -37,6 +37,7 @@ from invs import partial_view, shards
 from invs.config import Config, load_config
 from invs.images import on_white, resize_view, to_uint8
 from preprocess import object_pairs
+from preprocess.law import law_holds
 
 REPO = Path(__file__).resolve().parent.parent
 #: The objects the partial view was developed on, then objects it was not tuned on (thin legs, box edges, candles).
@@ -111,15 +112,6 @@ def picture(samples: list[shards.RenderSample], res: int, per_object: int, out: 
     print(f"wrote {out}")
 
 
-def holds(law: dict[str, float]) -> bool:
-    """The stage's sanity law (README "The sanity law")."""
-    return (
-        law["psnr_partial"] >= law["psnr_backward"] - 1.0
-        and law["stray_fraction"] < 0.005
-        and law["unseen_below_half"] < 0.01
-    )
-
-
 def pooled(laws: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
     """Pair-weighted means of per-object law figures."""
     total = sum(n for n, _ in laws)
@@ -163,7 +155,7 @@ def main() -> int:
                 made = object_pairs.object_pairs(sample, config, "bench", cover=cover)
                 laws.append((len(made.pairs), made.law))
                 figures = {k: round(made.law[k], 4) for k in FIGURES}
-                per_object[sample.key] = figures | {"law_holds": holds(made.law)}
+                per_object[sample.key] = figures | {"law_holds": law_holds(made.law)}
                 w, c = timed(args.repeats, object_pairs.object_pairs, sample, config, "bench", cover=cover)
                 wall, cpu = wall + w, cpu + c
             n = sum(k for k, _ in laws)

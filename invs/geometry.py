@@ -31,13 +31,28 @@ def pixel_grid(
     return torch.stack([u, v], dim=-1).reshape(-1, 2)
 
 
-def pixel_rays(K: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, H*W, 3) camera-frame rays ``(x/z, y/z, 1)`` through every pixel centre (planar depth 1)."""
-    check_shape("K", K, (None, 3, 3))
-    uv = pixel_grid(height, width, K.device, K.dtype).expand(K.shape[0], -1, -1)
+def rays(uv: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """(B, N, 3) camera-frame rays ``(x/z, y/z, 1)`` through continuous pixel positions ``uv`` (B, N, 2)."""
+    check_shape("uv", uv, (None, None, 2))
+    check_shape("K", K, (uv.shape[0], 3, 3))
     x = (uv[..., 0] - K[:, 0, 2, None]) / K[:, 0, 0, None]
     y = (uv[..., 1] - K[:, 1, 2, None]) / K[:, 1, 1, None]
     return torch.stack([x, y, torch.ones_like(x)], dim=-1)
+
+
+def pixel_rays(K: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, H*W, 3) camera-frame rays ``(x/z, y/z, 1)`` through every pixel centre (planar depth 1)."""
+    check_shape("K", K, (None, 3, 3))
+    return rays(pixel_grid(height, width, K.device, K.dtype).expand(K.shape[0], -1, -1), K)
+
+
+def lift(uv: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
+    """World points (B, N, 3) at continuous pixel positions ``uv`` (B, N, 2) with planar depth (B, N)."""
+    check_shape("depth", depth, (uv.shape[0], uv.shape[1]))
+    check_shape("c2w", c2w, (uv.shape[0], 4, 4))
+    cam = rays(uv, K.to(uv)) * depth[..., None]
+    c2w = c2w.to(cam)
+    return cam @ c2w[:, :3, :3].transpose(1, 2) + c2w[:, None, :3, 3]
 
 
 def unproject(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
@@ -45,9 +60,8 @@ def unproject(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> torch.
     check_shape("depth", depth, (None, None, None))
     check_shape("c2w", c2w, (depth.shape[0], 4, 4))
     b, h, w = depth.shape
-    cam = pixel_rays(K.to(depth), h, w) * depth.reshape(b, -1, 1)
-    c2w = c2w.to(depth)
-    return cam @ c2w[:, :3, :3].transpose(1, 2) + c2w[:, None, :3, 3]
+    uv = pixel_grid(h, w, depth.device, depth.dtype).expand(b, -1, -1)
+    return lift(uv, depth.reshape(b, -1), K, c2w)
 
 
 def project(points: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

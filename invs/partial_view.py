@@ -110,7 +110,7 @@ import torch
 import torch.nn.functional as F
 
 from invs.cameras import BOUNDING_RADIUS
-from invs.geometry import check_shape, pixel_grid, pixel_rays, project, ray_angle_deg, unproject
+from invs.geometry import check_shape, lift, pixel_grid, pixel_rays, project, ray_angle_deg, unproject
 from invs.splat import softmax_splat
 
 IMPORTANCE_RANGE = 10.0
@@ -134,12 +134,17 @@ def inverse_depth_bounds(z: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Te
     return lo, hi
 
 
+def normalised_importance(inv: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Inverse depth ``inv`` mapped from ``[lo, hi]`` (broadcast) to [-10, 10]: the softmax importance."""
+    scaled = (inv - lo) / (hi - lo).clamp_min(1e-6)
+    return (2.0 * scaled - 1.0) * IMPORTANCE_RANGE
+
+
 def importance_from_depth(z: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Inverse depth normalised per batch element over valid points to [-10, 10] (nearer is larger)."""
     lo, hi = inverse_depth_bounds(z, valid)
     inv = torch.where(valid, 1.0 / z.clamp_min(1e-6), torch.zeros_like(z))
-    scaled = (inv - lo) / (hi - lo).clamp_min(1e-6)
-    return torch.where(valid, (2.0 * scaled - 1.0) * IMPORTANCE_RANGE, torch.zeros_like(inv))
+    return torch.where(valid, normalised_importance(inv, lo, hi), torch.zeros_like(inv))
 
 
 def nearest_hits(uv: torch.Tensor, valid: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -281,6 +286,7 @@ def mesh_triangles(
     right: tuple[torch.Tensor, torch.Tensor],
     down: tuple[torch.Tensor, torch.Tensor],
     max_slope: float,
+    tolerance: float = SAME_SURFACE_TOLERANCE,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The source's triangle mesh: ``(triangles (M, 3), complete (B, Hs - 1, Ws - 1) bool, sure (M,) bool)``.
 
@@ -293,7 +299,7 @@ def mesh_triangles(
     b, hs, ws = depth.shape
     n = hs * ws
     device = depth.device
-    diag, anti = connected(depth, K, 1, 1, max_slope), connected(depth, K, 1, -1, max_slope)
+    diag, anti = connected(depth, K, 1, 1, max_slope, tolerance), connected(depth, K, 1, -1, max_slope, tolerance)
 
     def block(t: torch.Tensor, r0: int, c0: int) -> torch.Tensor:  # t at each block's corner (r0, c0), flat
         return t[:, r0 : r0 + hs - 1, c0 : c0 + ws - 1].reshape(t.shape[0], -1)
@@ -444,15 +450,9 @@ def lift_and_project(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Target ``(uv (V, 2), z (V,))`` of source positions (V, 2) at inverse depths (V,) in batch elements (V,)."""
     z = 1.0 / inv_depth.clamp_min(1e-12)
-    Ks, Ts, Kt, Tt = K_src[batch], c2w_src[batch], K_tgt[batch], c2w_tgt[batch]
-    x = (src_uv[:, 0] - Ks[:, 0, 2]) / Ks[:, 0, 0] * z
-    y = (src_uv[:, 1] - Ks[:, 1, 2]) / Ks[:, 1, 1] * z
-    world = torch.einsum("vij,vj->vi", Ts[:, :3, :3], torch.stack([x, y, z], -1)) + Ts[:, :3, 3]
-    cam = torch.einsum("vji,vj->vi", Tt[:, :3, :3], world - Tt[:, :3, 3])  # R^T (p - t)
-    zt = cam[:, 2]
-    safe = torch.where(zt.abs() > 1e-8, zt, torch.full_like(zt, 1e-8))
-    uv = torch.stack([cam[:, 0] / safe * Kt[:, 0, 0] + Kt[:, 0, 2], cam[:, 1] / safe * Kt[:, 1, 1] + Kt[:, 1, 2]], -1)
-    return uv, zt
+    world = lift(src_uv[:, None], z[:, None], K_src[batch], c2w_src[batch])  # one camera per vertex
+    uv, zt = project(world, K_tgt[batch], c2w_tgt[batch])
+    return uv[:, 0], zt[:, 0]
 
 
 def pixel_facing(uv: torch.Tensor, right: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
@@ -517,7 +517,7 @@ def mesh_warp(
     Ks, Ts, Kt, Tt = K_src.float(), c2w_src.float(), K_tgt.float(), c2w_tgt.float()
     right, down = connected(depth, Ks, 0, 1, max_slope, tolerance), connected(depth, Ks, 1, 0, max_slope, tolerance)
     facing = pixel_facing(uv.float().view(b, *depth.shape[-2:], 2), right[0], down[0]).view(b, n)
-    triangles, complete, sure = mesh_triangles(depth, Ks, right, down, max_slope)
+    triangles, complete, sure = mesh_triangles(depth, Ks, right, down, max_slope, tolerance)
     foot = footprint_quadrants(depth, right[0], down[0], complete, tolerance, Ks, alpha)
     # One vertex table: the B*N pixel centres, then the footprints' extra vertices.
     foot_uv, foot_z = lift_and_project(
@@ -543,8 +543,7 @@ def mesh_warp(
     # Softmax weights exp(Z), Z the inverse target depth normalised as the points' importance.
     lo, hi = inverse_depth_bounds(z.float(), valid)
     fb = torch.div(frags.pixel, hw, rounding_mode="floor")
-    scaled = (frags.inv_depth - lo[fb, 0]) / (hi - lo).clamp_min(1e-6)[fb, 0]
-    importance = ((2.0 * scaled - 1.0) * IMPORTANCE_RANGE).clamp(-IMPORTANCE_RANGE, IMPORTANCE_RANGE)
+    importance = normalised_importance(frags.inv_depth, lo[fb, 0], hi[fb, 0]).clamp(-IMPORTANCE_RANGE, IMPORTANCE_RANGE)
     e = torch.exp(importance - IMPORTANCE_RANGE)
     # Per fragment: perspective-correct values, and the source-depth gap to the nearest sample it comes from
     # (a triangle's corners, or the footprint's owner).

@@ -30,6 +30,19 @@ from invs.partial_view import SAME_SURFACE_TOLERANCE, PartialView
 
 #: Pixels per latent cell side (the VAE's downsampling factor).
 LATENT_CELL = 8
+#: The law's limits: PSNR below the backward warp's (dB), stray and unseen-kept fractions (see the module docstring).
+MAX_PSNR_DEFICIT_DB = 1.0
+MAX_STRAY_FRACTION = 0.005
+MAX_UNSEEN_KEPT_FRACTION = 0.01
+
+
+def law_holds(figures: dict[str, float]) -> bool:
+    """Whether :func:`law_metrics`' figures (of a pair or pooled over pairs) are within the law's limits."""
+    return (
+        figures["psnr_partial"] >= figures["psnr_backward"] - MAX_PSNR_DEFICIT_DB
+        and figures["stray_fraction"] < MAX_STRAY_FRACTION
+        and figures["unseen_below_half"] < MAX_UNSEEN_KEPT_FRACTION
+    )
 
 
 def seen_by_source(

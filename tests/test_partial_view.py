@@ -265,6 +265,28 @@ def test_core_unproject_then_project_returns_pixel_centres(device: str, dtype: t
     )
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_core_lift_at_any_pixel_position_projects_back_there(device: str) -> None:
+    """Lifting continuous pixel positions (the mesh footprints' vertices) and projecting them again is the
+    identity, one camera per point, and at pixel centres lifting is unprojection."""
+    from invs import geometry
+
+    specs = cameras.sample_object_cameras("plane", 1, 3, (2.2, 2.6), (-20.0, 60.0))
+    K = torch.tensor(cameras.intrinsics_from_lens(35, 32, 16, 16), device=device)[None].repeat(3, 1, 1).float()
+    c2w = torch.tensor(np.stack([s.c2w() for s in specs]), device=device).float()
+    g = torch.Generator().manual_seed(1)
+    uv = (torch.rand(3, 5, 2, generator=g) * 16).to(device)
+    depth = (torch.rand(3, 5, generator=g) + 1.5).to(device)
+    back, z = geometry.project(geometry.lift(uv, depth, K, c2w), K, c2w)
+    torch.testing.assert_close(back, uv, atol=1e-4, rtol=0)
+    torch.testing.assert_close(z, depth, atol=1e-5, rtol=0)
+    grid = torch.rand(3, 4, 6, generator=g).to(device) + 1.5
+    centres = geometry.pixel_grid(4, 6, device).expand(3, -1, -1)
+    torch.testing.assert_close(geometry.lift(centres, grid.reshape(3, -1), K, c2w), geometry.unproject(grid, K, c2w))
+    with pytest.raises(ValueError, match="depth must have shape"):
+        geometry.lift(uv, depth[:, :4], K, c2w)
+
+
 def test_core_geometry_rejects_wrong_shapes() -> None:
     from invs import geometry
 

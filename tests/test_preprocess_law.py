@@ -23,7 +23,7 @@ from invs.config import load_config
 from invs.depth import align_to_distance
 from invs.images import on_white
 from invs.partial_view import partial_view
-from preprocess.law import law_metrics
+from preprocess.law import law_holds, law_metrics
 from preprocess.object_pairs import object_pairs, source_depths
 from render.blender_process import BlenderProcess
 from tests.helpers import blender_request
@@ -130,12 +130,6 @@ def measure(
     )
 
 
-def holds(m: dict[str, float]) -> bool:
-    return (
-        m["psnr_partial"] >= m["psnr_backward"] - 1.0 and m["stray_fraction"] < 0.005 and m["unseen_below_half"] < 0.01
-    )
-
-
 @pytest.mark.parametrize("name", OBJECTS)
 def test_the_law_holds_with_ground_truth_depth(renders: dict[str, dict[str, Any]], name: str) -> None:
     m = measure(renders[name])
@@ -155,7 +149,7 @@ def test_partial_views_cover_what_the_source_sees(
     former point coverage left cracks where the target magnifies the source, and with the max-pooling to latent
     cells they made nearly every cell the source sees one to generate."""
     m, before = measure(all_renders[res][name]), measure(all_renders[res][name], cover="points")
-    assert holds(m), m
+    assert law_holds(m), m
     assert m["seen_covered"] >= 0.95, m
     assert before["seen_covered"] < 0.8, before
     assert m["seen_cells_kept"] > before["seen_cells_kept"] + 0.15 and m["seen_cells"] > 50, (m, before)
@@ -163,7 +157,7 @@ def test_partial_views_cover_what_the_source_sees(
 
 @pytest.mark.parametrize("mistake", ["ray_depth", "scale_3pct", "pixel_shift", "bgr"])
 def test_the_law_catches_the_classic_mistakes(renders: dict[str, dict[str, Any]], mistake: str) -> None:
-    failed = [name for name in OBJECTS if not holds(measure(renders[name], mistake))]
+    failed = [name for name in OBJECTS if not law_holds(measure(renders[name], mistake))]
     assert failed, f"{mistake} went unnoticed"
 
 
@@ -213,7 +207,7 @@ def test_the_law_holds_with_estimated_depth_aligned_to_the_render(
     r = renders[name]
     depth, alignment = estimated(r["sample"])
     m = measure(r, source_depth=depth)
-    assert m["compared_pixels"] > 2000 and holds(m), m
+    assert m["compared_pixels"] > 2000 and law_holds(m), m
     for view in alignment.values():
         assert view["kind"] == "robust" and view["inlier_fraction"] > 0.95
         assert view["scale"] == pytest.approx(1 / ESTIMATE["scale"], rel=0.01)
@@ -231,7 +225,7 @@ def test_the_distance_prior_would_break_the_law(renders: dict[str, dict[str, Any
         estimator = DistortedRenderDepth(sample.rgba, sample.depth, **ESTIMATE)
         radii = [v["radius"] for v in sample.meta["views"]]
         prior, _ = align_to_distance(estimator(estimator.rgb), torch.from_numpy(r["depth"] > 0), radii)
-        if not holds(measure(r, source_depth=prior.double().numpy())):
+        if not law_holds(measure(r, source_depth=prior.double().numpy())):
             failed.append(name)
     assert failed == OBJECTS
 
