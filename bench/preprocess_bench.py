@@ -35,7 +35,7 @@ from PIL import Image
 from bench.common import RESULTS, render_samples, write_results
 from invs import partial_view, shards
 from invs.config import Config, load_config
-from invs.images import on_white, resize_view, to_uint8
+from invs.images import coverage, on_white, resize_view, to_uint8
 from preprocess import object_pairs
 from preprocess.law import law_holds
 
@@ -88,7 +88,7 @@ def pair_tensors(sample: shards.RenderSample, pairs: list[tuple[int, int]], res:
         "T_s": stack([sample.c2w(i) for i in s]),
         "K_t": stack([views[j][2] for j in t]),
         "T_t": stack([sample.c2w(j) for j in t]),
-        "alpha": stack([views[i][0][..., 3] / 255.0 for i in s]),
+        "alpha": stack([coverage(views[i][0]) for i in s]),
         "target": stack([on_white(views[j][0]) for j in t]).permute(0, 3, 1, 2),
     }
 

@@ -19,9 +19,15 @@ if TYPE_CHECKING:
 MIN_ALPHA_FRACTION = 1e-3
 
 
+def coverage(rgba: np.ndarray) -> np.ndarray:
+    """Straight-alpha RGBA (..., 4) uint8 -> its alpha (...) as float32 in [0, 1]: how much of each pixel the
+    object covers (the partial view places the source's silhouette by it)."""
+    return rgba[..., 3].astype(np.float32) / 255.0
+
+
 def on_white(rgba: np.ndarray) -> np.ndarray:
     """Straight-alpha RGBA (..., 4) uint8 -> RGB float32 in [0, 1] composited on white."""
-    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    alpha = coverage(rgba)[..., None]
     return rgba[..., :3].astype(np.float32) / 255.0 * alpha + (1.0 - alpha)
 
 

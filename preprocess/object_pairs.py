@@ -16,7 +16,7 @@ import torch
 from invs import cameras, shards, tables
 from invs.config import Config
 from invs.errors import ShardFormatError
-from invs.images import MIN_ALPHA_FRACTION, on_white, resize_view, to_uint8
+from invs.images import MIN_ALPHA_FRACTION, coverage, on_white, resize_view, to_uint8
 from invs.latents import LAYOUT as LATENTS_LAYOUT
 from invs.latents import posterior_moments, vae_fingerprint
 from invs.partial_view import partial_view
@@ -119,7 +119,7 @@ def object_pairs(
     d_s = stack([depth_src[i] for i in s])
     K_s, T_s = stack([views[i][2] for i in s]), stack([views[i][3] for i in s])
     K_t, T_t = stack([views[j][2] for j in t]), stack([views[j][3] for j in t])
-    alpha_s = stack([views[i][0][..., 3] / 255.0 for i in s])
+    alpha_s = stack([coverage(views[i][0]) for i in s])
     pv = partial_view(
         rgb_s,
         d_s,
@@ -140,7 +140,7 @@ def object_pairs(
         K_s,
         T_s,
         stack([rgb[j] for j in t]).permute(0, 3, 1, 2),
-        stack([views[j][0][..., 3] / 255.0 for j in t]),
+        stack([coverage(views[j][0]) for j in t]),
         stack([depth_gt[j] for j in t]),
         K_t,
         T_t,

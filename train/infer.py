@@ -283,7 +283,7 @@ def partial_views(
     """uint8 partial views (B, R, R, 3) and soft masks (B, R, R) (255 = generate) of a batch of (source, move)."""
     import torch
 
-    from invs.images import on_white, to_uint8
+    from invs.images import coverage, on_white, to_uint8
     from invs.partial_view import partial_view
 
     def stack(items: list[np.ndarray]) -> torch.Tensor:
@@ -295,7 +295,7 @@ def partial_views(
     Ks = stack([K] * len(tasks))
     src = stack([source_pose(elevation_deg, radius)] * len(tasks))
     tgt = stack([target_pose(m, elevation_deg, radius) for _, m in tasks])
-    alpha = stack([s.rgba[..., 3] / 255.0 for s, _ in tasks])
+    alpha = stack([coverage(s.rgba) for s, _ in tasks])
     pv = partial_view(rgb, depth, Ks, src, Ks, tgt, res, res, half_angle, alpha_src=alpha)
     return to_uint8(pv.partial.permute(0, 2, 3, 1).cpu().numpy()), to_uint8(pv.mask.cpu().numpy())
 

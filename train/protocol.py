@@ -60,7 +60,7 @@ def protocol_pairs(
 ) -> Iterator[tuple[str, str, dict[str, torch.Tensor]]]:
     """``(pair key, object uid, tensors)`` for every protocol pair, tensors as
     :func:`train.batches.pair_to_tensors` gives them (``source``/``target``/``partial`` in [-1, 1], ``mask``)."""
-    from invs.images import on_white, resize_view, to_uint8
+    from invs.images import coverage, on_white, resize_view, to_uint8
     from invs.partial_view import partial_view
 
     estimator = None
@@ -93,7 +93,7 @@ def protocol_pairs(
             resolution,
             resolution,
             half_angle_deg=half_angle_deg,
-            alpha_src=torch.as_tensor(views[0][0][..., 3] / 255.0, **to)[None].expand(n, -1, -1),
+            alpha_src=torch.as_tensor(coverage(views[0][0]), **to)[None].expand(n, -1, -1),
         )
         partial, mask = pv.partial.permute(0, 2, 3, 1).cpu().numpy(), pv.mask.cpu().numpy()
         for k, j in enumerate(targets):
