@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine (Python 3.11 needed: every bpy wheel requires it):
 #   make demo   — create .venv, install everything, run the pipeline on the embedded default
 #   make test   — create .venv, install everything, lint and run the test suite
+#   make rehearsal — the paper preset end to end on this machine with stand-in weights (the test suite runs it too)
 # The virtual environment is (re)installed only when pyproject.toml or constraints.txt change.
 
 PYTHON ?= python3.11
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= --durations=25
 
-.PHONY: install demo cluster-demo test test-all lint format s3-up s3-down ray-up ray-down clean gpu-wheels
+.PHONY: install demo rehearsal cluster-demo test test-all lint format s3-up s3-down ray-up ray-down clean gpu-wheels
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11 (bpy needs it) or pass PYTHON=/path/to/python3.11"; exit 1; }
@@ -23,6 +24,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m infra.run_all --config local
+
+rehearsal: $(STAMP)
+	$(BIN)/python -m infra.rehearsal --out out/rehearsal
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

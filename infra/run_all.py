@@ -1,10 +1,15 @@
 """Every stage as one command: render -> preprocess -> train -> evaluate, each stage's output the next's input.
 
     python -m infra.run_all --config local          # what `make demo` runs
+    python -m infra.run_all --config paper --out s3://my-bucket/invs
 
-Each stage reads the previous stage's output URI, as on a cluster. Pictures, the evaluation and the resolved
-config go beside the render output (the parent of ``render.out``). Re-running continues: rendered objects and
-preprocessed pairs are skipped, and an existing training run is resumed (a finished one is only re-exported).
+Each stage reads the previous stage's output URI, as on a cluster. ``--out ROOT`` puts them at ``ROOT/renders``,
+``ROOT/pairs`` and ``ROOT/train``; otherwise the config's ``render.out``, ``preprocess.out`` and ``train.out``.
+Pictures, the evaluation and the resolved config go beside the render output (the parent of ``render.out``).
+Every output location is checked (writable, not a placeholder) before the first stage starts. Re-running continues:
+rendered objects and preprocessed pairs are skipped, and an existing training run is resumed (a finished one is
+only re-exported). Evaluation runs on the training run's device: with ``train.use_gpu`` as a Ray task holding one
+GPU (and ``train.node_resource``), so a CPU-only head node never samples the model itself.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from invs import cameras, cli, storage
 from invs.config import Config, save_resolved
 from invs.ray_session import init_ray
 
+#: Each stage's output setting and its folder under ``--out``.
+STAGE_OUTPUTS = {"render.out": "renders", "preprocess.out": "pairs", "train.out": "train"}
 #: (stage, entry point) in pipeline order.
 STAGES: list[tuple[str, str]] = [
     ("render", "render/main.py"),
@@ -38,8 +46,13 @@ def camera_rig_png(config: Config, uid: str) -> bytes:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = cli.stage_parser("python -m infra.run_all", __doc__.splitlines()[0])
+    parser.add_argument("--out", help="one root for every stage's output: ROOT/renders, ROOT/pairs, ROOT/train")
     args = parser.parse_args(argv)
-    config = cli.resolve_config(args, {}, locations=("render.out",))
+    if args.out:
+        root = storage.normalize(args.out)
+        args.overrides = [*(f"{k}={storage.join(root, v)}" for k, v in STAGE_OUTPUTS.items()), *args.overrides]
+    config = cli.resolve_config(args, {}, locations=tuple(STAGE_OUTPUTS))
+    cli.check_outputs(config, tuple(STAGE_OUTPUTS))  # every stage's, before the first one spends anything
     started = time.monotonic()
     out = storage.parent(config.render.out)
     init_ray(config, dashboard=True)  # Ray Train queries actor state through the dashboard
@@ -90,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_train_and_evaluate(config: Config, out: str) -> list[tuple[str, str]]:
     """Train on the preprocess output (resuming a run already there), then evaluate on its held-out pairs and on
     training pairs, and print the model beside its zero-cost baselines."""
-    from train.evaluate import comparison_table, evaluate
+    from train.evaluate import comparison_table
     from train.run import SNAPSHOT, TRAINER_DIR, train
 
     tc = config.train
@@ -107,19 +120,23 @@ def run_train_and_evaluate(config: Config, out: str) -> list[tuple[str, str]]:
         f"{final.get('val_psnr_partial', nan):.2f} dB, {final.get('val_ssim_partial', nan):.3f})",
         flush=True,
     )
-    held_out = "val" if summary["val_source"] == "val" else "train"
-    summaries = {}
-    for split, what in ((held_out, "held-out"), ("train", "training")):
-        if split in summaries:
-            continue
-        eval_out = storage.join(out, "eval" if split == held_out else f"eval_{split}")
-        print(f"[evaluate] {summary['model']} on {what} pairs -> {eval_out}", flush=True)
-        summaries[split] = evaluate(
-            summary["model"], tc.data, eval_out, split=split, steps=tc.val_inference_steps, limit=16
+    splits = [("val", "held-out"), ("train", "training")]
+    if not has_split(tc.data, "val"):
+        print(
+            f"[evaluate] no held-out pairs: preprocess.val_fraction={config.preprocess.val_fraction} held out none "
+            "of these objects; scoring training pairs only",
+            flush=True,
         )
+        splits = splits[1:]
+    device = "cuda" if tc.use_gpu else "cpu"
+    summaries = {}
+    for split, what in splits:
+        eval_out = storage.join(out, "eval" if what == splits[0][1] else f"eval_{split}")
+        print(f"[evaluate] {summary['model']} on {what} pairs ({split} split) on {device} -> {eval_out}", flush=True)
+        summaries[what] = evaluate_on(config, summary["model"], eval_out, split)
     print("[evaluate] PSNR (dB), SSIM and LPIPS against the target views, means over pairs:")
-    print(comparison_table({("held-out" if k == held_out else "training"): v for k, v in summaries.items()}))
-    ev = summaries[held_out]
+    print(comparison_table(summaries))
+    ev = summaries[splits[0][1]]
     outputs = [
         (summary["model"], "the trained model: a diffusers pipeline directory"),
         (summary["metrics_csv"], "training metrics, one row per step"),
@@ -127,11 +144,44 @@ def run_train_and_evaluate(config: Config, out: str) -> list[tuple[str, str]]:
     if summary.get("metrics_plot"):
         outputs.append((summary["metrics_plot"], "loss and validation curves (model vs the partial view alone)"))
     outputs += [
-        (ev["picture"], "source | partial | mask | prediction | target on held-out pairs"),
-        (ev["results_md"], "the model and its baselines on held-out pairs, with 95% intervals"),
-        (ev["metrics_csv"], "PSNR/SSIM/LPIPS per held-out pair and method"),
+        (ev["picture"], f"source | partial | mask | prediction | target on {splits[0][1]} pairs"),
+        (ev["results_md"], f"the model and its baselines on {splits[0][1]} pairs, with 95% intervals"),
+        (ev["metrics_csv"], f"PSNR/SSIM/LPIPS per {splits[0][1]} pair and method"),
     ]
     return outputs
+
+
+def has_split(data: str, split: str) -> bool:
+    """Whether the pair index at ``data`` has pairs of ``split``."""
+    from invs import tables
+
+    index = tables.read_table(storage.join(data, tables.INDEX_DIR), tables.INDEX_SCHEMA)
+    return split in set(index.column("split").to_pylist())
+
+
+def evaluate_on(config: Config, model: str, out: str, split: str) -> dict[str, Any]:
+    """:func:`train.evaluate.evaluate` on the training run's device: in this process on CPU, or with
+    ``train.use_gpu`` as a Ray task holding one GPU (on a node with ``train.node_resource``)."""
+    import ray
+
+    from invs import fleet
+    from train.evaluate import evaluate
+
+    tc = config.train
+    kwargs = {"split": split, "steps": tc.val_inference_steps, "limit": 16}
+    if not tc.use_gpu:
+        return evaluate(model, tc.data, out, device="cpu", **kwargs)
+    task = ray.remote(**fleet.ray_options(fleet.worker_bundle(config, "train")))(_evaluate_with_settings)
+    return ray.get(task.remote(config, model, tc.data, out, kwargs))
+
+
+def _evaluate_with_settings(config: Config, model: str, data: str, out: str, kwargs: dict[str, Any]) -> dict:
+    """A Ray task's evaluation: this process's storage settings first (a Ray worker does not inherit them)."""
+    from invs.config import apply_storage_settings
+    from train.evaluate import evaluate
+
+    apply_storage_settings(config)
+    return evaluate(model, data, out, device="cuda", **kwargs)
 
 
 def pairs_sheet_png(pairs_uri: str, max_rows: int = 8) -> bytes:

@@ -139,6 +139,8 @@ class PreprocessConfig:
     objects_per_shard: int = 16  # all pairs of an object share one shard
     node_resource: str | None = None  # custom Ray resource (ray_cluster.yaml) the pair makers need; None: any node
     latents: str | None = None  # also store VAE latents of target and partial: "tiny" or a diffusers model id/path
+    # Stop with one line when no node can hold a pair maker (e.g. device cuda and no GPU node) for this long
+    worker_wait_s: float = 900.0
 
 
 @dataclass
@@ -164,7 +166,8 @@ class TrainConfig:
     warmup_steps: int = 0
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
-    mixed_precision: Literal["auto", "no", "bf16"] = "auto"  # auto: bf16 autocast on GPU, float32 on CPU
+    # auto: bf16 autocast on GPU, float32 on CPU; also spelled no / false / fp32 / float32 and bfloat16
+    mixed_precision: Literal["auto", "no", "bf16"] = "auto"
     gradient_checkpointing: bool = False
     ema_decay: float = 0.9999  # 0 turns EMA off
     timesteps: Literal["uniform", "cubic", "logit_normal"] = "cubic"
@@ -176,6 +179,7 @@ class TrainConfig:
     image_encoder: str = "openai/clip-vit-large-patch14"  # for clip_image (tiny: a small random CLIP)
     cfg_dropout: float = 0.1  # probability of the unconditional embedding in training (clip_image)
     use_latents: bool = True  # use precomputed VAE latents in the pair shards when they match the model's VAE
+    require_stored_latents: bool = False  # refuse to start when the pairs' stored latents are not this VAE's
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
     max_failures: int = 2  # worker losses survived by restarting from the last checkpoint
@@ -236,6 +240,7 @@ RANGES: dict[str, str] = {
     "preprocess.mask_half_angle_deg": "(0, 180)",
     "preprocess.workers": ">= 1",
     "preprocess.objects_per_shard": ">= 1",
+    "preprocess.worker_wait_s": "> 0",
     "train.tiny_vae_fit_steps": ">= 0",
     "train.tiny_vae_learning_rate": "> 0",
     "train.vae_scaling_factor": "> 0",
@@ -362,6 +367,30 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported setting type {tp!r}")
 
 
+#: Other spellings of a setting's values, as users write them (YAML reads ``no``, ``off`` and ``false`` as false).
+SPELLINGS: dict[str, dict[Any, str]] = {
+    "train.mixed_precision": {
+        False: "no",
+        "false": "no",
+        "off": "no",
+        "none": "no",
+        "fp32": "no",
+        "float32": "no",
+        "bfloat16": "bf16",
+    },
+}
+
+
+def _respell(value: Any, where: str) -> Any:
+    """``value`` in its canonical spelling for the setting ``where`` (:data:`SPELLINGS`), else unchanged."""
+    spellings = SPELLINGS.get(where, {})
+    if isinstance(value, bool):
+        return spellings.get(value, value)
+    if isinstance(value, str):
+        return spellings.get(value.strip().lower(), value)
+    return value
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
@@ -379,7 +408,7 @@ def _build(cls: type, data: Any, where: str) -> Any:
         if dataclasses.is_dataclass(tp):
             kwargs[key] = _build(tp, value if value is not None else {}, name)
         else:
-            kwargs[key] = _coerce(value, tp, name)
+            kwargs[key] = _coerce(_respell(value, name), tp, name)
     return cls(**kwargs)
 
 

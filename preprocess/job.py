@@ -17,6 +17,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -29,9 +31,9 @@ from ray.data.datasource.datasink import WriteResult
 if TYPE_CHECKING:
     from ray.data._internal.execution.interfaces import TaskContext
 
-from invs import shards, storage, tables
-from invs.config import Config, save_resolved
-from invs.errors import InvsError, ShardFormatError
+from invs import errors, shards, storage, tables
+from invs.config import Config, apply_storage_settings, save_resolved
+from invs.errors import InvsError, ShardFormatError, StorageError
 from preprocess.object_pairs import LAW_KEYS
 
 SUMMARY_NAME = "summary.json"
@@ -65,21 +67,66 @@ def _failure(render_shard: str, uid: str | None, error: str) -> dict[str, Any]:
     return {"render_shard": render_shard, "uid": uid, "error": error[:2000], "finished_at": dt.datetime.now(dt.UTC)}
 
 
-def read_objects(batch: pa.Table) -> pa.Table:
-    """Ray Data task: one row per object still to do in each render shard, or one row with why it cannot be read."""
+def read_objects(batch: pa.Table, config: Config | None = None) -> pa.Table:
+    """Ray Data task: one row per object still to do in each render shard, or one row with why it cannot be read.
+
+    ``config``: its storage settings (endpoint, retries) are applied first, as this runs in a Ray worker process.
+    """
+    if config is not None:
+        apply_storage_settings(config)
     rows: list[dict[str, Any]] = []
     for uri, skip in zip(batch["render_shard"].to_pylist(), batch["skip"].to_pylist(), strict=True):
-        found: list[dict[str, Any]] = []
-        try:
-            for key, members in shards.iter_tar_samples(uri):
-                if key not in set(skip):
-                    found.append(
-                        {"render_shard": uri, "key": key, "names": list(members), "payloads": list(members.values())}
-                    )
-        except ShardFormatError as exc:
-            found = [{"render_shard": uri, "key": "", "names": [], "payloads": [], "error": str(exc)}]
-        rows += found
+        rows += _shard_objects(uri, set(skip))
     return pa.Table.from_pylist([{"error": ""} | r for r in rows], schema=OBJECT_SCHEMA)
+
+
+def _shard_objects(uri: str, skip: set[str]) -> list[dict[str, Any]]:
+    """The rows of one render shard's objects not in ``skip``; a corrupt or truncated shard is one error row.
+
+    A connection that breaks while the shard streams (S3 down mid-read) is not a corrupt shard: the whole shard is
+    read again under the storage retry policy (one ``warning:`` line per retry), then it is a :class:`StorageError`.
+    """
+    policy = storage.retry_policy()
+    started = time.monotonic()
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return [
+                {"render_shard": uri, "key": key, "names": list(members), "payloads": list(members.values())}
+                for key, members in shards.iter_tar_samples(uri)
+                if key not in skip
+            ]
+        except StorageError:
+            raise  # opening the shard was retried already
+        except ShardFormatError as exc:
+            broken = exc.__cause__
+            if broken is None or not storage.is_transient(broken):
+                return [{"render_shard": uri, "key": "", "names": [], "payloads": [], "error": str(exc)}]
+        except Exception as exc:  # a backend error while streaming (botocore, aiohttp): transient ones are retried
+            if not storage.is_transient(exc):
+                raise
+            broken = exc
+        endpoint = storage.s3_settings().endpoint_url or "AWS S3"
+        error = f"cannot read {uri}: the connection to {endpoint} broke mid-read ({type(broken).__name__})"
+        if attempt == policy.attempts:
+            tries = f"after {attempt} tries over {time.monotonic() - started:.0f} s"
+            raise StorageError(f"{error} ({tries})" if attempt > 1 else error) from broken
+        wait = policy.wait_s(attempt)
+        print(f"warning: {error}; try {attempt + 1} of {policy.attempts} in {wait:.1f} s", file=sys.stderr, flush=True)
+        time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _no_cuda_here(torch: Any) -> str:
+    """Why a pair maker asked for CUDA cannot run here (never fall back to the CPU silently: 10-100x slower)."""
+    import os
+    import socket
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+    return (
+        f"preprocess.device is cuda but torch sees no CUDA device in the pair maker on {socket.gethostname()} "
+        f"(CUDA_VISIBLE_DEVICES={visible}; torch {torch.__version__} built for CUDA {torch.version.cuda or 'none'}): "
+        "fix the node's GPU driver or torch build, or set preprocess.device=cpu"
+    )
 
 
 class PairMaker:
@@ -88,9 +135,12 @@ class PairMaker:
     def __init__(self, config: Config) -> None:
         import torch
 
+        apply_storage_settings(config)  # this process's S3 endpoint and retries (a Ray actor does not inherit them)
         self.config = config
         p = config.preprocess
-        self.device = "cuda" if torch.cuda.is_available() and p.device == "cuda" else "cpu"
+        if p.device == "cuda" and not torch.cuda.is_available():
+            raise InvsError(_no_cuda_here(torch))
+        self.device = p.device
         self.estimator = None
         if p.depth == "zoedepth":
             from invs.depth import DepthEstimator
@@ -99,11 +149,13 @@ class PairMaker:
             self.estimator = DepthEstimator.from_pretrained(
                 p.depth_model, device=self.device, dtype=dtype, flip_average=p.flip_average
             )
-        self.vae = None
+        self.vae, self.vae_id = None, None
         if p.latents:
-            from invs.latents import load_vae
+            from invs.latents import load_vae, vae_fingerprint
 
-            self.vae = load_vae(p.latents).to(self.device)
+            self.vae = load_vae(p.latents)
+            self.vae_id = vae_fingerprint(self.vae)
+            self.vae.to(self.device)
 
     def pairs_row(self, obj: dict[str, Any]) -> dict[str, Any]:
         """One object's row of :data:`PAIRS_SCHEMA`; bad input becomes ``error``, the job carries on."""
@@ -116,7 +168,7 @@ class PairMaker:
         try:
             members = dict(zip(obj["names"], obj["payloads"], strict=True))
             sample = shards.decode_render_sample(key, members, where=shard)
-            result = object_pairs(sample, self.config, shard, self.estimator, self.device, self.vae)
+            result = object_pairs(sample, self.config, shard, self.estimator, self.device, self.vae, vae_id=self.vae_id)
         except ShardFormatError as exc:
             return row | {"error": str(exc)}
         except (KeyError, ValueError) as exc:
@@ -140,11 +192,12 @@ class PairShardSink(Datasink[dict[str, Any]]):
     Right after a shard is published, the task writes that shard's index rows as one part file named after the
     shard, so a job that dies after hours keeps every object it finished, and a retried task (same task index,
     same shard names) overwrites rather than duplicates. ``on_write_complete`` (on the driver) gathers the
-    tasks' counts and law figures into :attr:`totals`.
+    tasks' counts and law figures into :attr:`totals`. ``config``: each write task applies its storage settings
+    (endpoint, retries) first, as it runs in a Ray worker process.
     """
 
-    def __init__(self, out: str, job_id: str, objects_per_shard: int) -> None:
-        self.out, self.job_id, self.objects_per_shard = out, job_id, objects_per_shard
+    def __init__(self, out: str, job_id: str, objects_per_shard: int, config: Config | None = None) -> None:
+        self.out, self.job_id, self.objects_per_shard, self.config = out, job_id, objects_per_shard, config
         self.totals: dict[str, Any] = {"pairs": 0, "failures": [], "law": []}
 
     @property
@@ -152,6 +205,8 @@ class PairShardSink(Datasink[dict[str, Any]]):
         return self.objects_per_shard
 
     def write(self, blocks: Iterable[pa.Table], ctx: TaskContext) -> dict[str, Any]:
+        if self.config is not None:
+            apply_storage_settings(self.config)
         prefix = f"{self.job_id}-w{ctx.task_idx:05d}"
         writer = shards.ShardWriter(storage.join(self.out, "shards"), prefix, max_samples=1 << 30)
         group: list[dict[str, Any]] = []
@@ -213,6 +268,80 @@ def pair_maker_pool(config: Config, bundle: dict[str, float], alive: int) -> int
     return (min(now, most), most) if most > now else now
 
 
+def wait_for_a_pair_maker_node(bundle: dict[str, float], wait_s: float, objects: int) -> None:
+    """Return once a node can hold one pair maker (``bundle``); a one-line :class:`InvsError` after ``wait_s``.
+
+    Ray Data's actor pool would wait for ever for a bundle no node offers (``preprocess.device: cuda`` and no GPU
+    node, a ``preprocess.node_resource`` no node advertises). A placement group of that one bundle is the same
+    demand (an autoscaler adds a node for it); it is removed again before the pool starts. ``objects``: how many
+    are left to do, for the error line.
+    """
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from invs import fleet
+
+    started = time.monotonic()
+    group = placement_group([bundle])
+    try:
+        placed = group.ready()
+        ready, _ = ray.wait([placed], timeout=min(wait_s, 2.0))
+        if not ready:
+            print(
+                f"preprocess: waiting up to {wait_s:g} s for a node that can hold a pair maker "
+                f"({fleet.describe(bundle)}; an autoscaler adds one if the cluster has such a node type)",
+                flush=True,
+            )
+            ready, _ = ray.wait([placed], timeout=max(0.0, started + wait_s - time.monotonic()))
+    finally:
+        remove_placement_group(group)
+    if not ready:
+        raise InvsError(
+            f"preprocess: no node could hold a pair maker ({fleet.describe(bundle)}) for {wait_s:g} s: "
+            f"{_why_no_node_holds(bundle)}; {objects} objects not preprocessed; re-run with the same --out when one is"
+        )
+
+
+def _why_no_node_holds(bundle: dict[str, float]) -> str:
+    """What the alive nodes lack for ``bundle``: a resource none offers, or room on those that could hold it."""
+    import ray
+
+    from invs import fleet
+
+    alive = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    if any(fleet.per_node(bundle, offered) for offered in alive):
+        return "the nodes that can hold one stayed busy"
+    missing = [k for k, v in bundle.items() if not any(offered.get(k, 0.0) >= v for offered in alive)]
+    if missing:
+        return f"no {' and '.join(missing)} node alive or added"
+    return "no alive node offers all of it"
+
+
+#: How an error of ours reads in the text of a Ray error that carries only its traceback (an actor that failed to
+#: start, a map task's ``UserCodeException``).
+_OUR_ERROR_LINE = re.compile(r"^invs\.errors\.(\w+): (.*)$", re.MULTILINE)
+
+
+def _job_error(exc: BaseException) -> InvsError | None:
+    """The one-line :class:`InvsError` that stopped a preprocess task or actor, from the Ray error carrying it
+    (a storage outage past its retries, CUDA missing on a GPU node), worded as the job's end; None when the error
+    is not one of ours."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, InvsError):
+        kind, message = type(cause), str(cause)
+    else:
+        found = _OUR_ERROR_LINE.findall(str(exc))
+        if not found:
+            return None
+        name, message = found[-1]
+        kind = getattr(errors, name, InvsError)
+        kind = kind if isinstance(kind, type) and issubclass(kind, InvsError) else InvsError
+    first = (message.strip().splitlines() or [kind.__name__])[0]
+    if issubclass(kind, StorageError):
+        return kind(f"{first}; the preprocess job stopped, re-run it with the same --out to finish")
+    return kind(f"{first}; the preprocess job stopped")
+
+
 def make_pairs(config: Config) -> dict[str, Any]:
     import ray
 
@@ -247,10 +376,11 @@ def make_pairs(config: Config) -> dict[str, Any]:
     orphans = shards.remove_orphan_shards(out, referenced)
     todo = {s: keys for s, keys in by_shard.items() if set(keys) - done_keys}
     total_objects = sum(len(k) for k in by_shard.values())
+    left = sum(len(set(k) - done_keys) for k in todo.values())
     save_resolved(config, out)
     print(
         f"preprocess: {total_objects} objects in {len(by_shard)} render shards; "
-        f"{sum(len(set(k) - done_keys) for k in todo.values())} to do; {len(orphans)} orphan shard(s) removed",
+        f"{left} to do; {len(orphans)} orphan shard(s) removed",
         flush=True,
     )
     written, new_failures, law = 0, [], []
@@ -258,13 +388,17 @@ def make_pairs(config: Config) -> dict[str, Any]:
         init_ray(config)
         items = [{"render_shard": s, "skip": sorted(set(keys) & done_keys)} for s, keys in sorted(todo.items())]
         bundle = fleet.worker_bundle(config, "preprocess")
+        wait_for_a_pair_maker_node(bundle, p.worker_wait_s, objects=left)
         actors = pair_maker_pool(config, bundle, fleet.alive_workers(bundle))
         import ray.data
 
-        # Our own progress lines (below) replace Ray Data's per-operator log spam.
+        # Our own progress lines (below) replace Ray Data's per-operator log spam, and its error logs: an error of
+        # ours in a task becomes one line (below), any other is raised with its traceback.
         ray.data.DataContext.get_current().enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
-        ds = ray.data.from_items(items).map_batches(read_objects, batch_size=1, batch_format="pyarrow")
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+        ds = ray.data.from_items(items).map_batches(
+            read_objects, fn_kwargs={"config": config}, batch_size=1, batch_format="pyarrow"
+        )
         ds = ds.map_batches(
             PairMaker,
             fn_constructor_args=(config,),
@@ -273,8 +407,14 @@ def make_pairs(config: Config) -> dict[str, Any]:
             **fleet.ray_options(bundle),
             batch_format="pyarrow",
         )
-        sink = PairShardSink(out, tables.new_job_id(), p.objects_per_shard)
-        ds.write_datasink(sink)
+        sink = PairShardSink(out, tables.new_job_id(), p.objects_per_shard, config)
+        try:
+            ds.write_datasink(sink)
+        except ray.exceptions.RayError as exc:
+            error = _job_error(exc)
+            if error is None:
+                raise
+            raise error from None
         written, new_failures, law = sink.totals["pairs"], sink.totals["failures"], sink.totals["law"]
     wall = time.monotonic() - started
     summary = {

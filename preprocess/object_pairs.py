@@ -88,9 +88,11 @@ def object_pairs(
     device: str = "cpu",
     vae: Any = None,
     cover: str = "mesh",
+    vae_id: str | None = None,
 ) -> ObjectPairs:
     """All training pairs of one rendered object (see the module docstring); with ``vae``, each pair also stores the
-    VAE posterior moments of its target and partial view (:mod:`invs.latents`). ``cover`` picks the partial view's
+    VAE posterior moments of its target and partial view (:mod:`invs.latents`), recorded as made by ``vae_id`` (its
+    :func:`~invs.latents.vae_fingerprint`, computed here when not given). ``cover`` picks the partial view's
     coverage (:func:`invs.partial_view.partial_view`; ``"points"``, the former one, for comparisons)."""
     p = config.preprocess
     meta = sample.meta
@@ -153,6 +155,7 @@ def object_pairs(
         targets_u8 = np.stack([to_uint8(rgb[j]) for j in t])
         partial_u8 = to_uint8(partial)
         moments = np.stack([posterior_moments(vae, targets_u8, device), posterior_moments(vae, partial_u8, device)], 1)
+        vae_id = vae_id or vae_fingerprint(vae)
     for k, (i, j) in enumerate(chosen):
         key = shards.pair_key(sample.key, i, j)
         visible = pv.visible[k].cpu().numpy()
@@ -172,7 +175,7 @@ def object_pairs(
             "mask": {"polarity": "255 = generate", "half_angle_deg": p.mask_half_angle_deg},
         }
         if moments is not None:
-            pair_meta["latents"] = {"vae": vae_fingerprint(str(p.latents)), "layout": LATENTS_LAYOUT}
+            pair_meta["latents"] = {"vae": vae_id, "model": str(p.latents), "layout": LATENTS_LAYOUT}
         pair = shards.PairSample(
             key=key,
             source=to_uint8(rgb[i]),

@@ -106,7 +106,7 @@ def test_unreadable_and_missing_files(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ConfigError, match="binary.yaml: cannot read config"):
         cfg.load_config(binary)
-    with pytest.raises(ConfigError, match="not found .*presets: local, paper, zero123"):
+    with pytest.raises(ConfigError, match="not found .*presets: local, paper, rehearsal, zero123"):
         cfg.load_config(tmp_path / "missing.yaml")
 
 

@@ -7,12 +7,13 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from infra import local_ray
+from infra import local_ray, local_s3
 from invs import shards, storage, tables
 from tests.helpers import copy_objects, extra_nodes, local_env, own_lines, render, running
 
@@ -166,7 +167,8 @@ def test_views_with_empty_alpha_are_never_used_and_are_counted(renders: str) -> 
 def test_precomputed_latents_are_the_vae_posterior_of_target_and_partial(renders: str, tmp_path: Path) -> None:
     import torch
 
-    from invs.latents import load_vae, posterior_moments
+    from invs.latents import load_vae, posterior_moments, vae_fingerprint
+    from invs.models import build_tiny_components
     from train.data import PairStream, plan_data
 
     out = str(tmp_path / "pairs")
@@ -174,15 +176,18 @@ def test_precomputed_latents_are_the_vae_posterior_of_target_and_partial(renders
     assert proc.returncode == 0, proc.stderr[-3000:]
     pairs = list(shards.iter_pair_samples(shards.list_shards(out)))
     assert pairs and all(p.latents is not None and p.latents.shape == (2, 8, 16, 16) for p in pairs)
-    assert all(p.latents.dtype == np.float16 and p.meta["latents"]["vae"] == "tiny:seed=0" for p in pairs)
     vae = load_vae("tiny")
+    made_by = vae_fingerprint(vae)
+    assert made_by.startswith("sha256:") and all(p.meta["latents"]["model"] == "tiny" for p in pairs)
+    assert all(p.latents.dtype == np.float16 and p.meta["latents"]["vae"] == made_by for p in pairs)
     expected = posterior_moments(vae, np.stack([pairs[0].target, pairs[0].partial]))
     np.testing.assert_allclose(pairs[0].latents.astype(np.float32), expected.astype(np.float32), atol=2e-3)
     # Training picks them up only for the VAE that made them.
     plan = plan_data(out, None, val_pairs=0)
-    item = next(iter(PairStream(plan, 0, 1, 0, seed=0, latents_vae="tiny:seed=0")))
+    item = next(iter(PairStream(plan, 0, 1, 0, seed=0, latents_vae=made_by)))
     assert item["moments"].shape == (2, 8, 16, 16) and item["moments"].dtype == torch.float32
-    assert "moments" not in next(iter(PairStream(plan, 0, 1, 0, seed=0, latents_vae="tiny:seed=1")))
+    other = vae_fingerprint(build_tiny_components(seed=1)["vae"])
+    assert "moments" not in next(iter(PairStream(plan, 0, 1, 0, seed=0, latents_vae=other)))
 
 
 def test_missing_latents_vae_fails_fast(renders: str, tmp_path: Path) -> None:
@@ -237,3 +242,166 @@ def test_a_worker_node_lost_mid_job_costs_no_pair(
     assert Counter(k for keys in held.values() for k in keys) == Counter({r["key"]: 1 for r in rows})
     assert all(r["key"] in held[r["shard"]] for r in rows) and set(held) == {r["shard"] for r in rows}
     assert tables.read_table(f"{out}/failures", tables.FAILURE_SCHEMA).num_rows == 0
+
+
+# ------------------------------------------------------------------------------------------------ no node, S3 outages
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+def test_pair_makers_no_node_can_hold_stop_the_job_in_one_line(renders: str, tmp_path: Path) -> None:
+    """``preprocess.device: cuda`` and no GPU node (this machine has none): the job stops after
+    ``preprocess.worker_wait_s`` with one line instead of leaving Ray Data's actor pool waiting for ever."""
+    import time
+
+    out = str(tmp_path / "pairs")
+    started = time.monotonic()
+    proc = preprocess(renders, out, "--set", "preprocess.device=cuda", "--set", "preprocess.worker_wait_s=3")
+    took = time.monotonic() - started
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    (error,) = error_lines(proc.stdout + proc.stderr)
+    assert error.startswith("error: preprocess: no node could hold a pair maker ({CPU: 1, GPU: 1}) for 3 s: "), error
+    assert "for 3 s: no GPU node alive or added; 3 objects not preprocessed; " in error, error
+    assert error.endswith("re-run with the same --out when one is"), error
+    assert "Traceback" not in proc.stderr and took < 180
+    assert storage.list_files(f"{out}/shards") == [] and storage.list_files(f"{out}/index") == []
+
+
+def test_a_pair_maker_asked_for_cuda_never_falls_back_to_the_cpu() -> None:
+    import torch
+
+    from invs.config import load_config
+    from invs.errors import InvsError
+    from preprocess.job import PairMaker
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    no_cuda = (
+        r"^preprocess.device is cuda but torch sees no CUDA device in the pair maker .*, or set preprocess.device=cpu$"
+    )
+    with pytest.raises(InvsError, match=no_cuda):
+        PairMaker(load_config("local", {"preprocess.device": "cuda"}))
+
+
+def renders_on_s3(renders: str, dest: str) -> str:
+    """A copy of a local render output at ``dest`` on S3: its shards, and manifest rows that point at them."""
+    moved = {uri: f"{dest}/shards/{Path(uri).name}" for uri in shards.list_shards(renders)}
+    for uri, target in moved.items():
+        storage.upload_file(uri, target)
+    rows = tables.read_table(f"{renders}/manifest", tables.MANIFEST_SCHEMA).to_pylist()
+    rows = [r | {"shard": moved.get(r["shard"], r["shard"])} for r in rows]
+    tables.append_rows(f"{dest}/manifest", rows, tables.MANIFEST_SCHEMA)
+    return dest
+
+
+def dead_endpoint() -> str:
+    """An S3 endpoint on 127.0.0.1 that refuses connections (a port nothing listens on)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.ray
+@pytest.mark.s3
+def test_an_s3_outage_past_the_retries_stops_preprocess_in_one_line_and_a_rerun_rides_out_a_short_one(
+    renders: str, s3_server: local_s3.S3Server, s3_bucket: str
+) -> None:
+    """Render shards read from and pairs written to S3 through a proxy that goes down once the job has read its
+    inputs. Only the config names the proxy (the environment names a dead endpoint), so every task (read, pair
+    maker, write) must apply the config's storage settings. With 2 tries the job stops in one line; a re-run with
+    8 tries rides out an outage that its read task meets, and completes with every object's pairs once."""
+    from infra.fault_proxy import FaultProxy
+
+    source, out = renders_on_s3(renders, f"{s3_bucket}/renders"), f"{s3_bucket}/pairs"
+    dead = dead_endpoint()
+    env = local_env({"INVS_S3_ENDPOINT": dead, "AWS_ENDPOINT_URL": dead})
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        command = [sys.executable, str(REPO / "preprocess/main.py"), "--renders", source, "--out", out, *FAST]
+        command += ["--set", f"storage.s3_endpoint={proxy.url}", "--set", "storage.retry_backoff_s=0.5"]
+
+        def run(attempts: int, restore_on: str | None) -> tuple[int, str]:
+            """Run the job, cut S3 once it has read its inputs and, with ``restore_on``, restore it when the
+            job prints that; the exit status and the output."""
+            with running([*command, "--set", f"storage.retry_attempts={attempts}"], env) as job:
+                assert job.stdout is not None
+                seen = []
+                for line in job.stdout:
+                    seen.append(line)
+                    if " to do; " in line:
+                        proxy.cut()
+                    if restore_on and restore_on in line:
+                        proxy.restore()
+                        break
+                rest, _ = job.communicate(timeout=300)
+                proxy.restore()
+                return job.returncode, "".join(seen) + rest
+
+        code, output = run(2, None)
+        assert code == 2, own_lines(output)[-4000:]
+        (error,) = error_lines(output)
+        assert error.startswith(f"error: cannot read {source}/shards/") and "(after 2 tries" in error, error
+        assert error.endswith("the preprocess job stopped, re-run it with the same --out to finish"), error
+        assert "Traceback" not in output and storage.list_files(f"{out}/index") == []
+        code, output = run(8, "warning: cannot read")
+    assert code == 0, own_lines(output)[-4000:]
+    assert "try 2 of 8" in output and not error_lines(output) and "Traceback" not in output
+    rows = index_of(out)
+    assert {r["uid"] for r in rows} == {"BoxTextured", "SpotCow", "kenney_alien"}
+    assert len({r["key"] for r in rows}) == len(rows) and all(r["shard"].startswith(f"{out}/shards/") for r in rows)
+    held = Counter(k for uri in shards.list_shards(out) for k, _ in shards.iter_tar_samples(uri))
+    assert held == Counter({r["key"]: 1 for r in rows})
+
+
+@pytest.mark.s3
+def test_a_render_shard_cut_mid_read_is_read_again_not_recorded_as_corrupt(
+    s3_server: local_s3.S3Server, s3_bucket: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """S3 goes down while a render shard streams (after its first sample): that is an outage, not a corrupt shard,
+    so the read task reads the whole shard again under the retry policy; past the retries it is one StorageError."""
+    import os
+
+    import pyarrow as pa
+
+    from infra.fault_proxy import FaultProxy
+    from invs.config import load_config
+    from invs.errors import StorageError
+    from preprocess import job
+
+    with shards.ShardWriter(f"{s3_bucket}/renders/shards", "big", max_samples=10) as writer:
+        for i in range(4):
+            writer.write(f"obj{i}", {"blob.bin": os.urandom(5 * 2**20)})  # 20 MiB: more than two 8 MiB read blocks
+    (uri,) = shards.list_shards(f"{s3_bucket}/renders")
+    batch = pa.table({"render_shard": [uri], "skip": [["obj3"]]})
+    stream, passes, outage_passes = shards.iter_tar_samples, [], [1]
+
+    def cut_mid_read(shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+        """Each of the first ``outage_passes`` reads of the shard loses S3 after its first sample."""
+        passes.append(shard)
+        proxy.restore()
+        for n, sample in enumerate(stream(shard)):
+            yield sample
+            if n == 0 and len(passes) <= outage_passes[0]:
+                proxy.cut()
+
+    monkeypatch.setattr(shards, "iter_tar_samples", cut_mid_read)
+    saved = storage.retry_policy()
+    try:
+        with FaultProxy(s3_server.endpoint_url) as proxy:
+            settings = {"storage.s3_endpoint": proxy.url, "storage.retry_attempts": 2, "storage.retry_backoff_s": 0.2}
+            config = load_config("local", settings)
+            rows = job.read_objects(batch, config).to_pylist()
+            assert [r["key"] for r in rows] == ["obj0", "obj1", "obj2"] and not any(r["error"] for r in rows)
+            warning = f"warning: cannot read {uri}: the connection to {proxy.url} broke mid-read"
+            assert warning in capsys.readouterr().err and len(passes) == 2
+            passes.clear()
+            outage_passes[0] = 1
+            with pytest.raises(StorageError, match=r"^cannot read .* broke mid-read \(EndpointConnectionError\)$"):
+                job.read_objects(batch, load_config("local", settings | {"storage.retry_attempts": 1}))
+            assert len(passes) == 1
+    finally:
+        storage.configure_s3(None)
+        storage.configure_retries(saved.attempts, saved.backoff_s)

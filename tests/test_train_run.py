@@ -178,6 +178,18 @@ def test_lost_worker_and_resume_repeat_the_uninterrupted_run(
         )
 
 
+def test_a_failure_that_repeats_at_the_same_step_stops_at_once(pairs: str, tmp_path: Path) -> None:
+    """A learning rate of 1e30 overflows the weights in step 1, so step 2's loss is NaN, and again after a restart
+    from the step-1 checkpoint: the run stops there with one line instead of using up its 5 restarts."""
+    settings = ["train.learning_rate=1e30", "train.checkpoint_every=1", "train.max_failures=5", "train.val_pairs=0"]
+    proc = train(pairs, str(tmp_path / "run"), "--steps", "6", *(x for s in settings for x in ("--set", s)))
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    assert "failed the same way twice at step 2" in errors[0] and "FloatingPointError: the loss is nan" in errors[0]
+    assert "restarting from the last checkpoint (1 of 5)" in proc.stdout and "(2 of 5)" not in proc.stdout
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [("{tmp}/nothing", "no training pairs at"), ("s3://no-such-bucket-invs/pairs", "no-such-bucket-invs")],

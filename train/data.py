@@ -52,6 +52,7 @@ class DataPlan:
     train_keys: dict[str, list[str]]  # shard URI -> train keys in it (sorted)
     val_samples: list[tuple[str, dict[str, bytes]]] = field(default_factory=list)
     val_source: str = "val"
+    latents: dict[str, Any] | None = None  # the first train pair's ``meta["latents"]`` (None: no stored latents)
 
     @property
     def shards(self) -> list[str]:
@@ -119,7 +120,14 @@ def plan_data(data: str, resolution: int | None, val_pairs: int) -> DataPlan:
                 continue
             val_samples.append((key, members))
     val_samples.sort()
-    return DataPlan(data=data, resolution=size, train_keys=train_keys, val_samples=val_samples, val_source=val_source)
+    return DataPlan(
+        data=data,
+        resolution=size,
+        train_keys=train_keys,
+        val_samples=val_samples,
+        val_source=val_source,
+        latents=sample.meta.get("latents") if sample.latents is not None else None,
+    )
 
 
 def index_shard(data: str, recorded: str) -> str:

@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from invs import cli, shards, storage, tables
+from invs.devices import pick_device
 from invs.errors import InvsError, ShardFormatError
 
 GRID_ROWS = 8
@@ -260,6 +261,7 @@ def evaluate(
         "objects_count": len({r["uid"] for r in rows}),
         "skipped": skipped,
         "inference_steps": steps,
+        "device": device,
         "guidance_scale": guidance_scale,
         "seed": seed,
         "known_pixels": known_pixels,
@@ -321,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--depth", choices=["gt", "zoedepth"], default="gt", help="--renders: the source's depth")
     parser.add_argument("--depth-model", help="--renders --depth zoedepth: hub id or local path")
     parser.add_argument("--limit", type=int, help="at most this many pairs")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when train.use_gpu, else cpu")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when this machine has it, else cpu")
     parser.add_argument(
         "--known-pixels",
         choices=KNOWN_PIXELS,
@@ -333,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = cli.resolve_config(args, flags)
     tc = config.train
     out = args.out or storage.join(tc.out, "evaluation")
+    device = pick_device(args.device)
     storage.check_writable(out)
     summary = evaluate(
         args.model or storage.join(tc.out, "model"),
@@ -342,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tc.val_inference_steps,
         tc.guidance_scale,
         limit=args.limit,
-        device=args.device or ("cuda" if tc.use_gpu else "cpu"),
+        device=device,
         known_pixels=args.known_pixels,
         renders=args.renders,
         views_per_object=args.views_per_object,

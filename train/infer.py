@@ -56,6 +56,7 @@ import numpy as np
 
 from invs import cli, storage
 from invs.config import Config
+from invs.devices import pick_device
 from invs.errors import InvsError
 
 ZOEDEPTH = "zoedepth"
@@ -336,7 +337,6 @@ def move_title(m: Move) -> str:
 
 def infer(args: Any, config: Config) -> dict[str, Any]:
     """Everything :func:`main` does after parsing (see the module docstring); returns a summary."""
-    import torch
 
     from invs import cameras
     from invs.images import framing_fraction, on_white, to_uint8
@@ -371,9 +371,7 @@ def infer(args: Any, config: Config) -> dict[str, Any]:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InvsError(f"--out {out} exists and is not a directory")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InvsError("--device cuda: this machine has no CUDA device")
+    device = pick_device(args.device)
 
     # Everything that can fail on bad input is checked before anything is written.
     resolution = model_resolution(args.model)

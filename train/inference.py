@@ -72,10 +72,33 @@ def soft_mask_processor(vae_scale_factor: int) -> Any:
     )
 
 
+#: Inference scheduler settings for latent diffusion where the model's own scheduler config does not state them
+#: (DDIM's class defaults, ``clip_sample=True`` and ``set_alpha_to_one=True``, are for pixel-space models:
+#: clipping SD's predicted latents to [-1, 1] damages every sample).
+LATENT_DIFFUSION_SCHEDULER = {"clip_sample": False, "set_alpha_to_one": False, "thresholding": False}
+
+
+def inference_scheduler(scheduler: Any) -> Any:
+    """A ``DDIMScheduler`` for sampling with the model whose training scheduler is ``scheduler``: every setting its
+    config states (betas, ``steps_offset``, ``prediction_type``, ``clip_sample`` and ``set_alpha_to_one`` when the
+    model's file has them), the rest from :data:`LATENT_DIFFUSION_SCHEDULER`, never from DDIM's class defaults.
+    A setting counts as stated unless diffusers filled it in (``_use_default_values``) or it is absent."""
+    from diffusers import DDIMScheduler
+
+    config = dict(scheduler.config)
+    filled = set(config.get("_use_default_values", []))
+    for key, value in LATENT_DIFFUSION_SCHEDULER.items():
+        if key not in config or key in filled:
+            config[key] = value
+    config["_use_default_values"] = [k for k in filled if k not in LATENT_DIFFUSION_SCHEDULER]
+    return DDIMScheduler.from_config(config)
+
+
 def build_pipeline(components: dict[str, Any], unet: Any) -> Any:
-    """A ``StableDiffusionInpaintPipeline`` from the components, ``unet``, and a DDIM scheduler of the same betas."""
+    """A ``StableDiffusionInpaintPipeline`` from the components, ``unet``, and the DDIM scheduler of
+    :func:`inference_scheduler`."""
     quiet_model_libraries()
-    from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
+    from diffusers import StableDiffusionInpaintPipeline
     from transformers import CLIPImageProcessor
 
     encoder = components.get("image_encoder")
@@ -88,7 +111,7 @@ def build_pipeline(components: dict[str, Any], unet: Any) -> Any:
         text_encoder=components["text_encoder"],
         tokenizer=components["tokenizer"],
         unet=unet,
-        scheduler=DDIMScheduler.from_config(components["scheduler"].config),
+        scheduler=inference_scheduler(components["scheduler"]),
         safety_checker=None,
         feature_extractor=extractor,
         image_encoder=encoder,

@@ -6,8 +6,10 @@ Every worker builds the same model (tiny from the seed, or loaded from the check
 sync only on the last micro-batch). Step ``k``'s random draws come from a generator seeded by ``(seed, k, micro,
 rank)``, so a resumed run repeats exactly what an uninterrupted one does.
 
-Precision: float32 master weights; ``mixed_precision=bf16`` (``auto`` on GPU) runs the UNet under bf16 autocast
-and keeps the frozen VAE and encoders in bf16. Attention uses PyTorch SDPA (``AttnProcessor2_0``).
+Precision: float32 weights, the frozen VAE and encoders included (so the export holds them exactly as loaded);
+``mixed_precision=bf16`` (``auto`` on GPU) runs the training step *and validation* under bf16 autocast, so every
+matmul and convolution, frozen parts included, computes in bf16. Attention uses PyTorch SDPA (``AttnProcessor2_0``).
+A non-finite loss stops the step with an error (it would turn every weight into NaN through AdamW).
 Optional gradient checkpointing. EMA of the trainable weights on rank 0 (diffusers ``EMAModel``).
 
 Checkpoints (rank 0, every ``checkpoint_every`` steps and at the end) hold ``denoiser.pt``, ``optimizer.pt``,
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -42,6 +45,7 @@ from train.loss import Denoiser, Frozen, LossConfig, latent_scale_warning, train
 log = logging.getLogger("invs.train")
 
 METRICS_CSV = "logs/metrics.csv"
+WORKER_FACTS = "logs/worker.json"
 METRIC_FIELDS = (
     "step",
     "loss",
@@ -62,6 +66,18 @@ LATENT_CHECK_STEPS = 4
 PROGRESS_INTERVAL_S = 0.5
 
 
+class StepFailure(RuntimeError):
+    """A worker's exception in (or before) a training step, with where it happened: the driver tells a failure that
+    repeats at the same step after a restart (deterministic: stop) from a lost worker (restart)."""
+
+    def __init__(self, step: int, rank: int, error: str) -> None:
+        super().__init__(f"{error} (rank {rank}, step {step})")
+        self.step, self.rank, self.error = step, rank, error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (StepFailure, (self.step, self.rank, self.error))
+
+
 # ------------------------------------------------------------------------------------------------ model
 
 
@@ -79,14 +95,12 @@ def model_parts(tc: TrainConfig) -> dict[str, Any]:
     return parts
 
 
-def latents_vae(tc: TrainConfig) -> str | None:
-    """Fingerprint of this run's VAE, for matching precomputed latents (None when they are not to be used)."""
-    if not tc.use_latents:
-        return None
-    if tc.tiny:
-        fitted = f":fit={tc.tiny_vae_fit_steps}" if tc.tiny_vae_fit_steps > 0 else ""
-        return vae_fingerprint("tiny", tc.seed) + fitted
-    return vae_fingerprint(tc.model)
+def freeze(parts: dict[str, Any], device: torch.device) -> None:
+    """The frozen parts (VAE, text and image encoders) without gradients on ``device``, in the dtype they were
+    loaded in: under bf16 autocast they compute in bf16 all the same, and the export holds them exactly as loaded."""
+    for name in ("vae", "text_encoder", "image_encoder"):
+        if name in parts:
+            parts[name].requires_grad_(False).to(device)
 
 
 def build_denoiser(parts: dict[str, Any], conditioner: Conditioner, tc: TrainConfig) -> Denoiser:
@@ -110,6 +124,11 @@ def autocast_dtype(tc: TrainConfig, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def autocast(device: torch.device, amp: torch.dtype | None) -> torch.autocast:
+    """The training precision's autocast context (disabled for float32): the step and validation both run in it."""
+    return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
+
+
 def lr_scheduler(optimizer: torch.optim.Optimizer, tc: TrainConfig) -> Any:
     from diffusers.optimization import get_scheduler
 
@@ -122,7 +141,18 @@ def lr_scheduler(optimizer: torch.optim.Optimizer, tc: TrainConfig) -> Any:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point; ``loop_config`` = ``{"config": Config, "plan": DataPlan, "fitted_vae": dict | None,
-    "progress": ray.util.queue.Queue | None}``."""
+    "progress": ray.util.queue.Queue | None}``. Any exception leaves as a :class:`StepFailure` naming the step."""
+    where = {"step": 0, "rank": -1}
+    try:
+        _train_worker(loop_config, where)
+    except Exception as exc:
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        error = f"{type(exc).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
+        raise StepFailure(where["step"], where["rank"], error[:500]) from exc
+
+
+def _train_worker(loop_config: dict[str, Any], where: dict[str, int]) -> None:
+    """The worker's set-up and steps; keeps ``where`` (step being run, rank) current for error reports."""
     import ray.train
     import ray.train.torch
     from diffusers.training_utils import EMAModel
@@ -134,6 +164,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     configure_worker_logging()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    where["rank"] = rank
     device = ray.train.torch.get_device()
     amp = autocast_dtype(tc, device)
 
@@ -144,11 +175,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         parts["vae"].register_to_config(scaling_factor=fitted["scaling_factor"])
     if tc.vae_scaling_factor is not None:
         parts["vae"].register_to_config(scaling_factor=tc.vae_scaling_factor)
-    for name in ("vae", "text_encoder", "image_encoder"):
-        if name in parts:
-            parts[name].requires_grad_(False).to(device)
-            if amp is not None:
-                parts[name].to(dtype=amp)
+    freeze(parts, device)
+    vae_id = vae_fingerprint(parts["vae"]) if tc.use_latents else None
     conditioner = Conditioner(tc.conditioning, parts).to(device)
     denoiser = build_denoiser(parts, conditioner, tc)
     trainable = [p for p in denoiser.parameters() if p.requires_grad]
@@ -162,6 +190,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if restored is not None:
         with restored.as_directory() as folder:
             start_step, position = load_state(Path(folder), denoiser, optimizer, scheduler, ema, position)
+    where["step"] = start_step + 1
     model = ray.train.torch.prepare_model(denoiser, parallel_strategy_kwargs={"find_unused_parameters": False})
     if ema is not None:
         ema.to(device)
@@ -175,7 +204,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         tc.shuffle_buffer,
         starts=position.streams,
         rotation=position.batches % max(tc.loader_workers, 1),
-        latents_vae=latents_vae(tc),
+        latents_vae=vae_id,
     )
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=tc.batch_size, num_workers=tc.loader_workers, collate_fn=collate, pin_memory=False
@@ -196,8 +225,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     progress = ProgressSender(loop_config.get("progress"), start_step, tc.steps) if rank == 0 else None
     latent_stds: list[float] = []
     tick, samples = time.perf_counter(), 0
+    facts = WorkerFacts(str(device), str(amp).removeprefix("torch.") if amp else "float32", start_step, world, vae_id)
 
     for step in range(start_step, tc.steps):
+        where["step"] = step + 1
         total = torch.zeros((), device=device)
         stats: dict[str, float] | None = {} if step < start_step + LATENT_CHECK_STEPS else None
         for micro in range(tc.grad_accumulation):
@@ -205,15 +236,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             position.consume(batch)
             tensors = {k: v.to(device) for k, v in batch.items() if v.dtype.is_floating_point}
             samples += int(batch["stream"].shape[0])
+            facts.count_batch(stored="moments" in batch)
             generator = torch.Generator().manual_seed(derive_seed(tc.seed, step, micro, rank) % 2**63)
             last = micro == tc.grad_accumulation - 1
             sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()
-            with sync, torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            with sync, autocast(device, amp):
                 loss = training_loss(model, frozen, tensors, loss_config, generator, stats) / tc.grad_accumulation
                 loss.backward()
             total += loss.detach()
             if stats is not None:
                 latent_stds.append(stats["latent_std"])
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"the loss is {float(total)} at step {step + 1} (learning rate too high?)")
         if tc.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
         optimizer.step()
@@ -236,8 +270,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics["latent_std"] = check_latent_scale(latent_stds, frozen.vae.config.scaling_factor, rank)
         validate_now = final or (tc.validate_every and done % tc.validate_every == 0)
         if validate_now and validator is not None:
-            with ema_weights(ema, trainable):
+            with ema_weights(ema, trainable), autocast(device, amp):
                 metrics |= validator.validate(model_unwrapped(model), done)
+            facts.validations.append(done)
         checkpoint_now = final or done % tc.checkpoint_every == 0
         if logger is not None:
             logger.write(metrics)
@@ -258,6 +293,29 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     if rank == 0:
         export(model_unwrapped(model), ema, trainable, parts, tc, plan)
+        storage.write_text(storage.join(tc.out, WORKER_FACTS), json.dumps(dataclasses.asdict(facts), indent=1))
+
+
+@dataclasses.dataclass
+class WorkerFacts:
+    """What rank 0's last attempt ran (``OUT/logs/worker.json``): device, compute precision, where it started, the
+    VAE fingerprint it matched stored latents against, and how many of its batches used them."""
+
+    device: str
+    precision: str  # the autocast dtype of the step and of validation ("float32": none)
+    started_at_step: int
+    world_size: int
+    vae: str | None
+    frozen_dtype: str = "float32"
+    batches_with_stored_latents: int = 0
+    batches_encoded: int = 0
+    validations: list[int] = dataclasses.field(default_factory=list)
+
+    def count_batch(self, stored: bool) -> None:
+        if stored:
+            self.batches_with_stored_latents += 1
+        else:
+            self.batches_encoded += 1
 
 
 def model_unwrapped(model: torch.nn.Module) -> Denoiser:

@@ -16,7 +16,7 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,72 @@ def fit_tiny_vae_on(plan: Any, config: Config, max_images: int = 64) -> dict[str
     return {"state": state, "scaling_factor": float(vae.config.scaling_factor)}
 
 
+def run_vae(config: Config, fitted_vae: dict[str, Any] | None) -> Any:
+    """The VAE the workers will train with (the tiny one with its fitted weights, or the model's), on the CPU."""
+    from invs.models import build_tiny_components, load_vae
+
+    tc = config.train
+    vae = build_tiny_components(seed=tc.seed)["vae"] if tc.tiny else load_vae(tc.model)
+    if fitted_vae is not None:
+        vae.load_state_dict(fitted_vae["state"])
+    return vae
+
+
+def stored_latents(config: Config, plan: Any, fitted_vae: dict[str, Any] | None) -> dict[str, Any]:
+    """Whether the pairs' stored VAE latents fit this run's VAE (:func:`invs.latents.vae_fingerprint`), as
+    ``{"used": bool, "line": what training prints, "vae": this run's fingerprint, "pairs_vae": theirs}``.
+    ``train.require_stored_latents`` turns "not used" into an error before any worker starts."""
+    from invs.latents import vae_fingerprint
+
+    tc = config.train
+    made = plan.latents or {}
+    info: dict[str, Any] = {"used": False, "vae": None, "pairs_vae": made.get("vae"), "pairs_model": made.get("model")}
+    encodes = "the VAE encodes every image"
+    if not tc.use_latents:
+        why = "train.use_latents is false"
+        info["line"] = f"stored latents: off ({why}); {encodes}"
+    elif not made:
+        why = "the pairs have none (preprocessed without --latents)"
+        info["line"] = f"stored latents: none: {why}; {encodes}"
+    else:
+        info["vae"] = vae_fingerprint(run_vae(config, fitted_vae))
+        named = f"{made.get('model')!r} in preprocessing"
+        if made.get("vae") == info["vae"]:
+            why = ""
+            info["used"] = True
+            info["line"] = f"stored latents: used (made by this run's VAE, {_short(info['vae'])}, named {named})"
+        else:
+            model = "the tiny model's" if tc.tiny else repr(tc.model)
+            why = (
+                f"the pairs' were made by another VAE ({_short(made.get('vae'))}, named {named}) than this run's "
+                f"({_short(info['vae'])}, {model})"
+            )
+            info["line"] = f"stored latents: NOT used: {why}; {encodes}"
+    if tc.require_stored_latents and not info["used"]:
+        raise InvsError(
+            f"train.require_stored_latents is set but {why}; preprocess with --latents "
+            f"{'tiny' if tc.tiny else tc.model} (the VAE this run trains with), or set "
+            "train.require_stored_latents=false to encode on the fly"
+        )
+    return info
+
+
+def run_line(config: Config) -> str:
+    """Where and how the workers train: devices, backend, precision, EMA, validation and checkpoints."""
+    tc = config.train
+    precision = {"no": "float32", "bf16": "bf16 autocast"}.get(tc.mixed_precision)
+    precision = precision or ("bf16 autocast (auto on GPU)" if tc.use_gpu else "float32 (auto on CPU)")
+    return (
+        f"{tc.num_workers} worker(s) on {'GPUs, NCCL' if tc.use_gpu else 'CPUs, gloo'}; {precision} with float32 "
+        f"weights; EMA {tc.ema_decay if tc.ema_decay > 0 else 'off'}; validation every {tc.validate_every or tc.steps} "
+        f"steps on {tc.val_pairs} pairs; checkpoints every {tc.checkpoint_every} steps"
+    )
+
+
+def _short(fingerprint: str | None) -> str:
+    return f"{fingerprint[:19]}..." if fingerprint else "no fingerprint"
+
+
 def train(config: Config, resume: bool = False) -> dict[str, Any]:
     """Run training as configured; returns the summary (also written to ``OUT/summary.json``)."""
     import ray.train
@@ -110,7 +176,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     from invs.fleet import worker_bundle
     from invs.ray_session import init_ray
     from train.data import plan_data
-    from train.loop import train_loop_per_worker
+    from train.loop import WORKER_FACTS, train_loop_per_worker
 
     tc = config.train
     # Absolute URIs: Ray Train runs the workers in a directory of its own, where a relative path means elsewhere.
@@ -121,45 +187,50 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     check_model(config)
     save_resolved(config, tc.out)
     fitted_vae = fit_tiny_vae_on(plan, config) if tc.tiny and tc.tiny_vae_fit_steps > 0 else None
+    latents = stored_latents(config, plan, fitted_vae)
+    print(f"train: {latents['line']}", flush=True)
+    print(f"train: {run_line(config)}", flush=True)
     init_ray(config, dashboard=True)
     from ray.util.queue import Queue
 
     progress = Queue(maxsize=1000, actor_options={"num_cpus": 0})
     fs, path = storage.arrow_filesystem(tc.out)
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "config": config,
-            "plan": plan,
-            "fitted_vae": fitted_vae,
-            "progress": progress,
-        },
-        torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=tc.num_workers,
-            use_gpu=tc.use_gpu,
-            resources_per_worker=worker_bundle(config, "train"),
-        ),
-        run_config=ray.train.RunConfig(
-            name=TRAINER_DIR,
-            storage_path=path,
-            storage_filesystem=fs,
-            failure_config=ray.train.FailureConfig(max_failures=tc.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=tc.keep_checkpoints),
-        ),
-    )
+
+    def trainer() -> Any:  # a fresh trainer per attempt: Ray Train resumes it from the run's last checkpoint
+        return TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={
+                "config": config,
+                "plan": plan,
+                "fitted_vae": fitted_vae,
+                "progress": progress,
+            },
+            torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=tc.num_workers,
+                use_gpu=tc.use_gpu,
+                resources_per_worker=worker_bundle(config, "train"),
+            ),
+            run_config=ray.train.RunConfig(
+                name=TRAINER_DIR,
+                storage_path=path,
+                storage_filesystem=fs,
+                failure_config=ray.train.FailureConfig(max_failures=0),  # restarts: fit_with_restarts
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=tc.keep_checkpoints),
+            ),
+        )
+
     started = time.perf_counter()
     stop = threading.Event()
     shown = threading.Thread(target=show_progress, args=(progress, stop), daemon=True)
     shown.start()
     try:
-        result = trainer.fit()
-    except Exception as exc:  # Ray wraps worker errors: report the first line of the root cause
-        raise InvsError(f"training failed: {_root_cause(exc)}") from exc
+        result, restarts = fit_with_restarts(trainer, tc.max_failures)
     finally:
         stop.set()
         shown.join(timeout=5)
     seconds = time.perf_counter() - started
+    worker = _read_json(storage.join(tc.out, WORKER_FACTS))
     plot = write_metrics_plot(tc.out)
     metrics = dict(result.metrics or {})
     summary = {
@@ -178,9 +249,52 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         "metrics_csv": storage.join(tc.out, "logs", "metrics.csv"),
         "metrics_plot": plot,
         "validation": storage.join(tc.out, "validation", f"step_{tc.steps:08d}.png"),
+        "stored_latents": latents,
+        "restarts": restarts,
+        "worker": worker,
     }
     storage.write_text(storage.join(tc.out, "summary.json"), json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def fit_with_restarts(trainer: Callable[[], Any], max_failures: int) -> tuple[Any, list[str]]:
+    """``trainer().fit()``, restarted from the last checkpoint after a failure up to ``max_failures`` times; returns
+    the result and one line per restart.
+
+    A failure whose workers all raised (:class:`train.loop.StepFailure`) and that repeats an error of the attempt
+    before at the same step is deterministic: restarting from the same checkpoint would redo the same steps and fail
+    the same way, so it stops the run at once with one line. A lost worker (its process or node gone) always
+    restarts, as do failures at a new step or with a new error."""
+    from ray.train import TrainingFailedError
+
+    from train.loop import StepFailure
+
+    restarts: list[str] = []
+    previous: set[tuple[int, str]] = set()
+    while True:
+        try:
+            return trainer().fit(), restarts
+        except TrainingFailedError as exc:
+            failures = getattr(exc, "worker_failures", {}) or {}
+            raised = {(f.step, f.error) for f in failures.values() if isinstance(f, StepFailure)}
+            lost = len(raised) < len(failures) or not failures
+            cause = _root_cause(exc)
+            if not lost and raised & previous:
+                step, error = min(raised & previous)
+                raise InvsError(
+                    f"training failed the same way twice at step {step} (after a restart from the last checkpoint): "
+                    f"{error}; not restarting again (it would fail the same way); fix the cause, then --resume"
+                ) from exc
+            if len(restarts) >= max_failures:
+                raise InvsError(f"training failed: {cause} (after {len(restarts)} restart(s))") from exc
+            what = "a worker was lost" if lost else f"{min(raised)[1]} at step {min(raised)[0]}"
+            restarts.append(what)
+            print(f"train: {what}; restarting from the last checkpoint ({len(restarts)} of {max_failures})", flush=True)
+            previous = set() if lost else raised
+
+
+def _read_json(uri: str) -> dict[str, Any] | None:
+    return json.loads(storage.read_text(uri)) if storage.exists(uri) else None
 
 
 def show_progress(queue: Any, stop: threading.Event) -> None:
@@ -235,8 +349,11 @@ def write_metrics_plot(out: str) -> str | None:
 
 
 def _root_cause(exc: BaseException) -> str:
-    seen = exc
-    while seen.__cause__ is not None:
+    from train.loop import StepFailure
+
+    failures = list((getattr(exc, "worker_failures", None) or {}).values())
+    seen = next((f for f in failures if isinstance(f, StepFailure)), failures[0] if failures else exc)
+    while seen.__cause__ is not None and not isinstance(seen, StepFailure):
         seen = seen.__cause__
     text = str(seen).strip().splitlines()
     lines = [line for line in text if line.strip() and not line.startswith(" ")]
