@@ -12,9 +12,9 @@ on a rendered view.
 
 * **local**: the pipeline with ``train.steps=3``, then again: render and preprocess skip what is done, and training
   resumes from its step-3 checkpoint to 6 (validation at 3 and 6); BoxTextured is held out.
-* **s3**: the same on a local SeaweedFS server (``s3://rehearsal/run``; checkpoints, exports and evaluations on
-  S3, the model read back from S3 for inference) with ``preprocess.val_fraction=0``: no object held out, so
-  validation and evaluation take training pairs and say so.
+* **s3**: the same on a local SeaweedFS server (``s3://rehearsal/run-...``; checkpoints, the resume, exports and
+  evaluations on S3, the model read back from S3 for inference) with ``preprocess.val_fraction=0``: no object held
+  out, so validation and evaluation take training pairs and say so.
 
 After each half it checks what the run did, from its own records: render and preprocess outputs, the pairs'
 stored latents and that training used them for every batch, bf16 autocast on CPU workers, at least one
@@ -147,8 +147,7 @@ def check_half(half: Half, standin: Path, outputs: dict[str, str]) -> None:
     half.check("train: bf16 autocast", worker.get("precision") == "bfloat16", str(worker.get("precision")))
     half.check("train: CPU workers", worker.get("device") == "cpu" and worker.get("world_size") == 2, str(worker))
     half.check("train: validated", bool(worker.get("validations")), str(worker.get("validations")))
-    if half.name == "local":
-        half.check("train: resumed from step 3", worker.get("started_at_step") == 3, str(worker.get("started_at_step")))
+    half.check("train: resumed from step 3", worker.get("started_at_step") == 3, str(worker.get("started_at_step")))
     model = storage.join(root, "train", "model")
     for part in ("vae", "text_encoder"):
         ok, detail = same_tensors(storage.join(model, part), standin / part)
@@ -179,12 +178,10 @@ def rehearse(half: Half, paths: dict[str, Path]) -> None:
     """Run one half's commands (see the module docstring), then check them."""
     half.local.mkdir(parents=True, exist_ok=True)
     pipeline = ["-m", "infra.run_all", "--config", "rehearsal", "--out", half.out, *half.overrides]
-    outputs = {}
-    if half.name == "local":
-        outputs["first"] = run(half, "run_all-3-steps", [*pipeline, "--set", "train.steps=3"])
-        outputs["last"] = run(half, "run_all-resumed", pipeline)
-    else:
-        outputs["first"] = outputs["last"] = run(half, "run_all", pipeline)
+    outputs = {
+        "first": run(half, "run_all-3-steps", [*pipeline, "--set", "train.steps=3"]),
+        "last": run(half, "run_all-resumed", pipeline),
+    }
     image = source_image(storage.join(half.out, "renders"), half.local)
     views = half.local / "views"
     infer = [

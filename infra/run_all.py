@@ -8,8 +8,8 @@ Each stage reads the previous stage's output URI, as on a cluster. ``--out ROOT`
 Pictures, the evaluation and the resolved config go beside the render output (the parent of ``render.out``).
 Every output location is checked (writable, not a placeholder) before the first stage starts. Re-running continues:
 rendered objects and preprocessed pairs are skipped, and an existing training run is resumed (a finished one is
-only re-exported). Evaluation runs on the training run's device: with ``train.use_gpu`` as a Ray task holding one
-GPU (and ``train.node_resource``), so a CPU-only head node never samples the model itself.
+only re-exported). Evaluation runs as a Ray task with a training worker's resources: with ``train.use_gpu`` one GPU
+(and ``train.node_resource``), so a CPU-only head node never samples the model itself.
 """
 
 from __future__ import annotations
@@ -160,18 +160,16 @@ def has_split(data: str, split: str) -> bool:
 
 
 def evaluate_on(config: Config, model: str, out: str, split: str) -> dict[str, Any]:
-    """:func:`train.evaluate.evaluate` on the training run's device: in this process on CPU, or with
-    ``train.use_gpu`` as a Ray task holding one GPU (on a node with ``train.node_resource``)."""
+    """:func:`train.evaluate.evaluate` where training ran: a Ray task with one training worker's resources (one GPU
+    and ``train.node_resource`` with ``train.use_gpu``, sampling on CUDA; else a CPU), never on the driver's own
+    node by default (a cluster's head node has no GPU)."""
     import ray
 
     from invs import fleet
-    from train.evaluate import evaluate
 
     tc = config.train
-    kwargs = {"split": split, "steps": tc.val_inference_steps, "limit": 16}
-    if not tc.use_gpu:
-        return evaluate(model, tc.data, out, device="cpu", **kwargs)
     task = ray.remote(**fleet.ray_options(fleet.worker_bundle(config, "train")))(_evaluate_with_settings)
+    kwargs = {"split": split, "steps": tc.val_inference_steps, "limit": 16, "device": "cuda" if tc.use_gpu else "cpu"}
     return ray.get(task.remote(config, model, tc.data, out, kwargs))
 
 
@@ -181,7 +179,7 @@ def _evaluate_with_settings(config: Config, model: str, data: str, out: str, kwa
     from train.evaluate import evaluate
 
     apply_storage_settings(config)
-    return evaluate(model, data, out, device="cuda", **kwargs)
+    return evaluate(model, data, out, **kwargs)
 
 
 def pairs_sheet_png(pairs_uri: str, max_rows: int = 8) -> bytes:

@@ -6,6 +6,7 @@ and the ETA.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -33,7 +34,7 @@ class Progress:
         self.start = self.done = start
         self.note = ""
         self.started = time.monotonic()
-        self._last_log = 0.0
+        self._last_log = -math.inf  # the first update logs at once, however recently the machine booted
         self._bar = None
         if sys.stderr.isatty() and total:
             from tqdm import tqdm

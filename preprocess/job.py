@@ -10,6 +10,11 @@ is either wholly in the index or not at all. Resume: a re-run skips objects alre
 and first deletes *orphan* pair shards (published by a run that died before writing their index rows).
 Bad input (a corrupt render shard, a sample missing members, no usable view pair) becomes a row in
 ``OUT/failures/*.parquet`` with the reason; the job carries on.
+
+Failures of the environment stop the job with one ``error:`` line instead: no node able to hold a pair maker
+within ``preprocess.worker_wait_s`` (:func:`wait_for_a_pair_maker_node`, before the pool starts), S3 down past
+the retries of ``storage.*`` (every task applies the config's storage settings in its own process), CUDA missing
+where ``preprocess.device`` is ``cuda``.
 """
 
 from __future__ import annotations
@@ -326,8 +331,10 @@ def _job_error(exc: BaseException) -> InvsError | None:
     """The one-line :class:`InvsError` that stopped a preprocess task or actor, from the Ray error carrying it
     (a storage outage past its retries, CUDA missing on a GPU node), worded as the job's end; None when the error
     is not one of ours."""
+    import ray
+
     cause = getattr(exc, "cause", None)
-    if isinstance(cause, InvsError):
+    if isinstance(cause, InvsError) and not isinstance(cause, ray.exceptions.RayError):
         kind, message = type(cause), str(cause)
     else:
         found = _OUR_ERROR_LINE.findall(str(exc))

@@ -106,9 +106,7 @@ def test_training_says_which_latents_it_uses_and_can_require_stored_ones(
     used = stored_latents(config, SimpleNamespace(latents=made), None)
     assert used["used"] and used["line"].startswith("stored latents: used (made by this run's VAE")
     other = made | {"vae": "sha256:" + "0" * 64}
-    with pytest.raises(
-        InvsError, match=r"^train.require_stored_latents is set but the pairs. were made by another"
-    ):
+    with pytest.raises(InvsError, match=r"^train.require_stored_latents is set but the pairs. were made by another"):
         stored_latents(config, SimpleNamespace(latents=other), None)
     with pytest.raises(InvsError, match="the pairs have none"):
         stored_latents(config, SimpleNamespace(latents=None), None)

@@ -102,3 +102,21 @@ def test_pipeline_runs_every_stage_and_leaves_pictures(tmp_path: Path) -> None:
     for picture in ("eval/predictions.png", "train/logs/metrics.png"):
         assert str(tmp_path / "run" / picture) in proc.stdout
     assert Image.open(tmp_path / "run" / "train" / "logs" / "metrics.png").size[0] > 500
+
+
+def test_every_output_is_checked_before_the_first_stage(tmp_path: Path) -> None:
+    """The paper preset with only the render output moved: the placeholder bucket of the next stage's output stops
+    the run before anything renders, in one line."""
+    renders = tmp_path / "renders"
+    proc = subprocess.run(
+        [sys.executable, "-m", "infra.run_all", "--config", "paper", "--set", f"render.out={renders}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=local_env(),
+    )
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "preprocess.out" in errors[0] and "placeholder" in errors[0], proc.stderr[-2000:]
+    assert not renders.exists()
