@@ -16,11 +16,11 @@ on a rendered view.
   evaluations on S3, the model read back from S3 for inference) with ``preprocess.val_fraction=0``: no object held
   out, so validation and evaluation take training pairs and say so.
 
-After each half it checks what the run did, from its own records: render and preprocess outputs, the pairs'
-stored latents and that training used them for every batch, bf16 autocast on CPU workers, at least one
-validation, the resume (local), the exported ``vae/`` and ``text_encoder/`` bit-identical to the stand-in's, the
-exported DDIM scheduler's ``clip_sample`` and ``set_alpha_to_one`` as the model's scheduler file states them,
-the evaluation's device and splits, and the views inference wrote. Exit 1 when a check fails (each failed check
+After each half it checks what the run did, from its own records: render and preprocess outputs (ZoeDepth aligned
+to the render, its errors recorded), the pairs' stored latents and that training used them for every batch, no
+failure or restart, bf16 autocast on 2 CPU workers, a validation, the resume, the exported ``vae/`` and
+``text_encoder/`` bit-identical to the stand-in's, the exported DDIM scheduler's settings as the model's scheduler
+file states them, the evaluation's device and split labels, and the views inference wrote. Exit 1 when a check fails (each failed check
 is one line), 2 when a stage fails (its last output lines are shown).
 """
 
@@ -102,6 +102,13 @@ def source_image(renders: str, folder: Path) -> Path:
     return path
 
 
+def first_pair(pairs: str) -> Any:
+    """The first pair sample of a preprocess output."""
+    from invs.shards import iter_pair_samples, list_shards
+
+    return next(iter(iter_pair_samples(list_shards(pairs))))
+
+
 def same_tensors(folder_a: str, folder_b: Path) -> tuple[bool, str]:
     """Whether two safetensors folders hold bit-identical tensors (``folder_a`` may be on S3)."""
     import torch
@@ -135,6 +142,14 @@ def check_half(half: Half, standin: Path, outputs: dict[str, str]) -> None:
     )
     pre = read_json(storage.join(root, "pairs", "summary.json"))
     half.check("preprocess: ZoeDepth depth", pre["depth"] == "zoedepth", pre["depth"])
+    pair = first_pair(storage.join(root, "pairs"))
+    alignment = pair.meta.get("depth_alignment") or {}
+    half.check(
+        "preprocess: the estimate aligned to the render, its errors recorded",
+        alignment.get("kind") == "robust" and {"errors", "errors_distance_prior"} <= set(alignment),
+        str(sorted(alignment)),
+    )
+    half.check("preprocess: latents stored", pair.latents is not None and pair.latents.shape[:2] == (2, 8), pair.key)
     half.check("preprocess: pairs written", pre["pairs_written"] > 0 or "already" in outputs["first"], str(pre))
     train = read_json(storage.join(root, "train", "summary.json"))
     latents, worker = train["stored_latents"], train["worker"] or {}
@@ -147,6 +162,7 @@ def check_half(half: Half, standin: Path, outputs: dict[str, str]) -> None:
     half.check("train: bf16 autocast", worker.get("precision") == "bfloat16", str(worker.get("precision")))
     half.check("train: CPU workers", worker.get("device") == "cpu" and worker.get("world_size") == 2, str(worker))
     half.check("train: validated", bool(worker.get("validations")), str(worker.get("validations")))
+    half.check("train: no failure, no restart", not train["restarts"], str(train["restarts"]))
     half.check("train: resumed from step 3", worker.get("started_at_step") == 3, str(worker.get("started_at_step")))
     model = storage.join(root, "train", "model")
     for part in ("vae", "text_encoder"):

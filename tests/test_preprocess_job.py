@@ -51,9 +51,9 @@ def index_of(out: str) -> list[dict]:
     return tables.read_table(storage.join(out, "index"), tables.INDEX_SCHEMA).to_pylist()
 
 
-def test_pairs_index_and_law_figures(renders: str, tmp_path: Path) -> None:
+def test_pairs_index_law_figures_and_stored_latents(renders: str, tmp_path: Path) -> None:
     out = str(tmp_path / "pairs")
-    proc = preprocess(renders, out)
+    proc = preprocess(renders, out, "--latents", "tiny")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = index_of(out)
     assert f"{len(rows)} pairs from 3 objects, 0 failures" in proc.stdout, proc.stdout
@@ -79,6 +79,30 @@ def test_pairs_index_and_law_figures(renders: str, tmp_path: Path) -> None:
     assert law["stray_fraction"] < 0.005 and law["unseen_below_half"] < 0.01
     assert "law: PSNR partial" in proc.stdout and summary["empty_views_skipped"] == 0
     assert f"coverage: {law['seen_covered']:.1%} of what the source sees" in proc.stdout
+    check_stored_latents(out, samples)
+
+
+def check_stored_latents(out: str, pairs: list[shards.PairSample]) -> None:
+    """Each pair's ``latents.npy`` is the posterior of its target and partial view under the VAE its metadata
+    names by fingerprint, and training picks them up only for that VAE."""
+    import torch
+
+    from invs.latents import load_vae, posterior_moments, vae_fingerprint
+    from invs.models import build_tiny_components
+    from train.data import PairStream, plan_data
+
+    assert pairs and all(p.latents is not None and p.latents.shape == (2, 8, 24, 24) for p in pairs)
+    vae = load_vae("tiny")
+    made_by = vae_fingerprint(vae)
+    assert made_by.startswith("sha256:") and all(p.meta["latents"]["model"] == "tiny" for p in pairs)
+    assert all(p.latents.dtype == np.float16 and p.meta["latents"]["vae"] == made_by for p in pairs)
+    expected = posterior_moments(vae, np.stack([pairs[0].target, pairs[0].partial]))
+    np.testing.assert_allclose(pairs[0].latents.astype(np.float32), expected.astype(np.float32), atol=2e-3)
+    plan = plan_data(out, None, val_pairs=0)
+    item = next(iter(PairStream(plan, 0, 1, 0, seed=0, latents_vae=made_by)))
+    assert item["moments"].shape == (2, 8, 24, 24) and item["moments"].dtype == torch.float32
+    other = vae_fingerprint(build_tiny_components(seed=1)["vae"])
+    assert "moments" not in next(iter(PairStream(plan, 0, 1, 0, seed=0, latents_vae=other)))
 
 
 def test_resume_skips_done_objects_and_removes_orphans(renders: str, tmp_path: Path) -> None:
@@ -118,6 +142,7 @@ def test_bad_render_shards_become_failures(renders: str, tmp_path: Path) -> None
     assert {r["uid"] for r in index_of(out)} == {good[0]}
 
 
+@pytest.mark.slow  # `make test-all`; the rehearsal preprocesses with a ZoeDepth directory (alignment checked)
 def test_zoedepth_from_a_local_model_directory(renders: str, tmp_path: Path) -> None:
     """The real loading path with a small model saved to disk; alignment and depth error are recorded per pair."""
     import torch
@@ -163,32 +188,6 @@ def test_views_with_empty_alpha_are_never_used_and_are_counted(renders: str) -> 
     result = object_pairs(sample, config, "shard")
     assert result.skipped_views == 1 and result.pairs
     assert all(r["src"] != 0 and r["tgt"] != 0 for r in result.index_rows)
-
-
-def test_precomputed_latents_are_the_vae_posterior_of_target_and_partial(renders: str, tmp_path: Path) -> None:
-    import torch
-
-    from invs.latents import load_vae, posterior_moments, vae_fingerprint
-    from invs.models import build_tiny_components
-    from train.data import PairStream, plan_data
-
-    out = str(tmp_path / "pairs")
-    proc = preprocess(renders, out, "--latents", "tiny", "--resolution", "64")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    pairs = list(shards.iter_pair_samples(shards.list_shards(out)))
-    assert pairs and all(p.latents is not None and p.latents.shape == (2, 8, 16, 16) for p in pairs)
-    vae = load_vae("tiny")
-    made_by = vae_fingerprint(vae)
-    assert made_by.startswith("sha256:") and all(p.meta["latents"]["model"] == "tiny" for p in pairs)
-    assert all(p.latents.dtype == np.float16 and p.meta["latents"]["vae"] == made_by for p in pairs)
-    expected = posterior_moments(vae, np.stack([pairs[0].target, pairs[0].partial]))
-    np.testing.assert_allclose(pairs[0].latents.astype(np.float32), expected.astype(np.float32), atol=2e-3)
-    # Training picks them up only for the VAE that made them.
-    plan = plan_data(out, None, val_pairs=0)
-    item = next(iter(PairStream(plan, 0, 1, 0, seed=0, latents_vae=made_by)))
-    assert item["moments"].shape == (2, 8, 16, 16) and item["moments"].dtype == torch.float32
-    other = vae_fingerprint(build_tiny_components(seed=1)["vae"])
-    assert "moments" not in next(iter(PairStream(plan, 0, 1, 0, seed=0, latents_vae=other)))
 
 
 def test_missing_latents_vae_fails_fast(renders: str, tmp_path: Path) -> None:

@@ -19,9 +19,15 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.blender
 @pytest.mark.ray
 @pytest.mark.s3
-def test_the_paper_preset_runs_end_to_end_on_disk_and_on_s3(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "half",
+    # On S3 by default (the paper's storage; ~3.5 min); on local disk, whose paths the demo and the train tests
+    # cover by default, in `make test-all` and `make rehearsal`.
+    ["s3", pytest.param("local", marks=pytest.mark.slow)],
+)
+def test_the_paper_preset_runs_end_to_end(tmp_path: Path, half: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "infra.rehearsal", "--out", str(tmp_path)],
+        [sys.executable, "-m", "infra.rehearsal", "--out", str(tmp_path), "--only", half],
         capture_output=True,
         text=True,
         timeout=1200,
@@ -31,16 +37,17 @@ def test_the_paper_preset_runs_end_to_end_on_disk_and_on_s3(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert out.rstrip().endswith("checks passed, 0 failed"), out[-3000:]
-    for half in ("local", "s3"):
-        for check in ("train: bf16 autocast", "train: every batch used them", "export: vae/ bit-identical"):
-            assert f"[{half}] ok   {check}" in out
-    assert "[local] ok   train: resumed from step 3" in out and "[s3] ok   train: resumed from step 3" in out
+    assert f"[{half}] FAIL" not in out
+    for check in ("train: bf16 autocast", "train: every batch used them", "train: resumed from step 3"):
+        assert f"[{half}] ok   {check}" in out
     # What the stages printed: the paper preset's paths, not the demo's.
-    assert out.count("train: stored latents: used (made by this run's VAE") == 4  # two runs on disk, two on S3
+    assert out.count("train: stored latents: used (made by this run's VAE") == 2  # the first run, the resumed one
     assert "bf16 autocast with float32 weights" in out and "(depth: zoedepth)" in out
-    assert "[evaluate] no held-out pairs" in out and "held-out (" in out  # S3 half: val_fraction 0; local: BoxTextured
-    assert "s3://rehearsal/" in out
-    facts = json.loads((tmp_path / "local" / "train" / "logs" / "worker.json").read_text())
-    assert facts["precision"] == "bfloat16" and facts["validations"] == [6] and facts["started_at_step"] == 3
-    for picture in ("local/pairs.png", "local/eval/predictions.png", "s3/views/grid.png"):
-        assert Image.open(tmp_path / picture).size[0] > 100, picture
+    if half == "s3":
+        assert "s3://rehearsal/" in out and "[evaluate] no held-out pairs" in out  # preprocess.val_fraction=0
+    else:
+        assert "held-out (4 pairs)" in out  # BoxTextured
+        facts = json.loads((tmp_path / "local" / "train" / "logs" / "worker.json").read_text())
+        assert facts["precision"] == "bfloat16" and facts["validations"] == [6] and facts["started_at_step"] == 3
+        assert Image.open(tmp_path / "local" / "eval" / "predictions.png").size[0] > 100
+    assert Image.open(tmp_path / half / "views" / "grid.png").size[0] > 100

@@ -160,17 +160,18 @@ def test_lost_worker_and_resume_repeat_the_uninterrupted_run(
     stop = threading.Event()
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         killer = pool.submit(kill_a_worker_after, b, 5, stop)
-        proc = train(pairs, b, "--steps", "40", *common, cluster=True)
+        proc = train(pairs, b, "--steps", "12", *common, cluster=True)
         stop.set()
         killed = killer.result()
     assert proc.returncode == 0, [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert killed and "train: (re)started at step" in proc.stdout, (killed, proc.stdout[-2000:])
+    assert "train: a worker was lost; restarting from the last checkpoint (1 of 2)" in proc.stdout
     assert train(pairs, c, "--steps", "3", *common, cluster=True).returncode == 0
     refused = train(pairs, c, "--steps", "7", *common, cluster=True)
     assert refused.returncode == 2 and "already holds a training run" in refused.stderr
     assert train(pairs, c, "--steps", "7", "--resume", *common, cluster=True).returncode == 0
     expected = losses(reference[0])
-    for other, steps in ((b, 40), (c, 7)):
+    for other, steps in ((b, 12), (c, 7)):
         got = losses(other)
         assert sorted(got) == list(range(1, steps + 1))
         np.testing.assert_allclose(
@@ -228,6 +229,7 @@ def corrupt_two_pairs(data: Path) -> list[str]:
 
 
 @pytest.mark.s3
+@pytest.mark.slow  # `make test-all`; training on S3 (checkpoints, resume, export) runs by default in the rehearsal
 def test_ray_job_submit_on_the_cluster_with_s3_and_bad_pairs_skipped(
     pairs: str, tmp_path: Path, s3_server, s3_bucket: str, ray_cluster
 ) -> None:

@@ -188,7 +188,11 @@ def _train_worker(loop_config: dict[str, Any], where: dict[str, int]) -> None:
     position = DataPosition(num_streams=world * max(tc.loader_workers, 1))
     restored = ray.train.get_checkpoint()
     if restored is not None:
-        with restored.as_directory() as folder:
+        # A folder of this worker's own: Checkpoint.as_directory() shares one download folder between the workers of
+        # a node, and with the checkpoint on S3 one worker's clean-up raced another's read (EOFError, "file read
+        # failed" in torch.load; found by the rehearsal's S3 resume).
+        with tempfile.TemporaryDirectory(prefix=f"invs-restore-{rank}-") as folder:
+            restored.to_directory(folder)
             start_step, position = load_state(Path(folder), denoiser, optimizer, scheduler, ema, position)
     where["step"] = start_step + 1
     model = ray.train.torch.prepare_model(denoiser, parallel_strategy_kwargs={"find_unused_parameters": False})
