@@ -182,7 +182,7 @@ class TrainConfig:
     require_stored_latents: bool = False  # refuse to start when the pairs' stored latents are not this VAE's
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
-    max_failures: int = 2  # worker losses survived by restarting from the last checkpoint
+    max_failures: int = 2  # failures survived by restarting from the last checkpoint (one repeating at a step stops)
     validate_every: int = 100  # 0: only at the end
     val_pairs: int = 4
     val_inference_steps: int = 20
