@@ -20,8 +20,8 @@ After each half it checks what the run did, from its own records: render and pre
 to the render, its errors recorded), the pairs' stored latents and that training used them for every batch, no
 failure or restart, bf16 autocast on 2 CPU workers, a validation, the resume, the exported ``vae/`` and
 ``text_encoder/`` bit-identical to the stand-in's, the exported DDIM scheduler's settings as the model's scheduler
-file states them, the evaluation's device and split labels, and the views inference wrote. Exit 1 when a check fails (each failed check
-is one line), 2 when a stage fails (its last output lines are shown).
+file states them, the evaluation's device and split labels, and the views inference wrote. Exit 1 when a check
+fails (each failed check is one line), 2 when a stage fails (its last output lines are shown).
 """
 
 from __future__ import annotations
