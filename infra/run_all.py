@@ -67,7 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from render.job import render_objects
     from render.job import summary_line as render_summary_line
 
-    print(f"[render] {config.render.objects} -> {config.render.out}", flush=True)
+    r = config.render
+    print(
+        f"[render] {r.objects} -> {r.out} ({r.engine} on {r.device}, {r.views} views at {r.resolution} px, "
+        f"{r.samples} spp{', denoised' if r.denoise else ''})",
+        flush=True,
+    )
     summary = render_objects(config)
     print(f"[render] {render_summary_line(summary)}", flush=True)
     sheet_uri = storage.join(out, "renders.png")
@@ -77,8 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         (sheet_uri, "rendered views and depth, one row per object"),
     ]
     config.preprocess.renders = config.render.out  # each stage reads the previous stage's output URI
+    p = config.preprocess
+    depth = f"{p.depth} {p.depth_model}" if p.depth == "zoedepth" else p.depth
     print(
-        f"[preprocess] {config.preprocess.renders} -> {config.preprocess.out} (depth: {config.preprocess.depth})",
+        f"[preprocess] {p.renders} -> {p.out} (depth: {depth}; on {p.device}; stored latents: "
+        f"{'VAE of ' + p.latents if p.latents else 'none'}; {p.resolution} px)",
         flush=True,
     )
     from preprocess.job import make_pairs, summary_lines

@@ -42,7 +42,7 @@ def test_the_paper_preset_runs_end_to_end(tmp_path: Path, half: str) -> None:
         assert f"[{half}] ok   {check}" in out
     # What the stages printed: the paper preset's paths, not the demo's.
     assert out.count("train: stored latents: used (made by this run's VAE") == 2  # the first run, the resumed one
-    assert "bf16 autocast with float32 weights" in out and "(depth: zoedepth)" in out
+    assert "bf16 autocast with float32 weights" in out and "(depth: zoedepth " in out and "; on cpu;" in out
     if half == "s3":
         assert "s3://rehearsal/" in out and "[evaluate] no held-out pairs" in out  # preprocess.val_fraction=0
     else:
