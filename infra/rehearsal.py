@@ -186,6 +186,10 @@ def check_half(half: Half, standin: Path, outputs: dict[str, str]) -> None:
         and ("no held-out pairs" in outputs["last"]) != held_out,
         evaluation["split"],
     )
+    pictures = ["renders.png", "cameras.png", "pairs.png", "train/logs/metrics.png", "eval/predictions.png"]
+    pictures += ["eval/results.md", "eval/metrics.csv", "config.yaml"]
+    missing = [p for p in pictures if not storage.exists(storage.join(root, p))]
+    half.check("run_all: pictures, tables and the resolved config written", not missing, str(missing))
     views = json.loads((half.local / "views" / "summary.json").read_text())
     half.check("infer: views written", views["views"] > 0 and views["device"] == "cpu", str(views))
 

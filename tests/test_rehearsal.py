@@ -43,6 +43,9 @@ def test_the_paper_preset_runs_end_to_end(tmp_path: Path, half: str) -> None:
     # What the stages printed: the paper preset's paths, not the demo's.
     assert out.count("train: stored latents: used (made by this run's VAE") == 2  # the first run, the resumed one
     assert "bf16 autocast with float32 weights" in out and "(depth: zoedepth " in out and "; on cpu;" in out
+    table = out.split("means over pairs:")[-1]
+    for row in ("model, known pixels kept", "partial view alone", "source view copied", "VAE round trip (ceiling)"):
+        assert row in table
     if half == "s3":
         assert "s3://rehearsal/" in out and "[evaluate] no held-out pairs" in out  # preprocess.val_fraction=0
     else:

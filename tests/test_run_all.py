@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.blender
+@pytest.mark.slow  # `make test-all`; by default the rehearsal runs the same driver (tests/test_rehearsal.py)
 def test_pipeline_runs_every_stage_and_leaves_pictures(tmp_path: Path) -> None:
     """render -> preprocess -> train (tiny, a few steps) -> evaluate on held-out pairs, on the built-in samples."""
     renders = tmp_path / "run" / "renders"

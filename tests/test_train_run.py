@@ -82,25 +82,24 @@ COMMON += ["--set", "train.loader_workers=2"]
 
 @pytest.fixture(scope="module")
 def reference(pairs: str, tmp_path_factory: pytest.TempPathFactory, ray_cluster) -> tuple[str, str]:
-    """A 40-step run with two workers, one per node of the two-node cluster (DDP over gloo between 127.0.0.2 and
-    127.0.0.3), validating at 20 and 40; also the uninterrupted reference for the failure and resume test."""
+    """A 12-step run with two workers, one per node of the two-node cluster (DDP over gloo between 127.0.0.2 and
+    127.0.0.3), validating at 6 and 12; also the uninterrupted reference for the failure and resume test."""
     out = str(tmp_path_factory.mktemp("reference") / "run")
-    proc = train(pairs, out, "--steps", "40", *COMMON, "--set", "train.validate_every=20", cluster=True)
+    proc = train(pairs, out, "--steps", "12", *COMMON, "--set", "train.validate_every=6", cluster=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, proc.stdout
 
 
-def test_two_workers_overfit_validate_and_export(pairs: str, reference: tuple[str, str]) -> None:
+def test_two_workers_validate_and_export(pairs: str, reference: tuple[str, str]) -> None:
+    """(Learning itself: test_overfit_pairs_come_back_through_the_whole_sampler.)"""
     out, stdout = reference
     curve = losses(out)
-    assert sorted(curve) == list(range(1, 41))
-    values = np.array([curve[s] for s in range(1, 41)])
-    assert np.isfinite(values).all()
-    assert values[-10:].mean() < 0.8 * values[:10].mean(), values
+    assert sorted(curve) == list(range(1, 13))
+    assert np.isfinite([curve[s] for s in range(1, 13)]).all()
     summary = json.loads(storage.read_text(storage.join(out, "summary.json")))
-    assert summary["num_workers"] == 2 and summary["final"]["step"] == 40
+    assert summary["num_workers"] == 2 and summary["final"]["step"] == 12
     assert np.isfinite(summary["final"]["val_psnr"]) and -1 <= summary["final"]["val_ssim"] <= 1
-    for step in (20, 40):
+    for step in (6, 12):
         assert (Path(out) / "validation" / f"step_{step:08d}.png").stat().st_size > 1000
     assert "val PSNR" in stdout and str(Path(out) / "model") in stdout
 
@@ -121,7 +120,7 @@ def test_two_workers_overfit_validate_and_export(pairs: str, reference: tuple[st
     views = model.predict(batch, steps=3, seed=7)
     assert views.shape == (2, 3, 64, 64) and torch.isfinite(views).all()
     assert torch.equal(views, model.predict(batch, steps=3, seed=7))
-    state = torch.load(Path(out) / "run" / "checkpoint_00000040" / "denoiser.pt", weights_only=True)
+    state = torch.load(Path(out) / "run" / "checkpoint_00000012" / "denoiser.pt", weights_only=True)
     exported = pipe.unet.state_dict()
     ema_differs = any(not torch.equal(state[f"unet.{k}"], v) for k, v in exported.items())
     assert ema_differs, "the export holds the EMA weights, not the last raw weights"
@@ -165,7 +164,6 @@ def test_lost_worker_and_resume_repeat_the_uninterrupted_run(
         killed = killer.result()
     assert proc.returncode == 0, [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert killed and "train: (re)started at step" in proc.stdout, (killed, proc.stdout[-2000:])
-    assert "train: a worker was lost; restarting from the last checkpoint (1 of 2)" in proc.stdout
     assert train(pairs, c, "--steps", "3", *common, cluster=True).returncode == 0
     refused = train(pairs, c, "--steps", "7", *common, cluster=True)
     assert refused.returncode == 2 and "already holds a training run" in refused.stderr
