@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -195,8 +196,9 @@ def check_half(half: Half, standin: Path, outputs: dict[str, str]) -> None:
 
 
 def rehearse(half: Half, paths: dict[str, Path]) -> None:
-    """Run one half's commands (see the module docstring), then check them."""
-    half.local.mkdir(parents=True, exist_ok=True)
+    """Run one half's commands (see the module docstring) from a clean start, then check them."""
+    shutil.rmtree(half.local, ignore_errors=True)  # a rehearsal before this one: its run would be resumed
+    half.local.mkdir(parents=True)
     pipeline = ["-m", "infra.run_all", "--config", "rehearsal", "--out", half.out, *half.overrides]
     outputs = {
         "first": run(half, "run_all-3-steps", [*pipeline, "--set", "train.steps=3"]),
@@ -242,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 from infra import local_s3
 
+                shutil.rmtree(root / "s3data", ignore_errors=True)
                 server = local_s3.start(root / "s3data")
                 local_s3.create_bucket(server, BUCKET)
                 s3_env = {**env, **server.env()}
