@@ -141,7 +141,7 @@ def run_train_and_evaluate(config: Config, out: str) -> list[tuple[str, str]]:
     for split, what in splits:
         eval_out = storage.join(out, "eval" if what == splits[0][1] else f"eval_{split}")
         print(f"[evaluate] {summary['model']} on {what} pairs ({split} split) on {device} -> {eval_out}", flush=True)
-        summaries[what] = evaluate_on(config, summary["model"], eval_out, split)
+        summaries[what] = evaluate_on(config, summary["model"], eval_out, split, device)
     print("[evaluate] PSNR (dB), SSIM and LPIPS against the target views, means over pairs:")
     print(comparison_table(summaries))
     ev = summaries[splits[0][1]]
@@ -167,9 +167,9 @@ def has_split(data: str, split: str) -> bool:
     return split in set(index.column("split").to_pylist())
 
 
-def evaluate_on(config: Config, model: str, out: str, split: str) -> dict[str, Any]:
-    """:func:`train.evaluate.evaluate` where training ran: a Ray task with one training worker's resources (one GPU
-    and ``train.node_resource`` with ``train.use_gpu``, sampling on CUDA; else a CPU), never on the driver's own
+def evaluate_on(config: Config, model: str, out: str, split: str, device: str) -> dict[str, Any]:
+    """:func:`train.evaluate.evaluate` on ``device`` where training ran: a Ray task with one training worker's
+    resources (one GPU and ``train.node_resource`` with ``train.use_gpu``; else a CPU), never on the driver's own
     node by default (a cluster's head node has no GPU)."""
     import ray
 
@@ -177,7 +177,7 @@ def evaluate_on(config: Config, model: str, out: str, split: str) -> dict[str, A
 
     tc = config.train
     task = ray.remote(**fleet.ray_options(fleet.worker_bundle(config, "train")))(_evaluate_with_settings)
-    kwargs = {"split": split, "steps": tc.val_inference_steps, "limit": 16, "device": "cuda" if tc.use_gpu else "cpu"}
+    kwargs = {"split": split, "steps": tc.val_inference_steps, "limit": 16, "device": device}
     return ray.get(task.remote(config, model, tc.data, out, kwargs))
 
 

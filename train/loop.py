@@ -229,7 +229,14 @@ def _train_worker(loop_config: dict[str, Any], where: dict[str, int]) -> None:
     progress = ProgressSender(loop_config.get("progress"), start_step, tc.steps) if rank == 0 else None
     latent_stds: list[float] = []
     tick, samples = time.perf_counter(), 0
-    facts = WorkerFacts(str(device), str(amp).removeprefix("torch.") if amp else "float32", start_step, world, vae_id)
+    facts = WorkerFacts(
+        str(device),
+        str(amp).removeprefix("torch.") if amp else "float32",
+        start_step,
+        world,
+        vae_id,
+        frozen_dtype=str(parts["vae"].dtype).removeprefix("torch."),
+    )
 
     for step in range(start_step, tc.steps):
         where["step"] = step + 1
@@ -310,7 +317,7 @@ class WorkerFacts:
     started_at_step: int
     world_size: int
     vae: str | None
-    frozen_dtype: str = "float32"
+    frozen_dtype: str  # the frozen VAE's weights as held (as loaded: the export holds them so)
     batches_with_stored_latents: int = 0
     batches_encoded: int = 0
     validations: list[int] = dataclasses.field(default_factory=list)

@@ -170,13 +170,9 @@ def _short(fingerprint: str | None) -> str:
 
 def train(config: Config, resume: bool = False) -> dict[str, Any]:
     """Run training as configured; returns the summary (also written to ``OUT/summary.json``)."""
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from invs.fleet import worker_bundle
     from invs.ray_session import init_ray
     from train.data import plan_data
-    from train.loop import WORKER_FACTS, train_loop_per_worker
+    from train.loop import WORKER_FACTS
 
     tc = config.train
     # Absolute URIs: Ray Train runs the workers in a directory of its own, where a relative path means elsewhere.
@@ -194,32 +190,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     from ray.util.queue import Queue
 
     progress = Queue(maxsize=1000, actor_options={"num_cpus": 0})
-    fs, path = storage.arrow_filesystem(tc.out)
-
-    def trainer() -> Any:  # a fresh trainer per attempt: Ray Train resumes it from the run's last checkpoint
-        return TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={
-                "config": config,
-                "plan": plan,
-                "fitted_vae": fitted_vae,
-                "progress": progress,
-            },
-            torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=tc.num_workers,
-                use_gpu=tc.use_gpu,
-                resources_per_worker=worker_bundle(config, "train"),
-            ),
-            run_config=ray.train.RunConfig(
-                name=TRAINER_DIR,
-                storage_path=path,
-                storage_filesystem=fs,
-                failure_config=ray.train.FailureConfig(max_failures=0),  # restarts: fit_with_restarts
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=tc.keep_checkpoints),
-            ),
-        )
-
+    trainer = trainer_factory(config, plan, fitted_vae, progress)
     started = time.perf_counter()
     stop = threading.Event()
     shown = threading.Thread(target=show_progress, args=(progress, stop), daemon=True)
@@ -255,6 +226,40 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     }
     storage.write_text(storage.join(tc.out, "summary.json"), json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def trainer_factory(config: Config, plan: Any, fitted_vae: dict[str, Any] | None, progress: Any) -> Callable[[], Any]:
+    """A function making the run's ``TorchTrainer``, a fresh one per attempt: Ray Train resumes each from the run's
+    last checkpoint in ``OUT/run``. Ray Train's own retries are off; :func:`fit_with_restarts` decides."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from invs.fleet import worker_bundle
+    from train.loop import train_loop_per_worker
+
+    tc = config.train
+    fs, path = storage.arrow_filesystem(tc.out)
+
+    def trainer() -> Any:
+        return TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"config": config, "plan": plan, "fitted_vae": fitted_vae, "progress": progress},
+            torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=tc.num_workers,
+                use_gpu=tc.use_gpu,
+                resources_per_worker=worker_bundle(config, "train"),
+            ),
+            run_config=ray.train.RunConfig(
+                name=TRAINER_DIR,
+                storage_path=path,
+                storage_filesystem=fs,
+                failure_config=ray.train.FailureConfig(max_failures=0),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=tc.keep_checkpoints),
+            ),
+        )
+
+    return trainer
 
 
 def fit_with_restarts(trainer: Callable[[], Any], max_failures: int) -> tuple[Any, list[str]]:
