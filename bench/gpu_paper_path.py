@@ -8,9 +8,9 @@ With the stand-ins of :mod:`invs.standins` (the real classes and config keys, ra
 * ``train_step``: the worker's own pieces (``freeze``, ``build_denoiser``, ``training_loss`` under the step's bf16
   autocast, AdamW, grad clipping, EMA) for a few steps, once encoding with the VAE and once from stored posterior
   moments; the loss must stay finite, and the seconds per step are recorded;
-* ``validation``: ``NovelViewModel.score`` under the same autocast with the EMA weights;
+* ``validation``: ``NovelViewPipeline.score`` under the same autocast with the EMA weights;
 * ``export``: the training export; its ``vae/`` and ``text_encoder/`` must be bit-identical to the stand-in's;
-* ``reload``: ``NovelViewModel.from_pretrained`` on the device, then ``predict``;
+* ``reload``: ``NovelViewPipeline.load`` on the device, then ``predict``;
 * ``zoedepth``: the ZoeDepth stand-in through :class:`invs.depth.DepthEstimator` in bf16 (bf16 only on CUDA).
 
 Each check records ``ok``, its error and seconds in ``bench/results/gpu_paper_path.json``. It cannot prove NCCL,
@@ -27,6 +27,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -59,17 +60,19 @@ def run(device: torch.device, folder: Path) -> dict[str, Any]:
     from diffusers.training_utils import EMAModel
     from safetensors.torch import load_file
 
+    from inference.conditioning import Conditioner
+    from inference.pipeline import NovelViewPipeline
     from invs.config import load_config
     from invs.models import load_components
     from invs.standins import save_standins
-    from train.conditioning import Conditioner
-    from train.inference import NovelViewModel, build_pipeline
-    from train.loop import autocast, build_denoiser, export, freeze
+    from train.loop import autocast, build_denoiser, export, freeze, model_spec
     from train.loss import Frozen, LossConfig, training_loss
 
     paths = save_standins(folder / "standins")
     overrides = {"train.model": str(paths["inpainting"]), "train.out": str(folder / "run")}
-    tc = load_config("paper", overrides).train
+    config = load_config("paper", overrides)
+    tc = config.train
+    plan = SimpleNamespace(resolution=RES, pair_geometry={})
     amp = torch.bfloat16 if tc.mixed_precision == "bf16" else None
     parts = load_components(tc.model)
     freeze(parts, device)
@@ -115,8 +118,8 @@ def run(device: torch.device, folder: Path) -> dict[str, Any]:
         ema.copy_to(trainable)
         try:
             with autocast(device, amp), torch.no_grad():
-                pipe = build_pipeline(parts, denoiser.unet)
-                model = NovelViewModel(pipe, tc.conditioning, None, RES, conditioner)
+                spec = model_spec(config, parts, plan)
+                model = NovelViewPipeline.from_parts(parts, denoiser.unet, spec, None, conditioner)
                 _, scores = model.score({k: v.cpu() for k, v in pair_batch(2, device).items()}, 5, vae_ceiling=False)
         finally:
             ema.restore(trainable)
@@ -127,7 +130,7 @@ def run(device: torch.device, folder: Path) -> dict[str, Any]:
     check(results, "validation", validation)
 
     def exported() -> dict[str, Any]:
-        export(denoiser, ema, trainable, parts, tc, type("Plan", (), {"resolution": RES})())
+        export(denoiser, ema, trainable, parts, config, plan)
         for part in ("vae", "text_encoder"):
             [a] = (paths["inpainting"] / part).glob("*.safetensors")
             [b] = (folder / "run" / "model" / part).glob("*.safetensors")
@@ -140,11 +143,11 @@ def run(device: torch.device, folder: Path) -> dict[str, Any]:
     check(results, "export", exported)
 
     def reload() -> dict[str, Any]:
-        model = NovelViewModel.from_pretrained(str(folder / "run" / "model"), device=str(device))
+        model = NovelViewPipeline.load(str(folder / "run" / "model"), device=str(device))
         views = model.predict({k: v.cpu() for k, v in pair_batch(2, device).items()}, steps=5)
         if not torch.isfinite(views).all():
             raise FloatingPointError("non-finite views")
-        return {"clip_sample": model.pipe.scheduler.config.clip_sample}
+        return {"clip_sample": model.scheduler.config.clip_sample}
 
     check(results, "reload", reload)
 

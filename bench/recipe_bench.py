@@ -6,7 +6,7 @@
 A learning benchmark, not a timing one: on a pair dataset it fits the tiny VAE once (as ``train/run.py`` does:
 :func:`invs.models.fit_tiny_vae` on the train targets), then trains the tiny UNet in this process under each recipe
 with the same code the Ray Train loop runs (:func:`train.loss.training_loss`, AdamW, EMA, gradient clipping) and
-predicts with :class:`train.inference.NovelViewModel` from pure noise. Every recipe sees the same VAE, batches and
+predicts with :class:`inference.pipeline.NovelViewPipeline` from pure noise. Every recipe sees the same VAE, batches and
 seeds, so the rows differ only by the recipe. Reported per split (the first ``--eval-pairs`` training pairs; every
 held-out pair): PSNR/SSIM of the generated views, of the views with known pixels kept (``composite``), of the
 partial view alone, of the source view copied, and of the VAE's round trip of the target.
@@ -41,10 +41,9 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 def load_split(data: str, split: str, limit: int | None) -> dict[str, torch.Tensor]:
+    from inference.evaluate import held_out_pairs
     from invs import shards
-    from train.batches import pair_to_tensors
-    from train.data import collate
-    from train.evaluate import held_out_pairs
+    from invs.pair_builder import collate, pair_to_tensors
 
     raw = held_out_pairs(data, split, limit)
     first = shards.decode_pair_sample(*raw[0])
@@ -59,18 +58,18 @@ def score(model: Any, batch: dict[str, torch.Tensor], steps: int) -> dict[str, l
 def run_recipe(name: str, recipe: dict[str, Any], vae_state: dict, scale: float, data: dict, args: Any) -> dict:
     from diffusers.training_utils import EMAModel
 
-    import train.inference
+    import inference.pipeline
     import train.loss
+    from inference.conditioning import Conditioner
+    from inference.pipeline import NovelViewPipeline, mask_to_latent
     from invs.config import TrainConfig
     from invs.models import build_tiny_components
-    from train.batches import mask_to_latent
-    from train.conditioning import Conditioner
-    from train.inference import NovelViewModel, build_pipeline
+    from invs.standins import standin_spec
     from train.loop import build_denoiser
     from train.loss import Frozen, LossConfig, training_loss
 
     downsample = functools.partial(mask_to_latent, mode=recipe.get("mask", "max"))
-    train.loss.mask_to_latent = train.inference.mask_to_latent = downsample  # both sides of the latent mask
+    train.loss.mask_to_latent = inference.pipeline.mask_to_latent = downsample  # both sides of the latent mask
     parts = build_tiny_components(seed=0)
     parts["vae"].load_state_dict(vae_state)
     parts["vae"].register_to_config(scaling_factor=recipe.get("scale", scale))
@@ -100,7 +99,10 @@ def run_recipe(name: str, recipe: dict[str, Any], vae_state: dict, scale: float,
     seconds = time.perf_counter() - started
     ema.copy_to(trainable)
     denoiser.eval()
-    model = NovelViewModel(build_pipeline(parts, denoiser.unet), "empty_prompt", None, args.resolution, conditioner)
+    spec = standin_spec(
+        args.resolution, prediction_type=recipe["prediction_type"], latent_scale=recipe.get("scale", scale)
+    )
+    model = NovelViewPipeline.from_parts(parts, denoiser.unet, spec, None, conditioner)
     result = {"recipe": recipe, "train_seconds": round(seconds, 1), "loss_last_50": sum(losses[-50:]) / 50}
     for split in ("train", "val"):
         result[split] = {k: v[0] for k, v in score(model, data[split], args.inference_steps).items()}

@@ -33,8 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import RESULTS, write_results
+from inference.conditioning import Conditioner
 from invs.models import SD2_INPAINT_UNET_CONFIG, SD_SCHEDULER_CONFIG, SD_VAE_CONFIG, build_tiny_components
-from train.conditioning import Conditioner
 from train.loss import Denoiser, Frozen, LossConfig, training_loss
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}

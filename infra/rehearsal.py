@@ -7,7 +7,7 @@
 CPUs, local paths, tiny sizes) and in *which weights* (stand-ins built offline with the real classes and config
 keys: :mod:`invs.standins`). Each half runs the user's own entry points as subprocesses, the same driver as a
 paper run (``python -m infra.run_all``): render -> preprocess (ZoeDepth, stored VAE latents) -> train (2 DDP
-workers, bf16 autocast, EMA, validation, checkpoints) -> export -> evaluate, then ``train/infer.py`` (ZoeDepth)
+workers, bf16 autocast, EMA, validation, checkpoints) -> export -> evaluate, then ``inference/infer.py`` (ZoeDepth)
 on a rendered view.
 
 * **local**: the pipeline with ``train.steps=3``, then again: render and preprocess skip what is done, and training
@@ -92,7 +92,7 @@ def read_json(uri: str) -> dict[str, Any]:
 
 
 def source_image(renders: str, folder: Path) -> Path:
-    """The first rendered view of the first object, as a PNG file for ``train/infer.py``."""
+    """The first rendered view of the first object, as a PNG file for ``inference/infer.py``."""
     from invs.shards import iter_render_samples, list_shards
 
     sample = next(iter(iter_render_samples(list_shards(renders))))
@@ -207,7 +207,7 @@ def rehearse(half: Half, paths: dict[str, Path]) -> None:
     image = source_image(storage.join(half.out, "renders"), half.local)
     views = half.local / "views"
     infer = [
-        "train/infer.py",
+        "inference/infer.py",
         "--config",
         "rehearsal",
         *half.overrides,

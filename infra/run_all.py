@@ -30,7 +30,7 @@ STAGES: list[tuple[str, str]] = [
     ("render", "render/main.py"),
     ("preprocess", "preprocess/main.py"),
     ("train", "train/run.py"),
-    ("evaluate", "train/evaluate.py"),
+    ("evaluate", "inference/evaluate.py"),
 ]
 
 
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_train_and_evaluate(config: Config, out: str) -> list[tuple[str, str]]:
     """Train on the preprocess output (resuming a run already there), then evaluate on its held-out pairs and on
     training pairs, and print the model beside its zero-cost baselines."""
-    from train.evaluate import comparison_table
+    from inference.evaluate import comparison_table
     from train.run import SNAPSHOT, TRAINER_DIR, train
 
     tc = config.train
@@ -168,7 +168,7 @@ def has_split(data: str, split: str) -> bool:
 
 
 def evaluate_on(config: Config, model: str, out: str, split: str, device: str) -> dict[str, Any]:
-    """:func:`train.evaluate.evaluate` on ``device`` where training ran: a Ray task with one training worker's
+    """:func:`inference.evaluate.evaluate` on ``device`` where training ran: a Ray task with one training worker's
     resources (one GPU and ``train.node_resource`` with ``train.use_gpu``; else a CPU), never on the driver's own
     node by default (a cluster's head node has no GPU)."""
     import ray
@@ -183,8 +183,8 @@ def evaluate_on(config: Config, model: str, out: str, split: str, device: str) -
 
 def _evaluate_with_settings(config: Config, model: str, data: str, out: str, kwargs: dict[str, Any]) -> dict:
     """A Ray task's evaluation: this process's storage settings first (a Ray worker does not inherit them)."""
+    from inference.evaluate import evaluate
     from invs.config import apply_storage_settings
-    from train.evaluate import evaluate
 
     apply_storage_settings(config)
     return evaluate(model, data, out, **kwargs)

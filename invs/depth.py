@@ -325,8 +325,9 @@ def _check_images(images: torch.Tensor) -> None:
         raise ValueError(f"images must be at least {_MIN_SIDE}x{_MIN_SIDE} pixels, got {tuple(images.shape[-2:])}")
 
 
-def check_available(model_id_or_path: str) -> None:
-    """Fail fast (DepthModelError) when the model's configuration cannot be found, without loading weights."""
+def check_available(model_id_or_path: str, alternative: str = "or use --depth gt") -> None:
+    """Fail fast (DepthModelError) when the model's configuration cannot be found, without loading weights;
+    ``alternative``: the end of the error's hint, what the caller's user can do instead."""
     from transformers import AutoConfig
 
     source = str(model_id_or_path)
@@ -338,14 +339,14 @@ def check_available(model_id_or_path: str) -> None:
             if not Path(source).expanduser().joinpath(n).is_file()
         ]
         if absent:
-            raise _load_error(model_id_or_path, f"the directory has no {' or '.join(absent)}")
+            raise _load_error(model_id_or_path, f"the directory has no {' or '.join(absent)}", alternative)
         return
     if _looks_like_path(source):
-        raise _load_error(model_id_or_path, "no such directory")
+        raise _load_error(model_id_or_path, "no such directory", alternative)
     try:
         AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as exc:
-        raise _load_error(model_id_or_path, _reason(exc, local)) from exc
+        raise _load_error(model_id_or_path, _reason(exc, local), alternative) from exc
 
 
 def _looks_like_path(source: str) -> bool:
@@ -365,11 +366,11 @@ def _reason(exc: BaseException, local: bool) -> str:
     return first if len(first) <= 160 else first[:157] + "..."
 
 
-def _load_error(model: str, reason: str) -> DepthModelError:
+def _load_error(model: str, reason: str, alternative: str = "or use --depth gt") -> DepthModelError:
     hub_id = model if not _looks_like_path(model) and model.count("/") == 1 else DEFAULT_MODEL
     return DepthModelError(
         f"cannot load the ZoeDepth model {model!r}: {reason}; download it on a machine with internet "
-        f"(`hf download {hub_id} --local-dir DIR`) and pass DIR with --depth-model, or use --depth gt"
+        f"(`hf download {hub_id} --local-dir DIR`) and pass DIR with --depth-model, {alternative}"
     )
 
 

@@ -475,3 +475,19 @@ def register_webdataset_s3() -> None:
     import webdataset  # noqa: F401 - makes sure the module is loaded
 
     sys.modules["webdataset.gopen"].gopen_schemes["s3"] = _gopen_s3
+
+
+def index_shard(data: str, recorded: str) -> str:
+    """The URI of a shard named in the index, under ``DATA/shards/`` (so a moved or copied dataset still works)."""
+    return storage.join(data, "shards", storage.basename(recorded))
+
+
+def read_samples(shard: str, keys: set[str]) -> list[tuple[str, dict[str, bytes]]]:
+    """The raw members of the given keys in one shard (stops reading once all are found)."""
+    found = []
+    for key, members in iter_tar_samples(shard):
+        if key in keys:
+            found.append((key, members))
+            if len(found) == len(keys):
+                break
+    return found

@@ -47,6 +47,23 @@ INPAINTING_DIR = "sd2-inpainting"
 ZOEDEPTH_DIR = "zoedepth-nyu-kitti"
 
 
+def standin_spec(
+    resolution: int,
+    conditioning: str = "empty_prompt",
+    known_pixels: str = "composite",
+    prediction_type: str = "epsilon",
+    latent_scale: float = 0.18215,
+    preset: str = "local",
+) -> Any:
+    """The :class:`~invs.model_spec.ModelSpec` of a stand-in model at ``resolution``: ``preset``'s camera, mask and
+    depth model, SD's latent scale unless told."""
+    from invs.config import load_config
+    from invs.model_spec import ModelSpec
+
+    config = load_config(preset, {"train.conditioning": conditioning, "train.known_pixels": known_pixels})
+    return ModelSpec.from_config(config, resolution, prediction_type, latent_scale, "stand-in")
+
+
 def standin_vae(seed: int = 0) -> Any:
     """An ``AutoencoderKL`` with SD's VAE layout (four blocks: downsampling 8, 4 latent channels, SD's
     ``scaling_factor``) at small widths."""

@@ -16,7 +16,7 @@ surface points ``X`` from the target depth:
 Alongside, not part of the law: how much of what the source sees the partial view covers (``seen_covered``, the
 covered fraction of the seen pixels) and keeps (``seen_cells_kept``: of the 8x8 pixel cells whose pixels are all
 seen, the fraction whose largest mask value is < 0.5, i.e. kept after the max-pooling to latent cells of
-``train.batches.mask_to_latent``).
+``inference.pipeline.mask_to_latent``).
 """
 
 from __future__ import annotations

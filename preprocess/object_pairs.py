@@ -19,11 +19,11 @@ from invs.errors import ShardFormatError
 from invs.images import MIN_ALPHA_FRACTION, coverage, on_white, resize_view, to_uint8
 from invs.latents import LAYOUT as LATENTS_LAYOUT
 from invs.latents import posterior_moments, vae_fingerprint
-from invs.partial_view import partial_view
+from invs.pair_builder import BuiltPairs, build_pairs
 from preprocess.law import law_metrics
 from preprocess.pairs import sample_pairs
 
-#: Views covering less of the image than this are not used as source or target.
+#: The sanity law's figures kept per object (:func:`preprocess.law.law_metrics`).
 LAW_KEYS = (
     "psnr_partial",
     "psnr_backward",
@@ -80,6 +80,30 @@ def source_depths(
     return out, info
 
 
+@dataclass
+class ObjectViews:
+    """An object's views at the pair resolution: straight-alpha RGBA uint8, planar depth, ``K`` and OpenCV
+    ``c2w``, and which views show enough of the object to be used."""
+
+    rgba: list[np.ndarray]
+    depth: list[np.ndarray]
+    K: list[np.ndarray]
+    c2w: list[np.ndarray]
+    usable: list[bool]
+
+    @classmethod
+    def of(cls, sample: shards.RenderSample, resolution: int) -> ObjectViews:
+        views = cls([], [], [], [], [])
+        for i in range(sample.num_views):
+            rgba, depth, K = resize_view(sample.rgba[i], sample.depth[i].astype(np.float32), sample.K(i), resolution)
+            views.rgba.append(rgba)
+            views.depth.append(depth)
+            views.K.append(K)
+            views.c2w.append(sample.c2w(i))
+            views.usable.append(float((rgba[..., 3] > 0).mean()) >= MIN_ALPHA_FRACTION)
+        return views
+
+
 def object_pairs(
     sample: shards.RenderSample,
     config: Config,
@@ -95,110 +119,110 @@ def object_pairs(
     :func:`~invs.latents.vae_fingerprint`, computed here when not given). ``cover`` picks the partial view's
     coverage (:func:`invs.partial_view.partial_view`; ``"points"``, the former one, for comparisons)."""
     p = config.preprocess
-    meta = sample.meta
-    uid = str(meta["uid"])
-    views = []
-    for i in range(sample.num_views):
-        rgba, depth, K = resize_view(sample.rgba[i], sample.depth[i].astype(np.float32), sample.K(i), p.resolution)
-        views.append((rgba, depth, K, sample.c2w(i)))
-    usable = [float((v[0][..., 3] > 0).mean()) >= MIN_ALPHA_FRACTION for v in views]
-    result = ObjectPairs(uid=uid, skipped_views=usable.count(False))
-    chosen = sample_pairs(
-        [v[3] for v in views], usable, p.pairs_per_object, uid, p.seed, p.min_angle_deg, p.max_angle_deg
-    )
+    uid = str(sample.meta["uid"])
+    views = ObjectViews.of(sample, p.resolution)
+    result = ObjectPairs(uid=uid, skipped_views=views.usable.count(False))
+    chosen = sample_pairs(views.c2w, views.usable, p.pairs_per_object, uid, p.seed, p.min_angle_deg, p.max_angle_deg)
     if not chosen:
         raise ShardFormatError(f"{uid}: no usable view pair ({result.skipped_views} empty views)")
-    rgb = {i: on_white(v[0]) for i, v in enumerate(views)}
-    depth_gt = {i: v[1] for i, v in enumerate(views)}
-    src_views = sorted({s for s, _ in chosen})
-    depth_src, alignment = source_depths(estimator, sample, src_views, rgb, depth_gt)
-
-    def stack(items: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(items)).float().to(device)
-
+    rgb = {i: on_white(rgba) for i, rgba in enumerate(views.rgba)}
+    depth_gt = dict(enumerate(views.depth))
+    depth_src, alignment = source_depths(estimator, sample, sorted({s for s, _ in chosen}), rgb, depth_gt)
     s, t = [a for a, _ in chosen], [b for _, b in chosen]
-    rgb_s = stack([rgb[i] for i in s]).permute(0, 3, 1, 2)
-    d_s = stack([depth_src[i] for i in s])
-    K_s, T_s = stack([views[i][2] for i in s]), stack([views[i][3] for i in s])
-    K_t, T_t = stack([views[j][2] for j in t]), stack([views[j][3] for j in t])
-    alpha_s = stack([coverage(views[i][0]) for i in s])
-    pv = partial_view(
-        rgb_s,
-        d_s,
-        K_s,
-        T_s,
-        K_t,
-        T_t,
-        p.resolution,
-        p.resolution,
+    built = build_pairs(
+        np.stack([views.rgba[i] for i in s]),
+        np.stack([depth_src[i] for i in s]),
+        np.stack([views.K[i] for i in s]),
+        np.stack([views.c2w[i] for i in s]),
+        np.stack([views.K[j] for j in t]),
+        np.stack([views.c2w[j] for j in t]),
         p.mask_half_angle_deg,
         cover=cover,
-        alpha_src=alpha_s,
+        device=device,
     )
-    law = law_metrics(
-        pv,
-        rgb_s,
-        stack([depth_gt[i] for i in s]),
-        K_s,
-        T_s,
-        stack([rgb[j] for j in t]).permute(0, 3, 1, 2),
-        stack([coverage(views[j][0]) for j in t]),
-        stack([depth_gt[j] for j in t]),
-        K_t,
-        T_t,
-    )
-    result.law = {k: law[k] for k in LAW_KEYS} | {"compared_pixels": law["compared_pixels"]}
-    split = tables.split_for_uid(uid, p.val_fraction)
-    partial = pv.partial.permute(0, 2, 3, 1).cpu().numpy()
+    result.law = measure_law(built, views, s, t, depth_gt, device)
     moments = None
     if vae is not None:
         targets_u8 = np.stack([to_uint8(rgb[j]) for j in t])
-        partial_u8 = to_uint8(partial)
-        moments = np.stack([posterior_moments(vae, targets_u8, device), posterior_moments(vae, partial_u8, device)], 1)
+        moments = np.stack(
+            [posterior_moments(vae, targets_u8, device), posterior_moments(vae, built.partial, device)], 1
+        )
         vae_id = vae_id or vae_fingerprint(vae)
+    split = tables.split_for_uid(uid, p.val_fraction)
     for k, (i, j) in enumerate(chosen):
-        key = shards.pair_key(sample.key, i, j)
-        visible = pv.visible[k].cpu().numpy()
-        visible_fraction = float(visible.sum()) / max(int((views[j][0][..., 3] > 0).sum()), 1)
+        visible = built.views.visible[k].cpu().numpy()
+        visible_fraction = float(visible.sum()) / max(int((views.rgba[j][..., 3] > 0).sum()), 1)
         pair_meta = {
             "uid": uid,
             "src": i,
             "tgt": j,
-            "K_src": views[i][2],
-            "c2w_src": views[i][3],
-            "K_tgt": views[j][2],
-            "c2w_tgt": views[j][3],
+            "K_src": views.K[i],
+            "c2w_src": views.c2w[i],
+            "K_tgt": views.K[j],
+            "c2w_tgt": views.c2w[j],
             "depth_source": "gt" if estimator is None else p.depth_model,
             "depth_alignment": alignment[i],
             "visible_fraction": visible_fraction,
-            "angle_deg": cameras.angle_between_views_deg(views[i][3], views[j][3]),
+            "angle_deg": cameras.angle_between_views_deg(views.c2w[i], views.c2w[j]),
             "mask": {"polarity": "255 = generate", "half_angle_deg": p.mask_half_angle_deg},
         }
         if moments is not None:
             pair_meta["latents"] = {"vae": vae_id, "model": str(p.latents), "layout": LATENTS_LAYOUT}
         pair = shards.PairSample(
-            key=key,
-            source=to_uint8(rgb[i]),
+            key=shards.pair_key(sample.key, i, j),
+            source=built.source[k],
             target=to_uint8(rgb[j]),
-            partial=to_uint8(partial[k]),
-            mask=to_uint8(pv.mask[k].cpu().numpy()),
+            partial=built.partial[k],
+            mask=built.mask[k],
             visible=visible.astype(np.uint8) * 255,
-            epipolar=pv.region[k].cpu().numpy().astype(np.uint8) * 255,
+            epipolar=built.views.region[k].cpu().numpy().astype(np.uint8) * 255,
             depth=depth_src[i].astype(np.float16),
             meta=pair_meta,
             latents=moments[k] if moments is not None else None,
         )
-        result.pairs.append((key, shards.encode_pair_sample(pair)))
-        result.index_rows.append(
-            {
-                "key": key,
-                "uid": uid,
-                "split": split,
-                "src": i,
-                "tgt": j,
-                "visible_fraction": visible_fraction,
-                "angle_deg": pair_meta["angle_deg"],
-                "render_shard": render_shard,
-            }
-        )
+        result.pairs.append((pair.key, shards.encode_pair_sample(pair)))
+        result.index_rows.append(index_row(pair, split, render_shard))
     return result
+
+
+def measure_law(
+    built: BuiltPairs,
+    views: ObjectViews,
+    s: list[int],
+    t: list[int],
+    depth_gt: dict[int, np.ndarray],
+    device: str,
+) -> dict[str, float]:
+    """The sanity law's figures (:mod:`preprocess.law`) of built pairs against the targets' ground truth."""
+
+    def stack(items: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.stack(items)).float().to(device)
+
+    law = law_metrics(
+        built.views,
+        built.rgb_source,
+        stack([depth_gt[i] for i in s]),
+        stack([views.K[i] for i in s]),
+        stack([views.c2w[i] for i in s]),
+        stack([on_white(views.rgba[j]) for j in t]).permute(0, 3, 1, 2),
+        stack([coverage(views.rgba[j]) for j in t]),
+        stack([depth_gt[j] for j in t]),
+        stack([views.K[j] for j in t]),
+        stack([views.c2w[j] for j in t]),
+    )
+    return {k: law[k] for k in LAW_KEYS} | {"compared_pixels": law["compared_pixels"]}
+
+
+def index_row(pair: shards.PairSample, split: str, render_shard: str) -> dict[str, Any]:
+    """The pair's row in the pair index (:data:`invs.tables.INDEX_SCHEMA`)."""
+    meta = pair.meta
+    return {
+        "key": pair.key,
+        "uid": meta["uid"],
+        "split": split,
+        "src": meta["src"],
+        "tgt": meta["tgt"],
+        "visible_fraction": meta["visible_fraction"],
+        "angle_deg": meta["angle_deg"],
+        "render_shard": render_shard,
+    }

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPTS = ["render/main.py", "preprocess/main.py", "train/run.py", "train/infer.py"]
+SCRIPTS = ["render/main.py", "preprocess/main.py", "train/run.py", "inference/infer.py"]
 
 
 def run_script(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

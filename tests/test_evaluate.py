@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from inference.pipeline import export_model
 from invs import shards
 from invs.models import build_tiny_components
+from invs.standins import standin_spec
 from tests.helpers import local_env, render
-from train.inference import export_model
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.blender
@@ -37,13 +38,13 @@ def renders(real_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> str
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     parts = build_tiny_components(seed=0)
     folder = str(tmp_path_factory.mktemp("model") / "model")
-    export_model(parts, parts["unet"], None, "empty_prompt", 32, folder)
+    export_model(parts, parts["unet"], None, standin_spec(32), folder)
     return folder
 
 
 def evaluate(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(REPO / "train/evaluate.py"), "--steps", "2", *args],
+        [sys.executable, str(REPO / "inference/evaluate.py"), "--steps", "2", *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -74,10 +75,10 @@ def test_the_protocol_on_render_shards_gives_the_table_with_baselines(
 
 def test_protocol_pairs_match_what_the_preprocess_stage_builds(renders: str) -> None:
     """The same source view, depth and target camera give the partial view and mask of the training data."""
+    from inference.protocol import protocol_pairs, render_shards
     from invs.config import load_config
+    from invs.pair_builder import pair_to_tensors
     from preprocess.object_pairs import object_pairs
-    from train.batches import pair_to_tensors
-    from train.protocol import protocol_pairs, render_shards
 
     config = load_config("local", {"preprocess.resolution": 32, "preprocess.pairs_per_object": 12})
     (sample,) = [s for s in shards.iter_render_samples(render_shards(renders)) if s.key == "SpotCow"]

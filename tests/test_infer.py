@@ -1,4 +1,4 @@
-"""train/infer.py: novel views from one image. Cameras as the renders' relative poses, the object cut out and framed
+"""inference/infer.py: novel views from one image. Cameras as the renders' relative poses, the object cut out and framed
 as the renders frame it, the preprocess stage's partial view and mask for a rendered pair, clean errors."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from inference.infer import Move, camera_moves, source_pose, target_pose
 from invs import cameras, shards
 from invs.config import load_config
 from invs.errors import InvsError
 from invs.images import frame_object, object_bbox, plain_background_alpha
 from tests.helpers import blender_request
-from train.infer import Move, camera_moves, source_pose, target_pose
 
 REPO = Path(__file__).resolve().parent.parent
 RES = 32
@@ -27,7 +27,7 @@ RES = 32
 def run_infer(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [sys.executable, str(REPO / "train/infer.py"), *args],
+        [sys.executable, str(REPO / "inference/infer.py"), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -37,11 +37,12 @@ def run_infer(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def export_tiny(folder: Path, resolution: int) -> Path:
+    from inference.pipeline import export_model
     from invs.models import build_tiny_components
-    from train.inference import export_model
+    from invs.standins import standin_spec
 
     parts = build_tiny_components(seed=0)
-    export_model(parts, parts["unet"], None, "empty_prompt", resolution, str(folder))
+    export_model(parts, parts["unet"], None, standin_spec(resolution), str(folder))
     return folder
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 from diffusers import StableDiffusionInpaintPipeline
 
+from inference.pipeline import inpaint_unet_input, mask_to_latent
 from invs.models import ModelUnavailableError, build_tiny_components, load_components
-from train.batches import inpaint_unet_input, mask_to_latent
 
 SIZE = 64
 

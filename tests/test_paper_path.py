@@ -50,21 +50,23 @@ def test_bf16_validation_runs_and_the_export_holds_the_frozen_parts_as_loaded(
     """The worker's own preparation (``freeze``), validation under the step's bf16 autocast, then the export."""
     from safetensors.torch import load_file
 
-    from train.conditioning import Conditioner
-    from train.inference import NovelViewModel, build_pipeline
-    from train.loop import autocast, build_denoiser, export, freeze
+    from inference.conditioning import Conditioner
+    from inference.pipeline import NovelViewPipeline
+    from train.loop import autocast, build_denoiser, export, freeze, model_spec
 
-    tc = load_config("paper", {"train.model": str(standins["inpainting"]), "train.out": str(tmp_path / "run")}).train
+    config = load_config("paper", {"train.model": str(standins["inpainting"]), "train.out": str(tmp_path / "run")})
+    tc = config.train
     parts = load_components(tc.model)
     device = torch.device("cpu")
     freeze(parts, device)
     conditioner = Conditioner(tc.conditioning, parts)
     denoiser = build_denoiser(parts, conditioner, tc)
     with autocast(device, torch.bfloat16), torch.no_grad():
-        model = NovelViewModel(build_pipeline(parts, denoiser.unet), tc.conditioning, None, RES, conditioner)
+        plan = SimpleNamespace(resolution=RES, pair_geometry={})
+        model = NovelViewPipeline.from_parts(parts, denoiser.unet, model_spec(config, parts, plan), None, conditioner)
         _, scores = model.score(pair_batch(), 3, vae_ceiling=False)
     assert all(torch.isfinite(v).all() for v in scores.values())
-    export(denoiser, None, [], parts, tc, SimpleNamespace(resolution=RES))
+    export(denoiser, None, [], parts, config, plan)
     for part in ("vae", "text_encoder"):
         [loaded] = (standins["inpainting"] / part).glob("*.safetensors")
         [exported] = (tmp_path / "run" / "model" / part).glob("*.safetensors")
@@ -130,7 +132,7 @@ def test_training_says_which_latents_it_uses_and_can_require_stored_ones(
 def test_the_inference_scheduler_takes_what_the_models_file_states(tmp_path: Path, file: dict, expected: dict) -> None:
     from diffusers import DDPMScheduler
 
-    from train.inference import inference_scheduler
+    from inference.pipeline import inference_scheduler
 
     (tmp_path / "scheduler").mkdir()
     (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps(file))

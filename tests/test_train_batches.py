@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from inference.pipeline import inpaint_unet_input, mask_to_latent
 from invs.errors import ShardFormatError
+from invs.pair_builder import pair_to_tensors
 from invs.shards import PairSample
-from train.batches import inpaint_unet_input, mask_to_latent, pair_to_tensors
 
 R = 32
 

@@ -13,7 +13,8 @@ import torch
 
 from invs import shards, storage, tables
 from invs.errors import InvsError
-from train.data import DataPosition, PairStream, collate, plan_data, stream_epoch
+from invs.pair_builder import collate
+from train.data import DataPosition, PairStream, plan_data, stream_epoch
 
 SIZE = 16
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from inference.conditioning import ImageProjection, build_tiny_image_encoder
+from inference.pipeline import NovelViewPipeline, export_model, mask_to_latent
 from invs.models import build_tiny_components
-from train.batches import mask_to_latent
-from train.conditioning import ImageProjection, build_tiny_image_encoder
-from train.inference import NovelViewModel, build_pipeline, export_model
+from invs.standins import standin_spec
 
 
 def batch(seed: int = 0, size: int = 32) -> dict[str, torch.Tensor]:
@@ -21,18 +21,18 @@ def batch(seed: int = 0, size: int = 32) -> dict[str, torch.Tensor]:
     return images | {"mask": ramp}
 
 
-def model(kind: str) -> tuple[NovelViewModel, dict]:
+def model(kind: str) -> tuple[NovelViewPipeline, dict]:
     parts = build_tiny_components(seed=0)
     parts["image_encoder"] = build_tiny_image_encoder(0)
     projection = ImageProjection(32, 32) if kind == "clip_image" else None
-    return NovelViewModel(build_pipeline(parts, parts["unet"]), kind, projection, 32), parts
+    return NovelViewPipeline.from_parts(parts, parts["unet"], standin_spec(32, kind), projection), parts
 
 
 def test_unet_input_is_the_training_input() -> None:
     m, parts = model("empty_prompt")
     b = batch()
     seen = []
-    hook = m.pipe.unet.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    hook = m.unet.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
     try:
         m.predict(b, steps=2)
     finally:
@@ -55,10 +55,12 @@ def test_export_reloads_and_predicts_the_same_views(tmp_path: Path, kind: str) -
     b = batch(1)
     views = m.predict(b, steps=3, guidance_scale=2.0, seed=4)
     assert views.shape == (2, 3, 32, 32) and views.min() >= 0 and views.max() <= 1
-    export_model(parts, parts["unet"], m.projection, kind, 32, str(tmp_path / "model"))
-    pipe = StableDiffusionInpaintPipeline.from_pretrained(tmp_path / "model", local_files_only=True)
+    export_model(parts, parts["unet"], m.image_projection, standin_spec(32, kind), str(tmp_path / "model"))
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(
+        tmp_path / "model", local_files_only=True, safety_checker=None, feature_extractor=None
+    )
     assert (pipe.image_encoder is not None) == (kind == "clip_image")
-    again = NovelViewModel.from_pretrained(str(tmp_path / "model")).predict(b, steps=3, guidance_scale=2.0, seed=4)
+    again = NovelViewPipeline.load(str(tmp_path / "model")).predict(b, steps=3, guidance_scale=2.0, seed=4)
     torch.testing.assert_close(again, views, rtol=0, atol=1e-5)
     assert not torch.equal(views, m.predict(b, steps=3, guidance_scale=2.0, seed=5)), "the seed matters"
 
@@ -67,11 +69,11 @@ def test_not_an_export_is_one_clear_error(tmp_path: Path) -> None:
     from invs.models import ModelUnavailableError
 
     with pytest.raises(ModelUnavailableError, match="not an exported iNVS model"):
-        NovelViewModel.from_pretrained(str(tmp_path))
+        NovelViewPipeline.load(str(tmp_path))
 
 
 def test_keep_known_blends_the_partial_view_back_by_the_soft_mask() -> None:
-    from train.inference import keep_known
+    from inference.pipeline import keep_known
 
     generated, partial = torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8)
     mask = torch.zeros(2, 1, 8, 8)
@@ -86,7 +88,7 @@ def test_keep_known_blends_the_partial_view_back_by_the_soft_mask() -> None:
 
 
 def test_predictions_keep_known_pixels_unless_asked_to_generate(tmp_path: Path) -> None:
-    from train.inference import keep_known
+    from inference.pipeline import keep_known
 
     m, parts = model("empty_prompt")
     b = batch(2)
@@ -96,8 +98,8 @@ def test_predictions_keep_known_pixels_unless_asked_to_generate(tmp_path: Path) 
     torch.testing.assert_close(kept[..., :1], partial[..., :1])  # the mask is 0 in the first column
     assert not torch.allclose(generated[..., :1], partial[..., :1])
     torch.testing.assert_close(kept, keep_known(generated, partial, b["mask"]))
-    export_model(parts, parts["unet"], None, "empty_prompt", 32, str(tmp_path / "m"), known_pixels="generate")
-    assert NovelViewModel.from_pretrained(str(tmp_path / "m")).known_pixels == "generate"
+    export_model(parts, parts["unet"], None, standin_spec(32, known_pixels="generate"), str(tmp_path / "m"))
+    assert NovelViewPipeline.load(str(tmp_path / "m")).known_pixels == "generate"
     with pytest.raises(ValueError, match="known_pixels"):
         m.predict(b, steps=1, known_pixels="blend")
 

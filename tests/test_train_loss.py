@@ -6,19 +6,19 @@ import numpy as np
 import pytest
 import torch
 
+from inference.conditioning import Conditioner, build_tiny_image_encoder
 from invs.latents import posterior_moments
 from invs.models import build_tiny_components
+from invs.pair_builder import pair_to_tensors
 from invs.shards import PairSample
-from train.batches import pair_to_tensors
-from train.conditioning import Conditioner, build_tiny_image_encoder
 from train.loss import Denoiser, Frozen, LossConfig, training_loss
 
 
 def setup(kind: str = "empty_prompt", prediction_type: str = "epsilon"):
     from diffusers import DDPMScheduler
 
+    from inference.conditioning import ImageProjection
     from invs.models import SD_SCHEDULER_CONFIG
-    from train.conditioning import ImageProjection
 
     components = build_tiny_components(seed=0)
     components["image_encoder"] = build_tiny_image_encoder(0)

@@ -38,7 +38,7 @@ import torch
 
 from invs import shards, storage, tables
 from invs.errors import InvsError, ShardFormatError
-from train.batches import pair_to_tensors
+from invs.pair_builder import pair_to_tensors
 
 log = logging.getLogger("invs.train.data")
 
@@ -53,6 +53,9 @@ class DataPlan:
     val_samples: list[tuple[str, dict[str, bytes]]] = field(default_factory=list)
     val_source: str = "val"
     latents: dict[str, Any] | None = None  # the first train pair's ``meta["latents"]`` (None: no stored latents)
+    #: What the first train pair records of how it was built: ``half_angle_deg`` (its mask) and ``depth`` (its
+    #: source depth: ``gt`` or the depth model's id); the exported model's spec takes them over the config's.
+    pair_geometry: dict[str, Any] = field(default_factory=dict)
 
     @property
     def shards(self) -> list[str]:
@@ -85,7 +88,7 @@ def plan_data(data: str, resolution: int | None, val_pairs: int) -> DataPlan:
     by_shard: dict[str, list[str]] = {}
     val: list[tuple[str, str]] = []
     for row in rows:
-        shard = index_shard(data, row["shard"])
+        shard = shards.index_shard(data, row["shard"])
         if shard not in present:
             raise InvsError(f"pair index lists {row['key']} in {shard}, which does not exist; re-run preprocess")
         if row["split"] == "val":
@@ -112,7 +115,7 @@ def plan_data(data: str, resolution: int | None, val_pairs: int) -> DataPlan:
         raise InvsError(f"pair size {size} px is not a multiple of 8 (the VAE's downsampling)")
     val_samples: list[tuple[str, dict[str, bytes]]] = []
     for shard in sorted({s for _, s in chosen}):
-        for key, members in read_samples(shard, {k for k, s in chosen if s == shard}):
+        for key, members in shards.read_samples(shard, {k for k, s in chosen if s == shard}):
             try:
                 pair_to_tensors(shards.decode_pair_sample(key, members, where=shard), size)
             except ShardFormatError as exc:
@@ -127,12 +130,19 @@ def plan_data(data: str, resolution: int | None, val_pairs: int) -> DataPlan:
         val_samples=val_samples,
         val_source=val_source,
         latents=sample.meta.get("latents") if sample.latents is not None else None,
+        pair_geometry=recorded_geometry(sample.meta),
     )
 
 
-def index_shard(data: str, recorded: str) -> str:
-    """The URI of a shard named in the index, under ``DATA/shards/`` (so a moved or copied dataset still works)."""
-    return storage.join(data, "shards", storage.basename(recorded))
+def recorded_geometry(meta: dict[str, Any]) -> dict[str, Any]:
+    """The mask half-angle and source depth kind a pair's metadata records (keys absent when it does not)."""
+    found: dict[str, Any] = {}
+    half_angle = (meta.get("mask") or {}).get("half_angle_deg")
+    if half_angle is not None:
+        found["half_angle_deg"] = float(half_angle)
+    if meta.get("depth_source"):
+        found["depth"] = "gt" if meta["depth_source"] == "gt" else "zoedepth"
+    return found
 
 
 def first_readable_sample(train_keys: dict[str, list[str]]) -> shards.PairSample:
@@ -149,17 +159,6 @@ def first_readable_sample(train_keys: dict[str, list[str]]) -> shards.PairSample
         except ShardFormatError as exc:
             log.warning("%s", exc)
     raise InvsError(f"none of the train pairs listed in the index can be read ({len(train_keys)} shards)")
-
-
-def read_samples(shard: str, keys: set[str]) -> list[tuple[str, dict[str, bytes]]]:
-    """The raw members of the given keys in one shard (stops reading once all are found)."""
-    found = []
-    for key, members in shards.iter_tar_samples(shard):
-        if key in keys:
-            found.append((key, members))
-            if len(found) == len(keys):
-                break
-    return found
 
 
 # ------------------------------------------------------------------------------------------------ streams
@@ -296,18 +295,6 @@ def usable_moments(sample: shards.PairSample, vae: str | None) -> torch.Tensor |
     if made_by != vae or sample.latents.ndim != 4 or sample.latents.shape[:2] != (2, 8):
         return None
     return torch.from_numpy(np.asarray(sample.latents, dtype=np.float32))
-
-
-def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack a list of stream items; ``moments`` only when every item has them."""
-    keys = set(items[0])
-    for item in items[1:]:
-        keys &= set(item)
-    out: dict[str, Any] = {}
-    for k in sorted(keys):
-        values = [item[k] for item in items]
-        out[k] = torch.stack(values) if isinstance(values[0], torch.Tensor) else torch.tensor(values)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ position

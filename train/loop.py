@@ -35,11 +35,13 @@ from typing import Any
 
 import torch
 
+from inference.conditioning import Conditioner, ImageProjection, build_tiny_image_encoder, load_image_encoder
 from invs import storage, tables
 from invs.config import Config, TrainConfig, apply_storage_settings
 from invs.latents import vae_fingerprint
-from train.conditioning import Conditioner, ImageProjection, build_tiny_image_encoder, load_image_encoder
-from train.data import DataPlan, DataPosition, PairStream, StreamStart, collate, derive_seed
+from invs.model_spec import ModelSpec
+from invs.pair_builder import collate
+from train.data import DataPlan, DataPosition, PairStream, StreamStart, derive_seed
 from train.loss import Denoiser, Frozen, LossConfig, latent_scale_warning, training_loss
 
 log = logging.getLogger("invs.train")
@@ -225,7 +227,7 @@ def _train_worker(loop_config: dict[str, Any], where: dict[str, int]) -> None:
         prediction_type=parts["scheduler"].config.prediction_type,
     )
     logger = MetricsLog(tc.out, start_step) if rank == 0 else None
-    validator = Validator(plan, tc, parts, conditioner, device) if rank == 0 else None
+    validator = Validator(plan, config, parts, conditioner, device) if rank == 0 else None
     progress = ProgressSender(loop_config.get("progress"), start_step, tc.steps) if rank == 0 else None
     latent_stds: list[float] = []
     tick, samples = time.perf_counter(), 0
@@ -303,7 +305,7 @@ def _train_worker(loop_config: dict[str, Any], where: dict[str, int]) -> None:
         tick, samples = time.perf_counter(), 0
 
     if rank == 0:
-        export(model_unwrapped(model), ema, trainable, parts, tc, plan)
+        export(model_unwrapped(model), ema, trainable, parts, config, plan)
         storage.write_text(storage.join(tc.out, WORKER_FACTS), json.dumps(dataclasses.asdict(facts), indent=1))
 
 
@@ -504,12 +506,12 @@ class Validator:
     """Samples the validation pairs with the current weights; PSNR/SSIM against the targets and a picture."""
 
     def __init__(
-        self, plan: DataPlan, tc: TrainConfig, parts: dict[str, Any], conditioner: Conditioner, device: Any
+        self, plan: DataPlan, config: Config, parts: dict[str, Any], conditioner: Conditioner, device: Any
     ) -> None:
         from invs import shards
-        from train.batches import pair_to_tensors
+        from invs.pair_builder import pair_to_tensors
 
-        self.tc, self.parts, self.device = tc, parts, device
+        self.config, self.tc, self.plan, self.parts, self.device = config, config.train, plan, parts, device
         items = [pair_to_tensors(shards.decode_pair_sample(k, m), plan.resolution) for k, m in plan.val_samples]
         self.batch = collate(items) if items else None
         self.labels = [k for k, _ in plan.val_samples]
@@ -517,18 +519,18 @@ class Validator:
         self.resolution = plan.resolution
 
     def validate(self, denoiser: Denoiser, step: int) -> dict[str, float]:
+        from inference.pipeline import NovelViewPipeline, delivered_view
         from invs.preview import png_bytes, prediction_sheet
-        from train.inference import NovelViewModel, build_pipeline, delivered_view
 
         if self.batch is None:
             return {}
         was_training = denoiser.training
         denoiser.eval()
         try:
-            pipe = build_pipeline(self.parts, denoiser.unet)
-            model = NovelViewModel(pipe, self.tc.conditioning, denoiser.projection, self.resolution, self.conditioner)
+            spec = model_spec(self.config, self.parts, self.plan)
+            pipe = NovelViewPipeline.from_parts(self.parts, denoiser.unet, spec, denoiser.projection, self.conditioner)
             tc = self.tc
-            views, per_pair = model.score(
+            views, per_pair = pipe.score(
                 self.batch, tc.val_inference_steps, tc.guidance_scale, tc.seed, vae_ceiling=False
             )
         finally:
@@ -550,10 +552,35 @@ def _cpu_float32(module: torch.nn.Module) -> torch.nn.Module:
     return module if all(p.dtype == torch.float32 for p in module.parameters()) else module.to(torch.float32)
 
 
-def export(denoiser: Denoiser, ema: Any, trainable: list[torch.nn.Parameter], parts, tc: TrainConfig, plan) -> None:
-    """Write the final (EMA) weights as a diffusers pipeline to ``OUT/model``."""
-    from train.inference import export_model
+def latent_scale_source(tc: TrainConfig) -> str:
+    """Where the VAE's ``scaling_factor`` came from, for the model's spec."""
+    if tc.vae_scaling_factor is not None:
+        return "train.vae_scaling_factor"
+    if tc.tiny and tc.tiny_vae_fit_steps > 0:
+        return "measured: 1 / std of the fitted tiny VAE's latents of training targets"
+    return f"the VAE's own config ({'tiny' if tc.tiny else tc.model})"
 
+
+def model_spec(config: Config, parts: dict[str, Any], plan: DataPlan) -> ModelSpec:
+    """The spec of the model being trained (:mod:`invs.model_spec`): the pairs' own geometry where they record
+    it, the config's camera and depth model, the scheduler's prediction type and the VAE's scale."""
+    geometry = plan.pair_geometry
+    return ModelSpec.from_config(
+        config,
+        plan.resolution,
+        prediction_type=parts["scheduler"].config.prediction_type,
+        latent_scale=float(parts["vae"].config.scaling_factor),
+        latent_scale_source=latent_scale_source(config.train),
+        half_angle_deg=geometry.get("half_angle_deg"),
+        depth_training=geometry.get("depth"),
+    )
+
+
+def export(denoiser: Denoiser, ema: Any, trainable: list[torch.nn.Parameter], parts, config: Config, plan) -> None:
+    """Write the final (EMA) weights as the model's pipeline (:mod:`inference.pipeline`) to ``OUT/model``."""
+    from inference.pipeline import export_model
+
+    tc = config.train
     if ema is not None:
         ema.copy_to(trainable)
     denoiser.eval()
@@ -562,9 +589,7 @@ def export(denoiser: Denoiser, ema: Any, trainable: list[torch.nn.Parameter], pa
         cpu_parts,
         _cpu_float32(denoiser.unet),
         denoiser.projection.to("cpu") if denoiser.projection is not None else None,
-        tc.conditioning,
-        plan.resolution,
+        model_spec(config, parts, plan),
         storage.join(tc.out, "model"),
-        extra={"steps": tc.steps, "ema_decay": tc.ema_decay, "model": "tiny" if tc.tiny else tc.model},
-        known_pixels=tc.known_pixels,
+        training={"steps": tc.steps, "ema_decay": tc.ema_decay, "model": "tiny" if tc.tiny else tc.model},
     )

@@ -1,15 +1,15 @@
 """The training objective: denoise the target view's latents given the mask and the partial view's latents.
 
-For a batch of pairs (tensors from :func:`train.batches.pair_to_tensors`, images in [-1, 1], mask 1 = generate):
+For a batch of pairs (tensors from :func:`invs.pair_builder.pair_to_tensors`, images in [-1, 1], mask 1 = generate):
 
 1. ``z0`` = a sample of the VAE posterior of the target times ``scaling_factor``; ``p`` likewise for the partial
    view as is, on white (at inference it is passed to the pipeline as ``masked_image_latents``). When the batch
    carries precomputed posterior moments (``batch["moments"]``, see :mod:`invs.latents`) the VAE is skipped.
-2. ``m`` = the soft mask max-pooled to latent resolution (:func:`train.batches.mask_to_latent`), not binarised.
+2. ``m`` = the soft mask max-pooled to latent resolution (:func:`inference.pipeline.mask_to_latent`), not binarised.
 3. Timesteps from a named distribution (:mod:`train.timesteps`), noise ``e`` (+ ``noise_offset`` per channel),
    ``z_t = scheduler.add_noise(z0, e, t)``.
 4. UNet input ``cat([z_t, m, p])`` (the pipeline's order), cross-attention on the conditioning
-   (:mod:`train.conditioning`) with classifier-free-guidance dropout.
+   (:mod:`inference.conditioning`) with classifier-free-guidance dropout.
 5. MSE against ``e`` (``epsilon``) or the velocity (``v_prediction``).
 
 Every random draw (posterior samples, timesteps, noise, CFG dropout) comes from the one ``generator`` passed in, so
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.batches import inpaint_unet_input, mask_to_latent
-from train.conditioning import Conditioner, ImageProjection, cfg_drop_mask
+from inference.conditioning import Conditioner, ImageProjection, cfg_drop_mask
+from inference.pipeline import inpaint_unet_input, mask_to_latent
 from train.timesteps import sample_timesteps
 
 

@@ -72,9 +72,8 @@ def fit_tiny_vae_on(plan: Any, config: Config, max_images: int = 64) -> dict[str
 
     from invs import metrics
     from invs.models import build_tiny_components, fit_tiny_vae, vae_round_trip
-    from invs.shards import decode_pair_sample
-    from train.batches import pair_to_tensors
-    from train.data import read_samples
+    from invs.pair_builder import pair_to_tensors
+    from invs.shards import decode_pair_sample, read_samples
 
     images = []
     for shard in plan.shards:

@@ -14,8 +14,8 @@ preprocess run:
 * **Depth**: ``gt`` uses the source view's rendered planar depth; ``zoedepth`` estimates it from the source
   image alone and scales it by the single-image prior (object centre at the source camera's distance,
   :func:`invs.depth.align_to_distance`), as inference does.
-* **Partial views and masks**: the core's geometry (:func:`invs.partial_view.partial_view`, the training data's
-  own), with the config's ``preprocess.mask_half_angle_deg``.
+* **Partial views and masks**: the core's pair builder (:func:`invs.pair_builder.build_pairs`, the training
+  data's own), with the model's mask (its spec's half-angle); ZoeDepth is the model's depth model.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import torch
 
 from invs import shards, storage, tables
 from invs.errors import InvsError
+from invs.images import on_white, to_uint8
+from invs.model_spec import ModelSpec
 
 
 def render_shards(renders: str) -> list[str]:
@@ -50,61 +52,55 @@ def protocol_views(sample: shards.RenderSample, views_per_object: int) -> list[i
 
 def protocol_pairs(
     renders: str,
-    resolution: int,
+    spec: ModelSpec,
     views_per_object: int = 4,
     depth: str = "gt",
-    depth_model: str | None = None,
-    half_angle_deg: float = 45.0,
     limit: int | None = None,
     device: str = "cpu",
 ) -> Iterator[tuple[str, str, dict[str, torch.Tensor]]]:
-    """``(pair key, object uid, tensors)`` for every protocol pair, tensors as
-    :func:`train.batches.pair_to_tensors` gives them (``source``/``target``/``partial`` in [-1, 1], ``mask``)."""
-    from invs.images import coverage, on_white, resize_view, to_uint8
-    from invs.partial_view import partial_view
+    """``(pair key, object uid, tensors)`` for every protocol pair, built as the model ``spec`` says (its
+    resolution, mask and depth model) with the renders' own cameras; tensors as
+    :func:`invs.pair_builder.pair_to_tensors` gives them (``source``/``target``/``partial`` in [-1, 1], ``mask``)."""
+    from invs.images import resize_view
+    from invs.pair_builder import build_pairs, image_tensor, mask_tensor
 
     estimator = None
     if depth == "zoedepth":
         from invs.depth import DepthEstimator
 
-        estimator = DepthEstimator.from_pretrained(depth_model or "Intel/zoedepth-nyu-kitti", device=device)
+        estimator = DepthEstimator.from_pretrained(spec.depth.model, device=device)
     elif depth != "gt":
         raise InvsError(f"depth must be gt or zoedepth, got {depth!r}")
-    count = 0
+    res, count = spec.resolution, 0
     for sample in shards.iter_render_samples(render_shards(renders)):
         targets = protocol_views(sample, views_per_object)
         if not targets:
             continue
         views = {
-            i: resize_view(sample.rgba[i], sample.depth[i].astype(np.float32), sample.K(i), resolution)
-            for i in (0, *targets)
+            i: resize_view(sample.rgba[i], sample.depth[i].astype(np.float32), sample.K(i), res) for i in (0, *targets)
         }
-        rgb = {i: on_white(v[0]) for i, v in views.items()}
-        d_src = _source_depth(views[0][1], rgb[0], estimator, sample, device)
+        d_src = _source_depth(views[0][1], views[0][0], estimator, sample, device)
         n = len(targets)
-        to = {"dtype": torch.float32, "device": device}
-        pv = partial_view(
-            torch.as_tensor(rgb[0], **to).permute(2, 0, 1)[None].expand(n, -1, -1, -1),
-            torch.as_tensor(d_src, **to)[None].expand(n, -1, -1),
-            torch.as_tensor(views[0][2], **to)[None].expand(n, -1, -1),
-            torch.as_tensor(sample.c2w(0), **to)[None].expand(n, -1, -1),
-            torch.as_tensor(np.stack([views[j][2] for j in targets]), **to),
-            torch.as_tensor(np.stack([sample.c2w(j) for j in targets]), **to),
-            resolution,
-            resolution,
-            half_angle_deg=half_angle_deg,
-            alpha_src=torch.as_tensor(coverage(views[0][0]), **to)[None].expand(n, -1, -1),
+        built = build_pairs(
+            np.stack([views[0][0]] * n),
+            np.stack([d_src] * n),
+            np.stack([views[0][2]] * n),
+            np.stack([sample.c2w(0)] * n),
+            np.stack([views[j][2] for j in targets]),
+            np.stack([sample.c2w(j) for j in targets]),
+            spec.mask.half_angle_deg,
+            cover=spec.mask.cover,
+            device=device,
         )
-        partial, mask = pv.partial.permute(0, 2, 3, 1).cpu().numpy(), pv.mask.cpu().numpy()
         for k, j in enumerate(targets):
             yield (
                 shards.pair_key(sample.key, 0, j),
                 str(sample.meta.get("uid", sample.key)),
                 {
-                    "source": _image(rgb[0]),
-                    "target": _image(rgb[j]),
-                    "partial": _image(partial[k]),
-                    "mask": torch.from_numpy(to_uint8(mask[k])).float().div(255.0)[None],
+                    "source": image_tensor(built.source[k]),
+                    "target": image_tensor(to_uint8(on_white(views[j][0]))),
+                    "partial": image_tensor(built.partial[k]),
+                    "mask": mask_tensor(built.mask[k]),
                 },
             )
             count += 1
@@ -112,21 +108,14 @@ def protocol_pairs(
                 return
 
 
-def _image(rgb: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) float in [0, 1] -> (3, H, W) in [-1, 1] through uint8, exactly as a pair shard stores it."""
-    from invs.images import to_uint8
-
-    return torch.from_numpy(to_uint8(rgb)).permute(2, 0, 1).float().div(127.5).sub(1.0)
-
-
 def _source_depth(
-    depth_gt: np.ndarray, rgb: np.ndarray, estimator: Any, sample: shards.RenderSample, device: str
+    depth_gt: np.ndarray, rgba: np.ndarray, estimator: Any, sample: shards.RenderSample, device: str
 ) -> np.ndarray:
     if estimator is None:
         return depth_gt
     from invs.depth import align_to_distance
 
-    image = torch.as_tensor(rgb, dtype=torch.float32, device=device).permute(2, 0, 1)[None]
+    image = torch.as_tensor(on_white(rgba), dtype=torch.float32, device=device).permute(2, 0, 1)[None]
     predicted = estimator(image)[0].float().cpu()
     mask = torch.from_numpy(depth_gt > 0)  # the object's silhouette (its alpha), not its depth
     aligned, _ = align_to_distance(predicted, mask, float(sample.meta["views"][0]["radius"]))

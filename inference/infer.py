@@ -1,32 +1,37 @@
 """Novel views of an object from one image: a person's picture and camera moves in, the trained model's views out.
 
-python train/infer.py --model out/local/train/model --image mug.png --out out/views --azimuth 30 --azimuth -30
-python train/infer.py --model out/local/train/model --image view.png --depth view_depth.npy --turntable 24 --out out/tt
+python inference/infer.py --model out/local/train/model --image mug.png --out out/views --azimuth 30 --azimuth -30
+python inference/infer.py --model MODEL --image view.png --depth view_depth.npy --turntable 24 --out out/tt
+
+**The model's geometry.** Everything that decides how the inputs are built comes from the model's own spec
+(:class:`invs.model_spec.ModelSpec`, in its ``model_index.json``): resolution, camera, source-camera prior, mask
+and depth model. A flag (``--lens-mm``, ``--sensor-width-mm``, ``--mask-half-angle``, ``--depth-model``,
+``--source-radius``, ``--source-elevation``) overrides one value and prints a line saying so; no config is read for
+them (``--config`` / ``--set`` only set the sampling: steps and guidance).
 
 **Cameras** (the conventions of :mod:`invs.cameras`: OpenCV c2w, planar depth, pixel centres at +0.5). The image
-is the view of a camera that looks at the object's centre from ``--source-radius`` (default: the middle of the
-config's ``camera.radius_range``, where the training views were taken) at ``--source-elevation`` degrees (default
-0: level with the object) with the config's field of view (``camera.lens_mm`` on ``camera.sensor_width_mm``,
-flags ``--lens-mm`` / ``--sensor-width-mm``). A camera move is Zero-1-to-3's: ``--azimuth`` and ``--elevation``
-offsets in degrees and an optional ``--radius`` offset in object units, paired by position (a flag given once
-applies to every move). Positive azimuth moves the camera to its right around the object (counter-clockwise seen
-from above, about world +z), positive elevation moves it up. ``--turntable N`` adds N moves evenly spaced in
-azimuth (0, 360/N, ...) at the source's elevation and distance, written as an animated GIF.
+is the view of a camera that looks at the object's centre from ``--source-radius`` (default: the model's source
+prior, the middle of its training radius range) at ``--source-elevation`` degrees (default: the model's, level with
+the object) with the model's field of view (lens on sensor width). A camera move is Zero-1-to-3's: ``--azimuth``
+and ``--elevation`` offsets in degrees and an optional ``--radius`` offset in object units, paired by position (a
+flag given once applies to every move). Positive azimuth moves the camera to its right around the object
+(counter-clockwise seen from above, about world +z), positive elevation moves it up. ``--turntable N`` adds N
+moves evenly spaced in azimuth (0, 360/N, ...) at the source's elevation and distance, written as an animated GIF.
 
 **Input.** RGBA with alpha marking the object, or RGB on a plain background (the border's colour; the object is
 what differs from it and is not connected to the border: :func:`invs.images.plain_background_alpha`). With
 ``--depth zoedepth`` (default) the object is framed as the render stage frames a normalised object (its box
 centred, the larger side the measured fraction of the frame: :func:`invs.images.framing_fraction`) at the model's
-resolution; its depth is ZoeDepth's (``--depth-model``, run at the model's resolution as the preprocess stage runs
+resolution; its depth is the model's depth model's (run at the model's resolution as the preprocess stage runs
 it), aligned by the single-image prior :func:`invs.depth.align_to_distance` (median object depth = the source
 radius). With ``--depth FILE.npy`` (planar z per pixel of the image in object units, 0 = no surface: the render
 stage's ``depth_NNN.npy``) the image is a view as the render stage writes it: square, framed by its own camera,
 only resized to the model's resolution (:func:`invs.images.resize_view`); an opaque image then takes its object
 from ``depth > 0``. ``--no-reframe`` keeps the framing of an already framed image with ZoeDepth too.
 
-**Views.** Each move's partial view and soft mask are :func:`invs.partial_view.partial_view`'s, the code the
+**Views.** Each move's partial view and soft mask are :func:`invs.pair_builder.build_pairs`'s, the code the
 preprocess stage makes training pairs with, quantised to 8 bits as the pair shards store them; the model
-(:class:`train.inference.NovelViewModel`) fills them in, every view with the same ``--seed``, so a view does not
+(:class:`inference.pipeline.NovelViewPipeline`) fills them in, every view with the same ``--seed``, so a view does not
 depend on ``--batch-size`` (beyond the network's float rounding, which may differ by one 8-bit level).
 
 **Outputs** under ``--out``, per image a folder named after its file: ``source.png`` (the framed source on white),
@@ -55,9 +60,9 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 import numpy as np
 
 from invs import cli, storage
-from invs.config import Config
 from invs.devices import pick_device
 from invs.errors import InvsError
+from invs.model_spec import ModelSpec
 
 ZOEDEPTH = "zoedepth"
 GRID_COLUMNS = 12  # at most this many views per row of grid.png
@@ -171,17 +176,25 @@ def read_depth(path: str, shape: tuple[int, int]) -> np.ndarray:
     return depth
 
 
-def model_resolution(uri: str) -> int:
-    """The exported model's resolution, from its ``invs.json``, without loading it."""
+def read_spec(uri: str) -> ModelSpec:
+    """The exported model's spec, from its ``model_index.json``, without loading its weights."""
+    from inference.pipeline import EARLIER_FORMAT_FILE, INDEX_FILE
     from invs.models import ModelUnavailableError
-    from train.inference import INVS_FILE
 
     try:
-        info = json.loads(storage.read_text(storage.join(uri, INVS_FILE)))
-        return int(info["resolution"])
-    except (InvsError, OSError, ValueError, KeyError, TypeError) as exc:
+        index = json.loads(storage.read_text(storage.join(uri, INDEX_FILE)))
+    except (InvsError, OSError, ValueError) as exc:
+        if storage.exists(storage.join(uri, EARLIER_FORMAT_FILE)):
+            from inference.pipeline import NovelViewPipeline
+
+            NovelViewPipeline.load(uri)  # raises the earlier format's one-line error
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelUnavailableError(f"{uri} is not an exported iNVS model (its {INVS_FILE}: {reason})") from None
+        raise ModelUnavailableError(f"{uri} is not an exported iNVS model (its {INDEX_FILE}: {reason})") from None
+    if "spec" not in index:
+        from inference.pipeline import NovelViewPipeline
+
+        NovelViewPipeline.load(uri)  # an earlier export or another pipeline: its one-line error
+    return ModelSpec.from_dict(index["spec"], uri)
 
 
 def prepare_source(
@@ -227,11 +240,10 @@ def prepare_source(
     return Source(name, path, rgba, depth, info)
 
 
-def estimate_depths(
-    sources: list[Source], model_id: str, radius: float, device: str, flip_average: bool, batch_size: int
-) -> None:
-    """ZoeDepth for the sources without depth, at the model's resolution on white (as the preprocess stage runs
-    it), aligned so that the median object depth is the source radius (:func:`invs.depth.align_to_distance`)."""
+def estimate_depths(sources: list[Source], spec: ModelSpec, radius: float, device: str, batch_size: int) -> None:
+    """The spec's depth model for the sources without depth, at the model's resolution on white (as the preprocess
+    stage runs it), aligned so that the median object depth is the source radius
+    (:func:`invs.depth.align_to_distance`)."""
     import torch
 
     from invs.depth import DepthEstimator, align_to_distance, check_available
@@ -240,7 +252,8 @@ def estimate_depths(
     todo = [s for s in sources if s.depth is None]
     if not todo:
         return
-    check_available(model_id)
+    model_id, flip_average = spec.depth.model, spec.depth.flip_average
+    check_available(model_id, alternative="or give the image's depth as --depth FILE.npy")
     dtype = torch.bfloat16 if device == "cuda" else None
     estimator = DepthEstimator.from_pretrained(model_id, device=device, dtype=dtype, flip_average=flip_average)
     for start in range(0, len(todo), batch_size):
@@ -267,38 +280,24 @@ def unique_names(paths: list[str]) -> list[str]:
 # ------------------------------------------------------------------------------------------------ views
 
 
-def model_inputs(source: np.ndarray, partial: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
-    """uint8 images (B, R, R, 3) and masks (B, R, R) as the model reads pair shards (:func:`train.batches.
-    pair_to_tensors`): images in [-1, 1], the mask (B, 1, R, R) in [0, 1]."""
-    import torch
+def build_batch(tasks: list[tuple[Source, Move]], spec: ModelSpec, elevation_deg: float, radius: float, device: str):
+    """The pairs of a batch of (source, move): :func:`invs.pair_builder.build_pairs` with the model's camera
+    and mask."""
+    from invs.pair_builder import build_pairs
 
-    def image(x: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-    return {"source": image(source), "partial": image(partial), "mask": torch.from_numpy(mask).float()[:, None] / 255}
-
-
-def partial_views(
-    tasks: list[tuple[Source, Move]], K: np.ndarray, elevation_deg: float, radius: float, half_angle: float, device: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 partial views (B, R, R, 3) and soft masks (B, R, R) (255 = generate) of a batch of (source, move)."""
-    import torch
-
-    from invs.images import coverage, on_white, to_uint8
-    from invs.partial_view import partial_view
-
-    def stack(items: list[np.ndarray]) -> torch.Tensor:
-        return torch.from_numpy(np.stack(items)).float().to(device)
-
-    res = tasks[0][0].rgba.shape[0]
-    rgb = stack([on_white(s.rgba) for s, _ in tasks]).permute(0, 3, 1, 2)
-    depth = stack([s.depth for s, _ in tasks])
-    Ks = stack([K] * len(tasks))
-    src = stack([source_pose(elevation_deg, radius)] * len(tasks))
-    tgt = stack([target_pose(m, elevation_deg, radius) for _, m in tasks])
-    alpha = stack([coverage(s.rgba) for s, _ in tasks])
-    pv = partial_view(rgb, depth, Ks, src, Ks, tgt, res, res, half_angle, alpha_src=alpha)
-    return to_uint8(pv.partial.permute(0, 2, 3, 1).cpu().numpy()), to_uint8(pv.mask.cpu().numpy())
+    K = spec.intrinsics()
+    n = len(tasks)
+    return build_pairs(
+        np.stack([s.rgba for s, _ in tasks]),
+        np.stack([s.depth for s, _ in tasks]),
+        np.stack([K] * n),
+        np.stack([source_pose(elevation_deg, radius)] * n),
+        np.stack([K] * n),
+        np.stack([target_pose(m, elevation_deg, radius) for _, m in tasks]),
+        spec.mask.half_angle_deg,
+        cover=spec.mask.cover,
+        device=device,
+    )
 
 
 def save_turntable(frames: list[np.ndarray], folder: Path) -> bool:
@@ -335,204 +334,272 @@ def move_title(m: Move) -> str:
 # ------------------------------------------------------------------------------------------------ main
 
 
-def infer(args: Any, config: Config) -> dict[str, Any]:
-    """Everything :func:`main` does after parsing (see the module docstring); returns a summary."""
+@dataclass
+class InferRequest:
+    """What to make (see the module docstring): the typed form of the command line."""
 
+    model: str
+    images: list[str]
+    out: str
+    azimuths: list[float] = field(default_factory=list)
+    elevations: list[float] = field(default_factory=list)
+    radii: list[float] = field(default_factory=list)
+    turntable: int | None = None
+    depths: list[str] = field(default_factory=list)  # "zoedepth" or a .npy path, once or per image
+    reframe: bool | None = None
+    steps: int = 20
+    guidance_scale: float = 1.0
+    seed: int = 0
+    device: str | None = None
+    batch_size: int = 4
+    save_intermediates: bool = False
+    #: Overrides of the model's spec (None: the model's own), keys as :meth:`ModelSpec.overridden` takes them.
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """A checked request: the spec in force, the source camera and the moves."""
+
+    spec: ModelSpec
+    radius: float
+    elevation: float
+    moves: list[Move]
+    turntable: list[Move]
+    depths: list[str]
+    notes: list[str]
+
+
+def plan_request(request: InferRequest) -> Plan:
+    """Check everything about ``request`` that needs no image: flags, the model's spec and its overrides, moves."""
     from invs import cameras
-    from invs.images import framing_fraction, on_white, to_uint8
-    from invs.preview import depth_image, image_grid
-    from invs.progress import Progress
-    from train.inference import NovelViewModel
 
-    camera = config.camera
-    radius = args.source_radius if args.source_radius is not None else sum(camera.radius_range) / 2
-    elevation = args.source_elevation
+    for flag, value in (("--steps", request.steps), ("--batch-size", request.batch_size)):
+        if value < 1:
+            raise InvsError(f"{flag} must be at least 1, got {value}")
+    if request.turntable is not None and request.turntable < 2:
+        raise InvsError(f"--turntable needs at least 2 frames, got {request.turntable}")
+    spec, notes = read_spec(request.model).overridden(**request.overrides)
+    radius, elevation = spec.camera.source_radius, spec.camera.source_elevation_deg
     if not radius > cameras.BOUNDING_RADIUS:
         raise InvsError(
             f"--source-radius {radius:g} must exceed the object's bounding radius {cameras.BOUNDING_RADIUS:.3f}"
         )
     if not -90.0 < elevation < 90.0:
         raise InvsError(f"--source-elevation {elevation:g} must lie in (-90, 90)")
-    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
-        if value < 1:
-            raise InvsError(f"{flag} must be at least 1, got {value}")
-    if args.turntable is not None and args.turntable < 2:
-        raise InvsError(f"--turntable needs at least 2 frames, got {args.turntable}")
-    moves = camera_moves(args.azimuth or [], args.elevation or [], args.radius or [])
-    turntable = turntable_moves(args.turntable) if args.turntable else []
+    moves = camera_moves(request.azimuths, request.elevations, request.radii)
+    turntable = turntable_moves(request.turntable) if request.turntable else []
     if not moves and not turntable:
         raise InvsError("nothing to make: give camera moves (--azimuth, --elevation, --radius) or --turntable N")
     check_moves(moves + turntable, elevation, radius)
-    depths = args.depth or [ZOEDEPTH]
+    depths = request.depths or [ZOEDEPTH]
     if len(depths) == 1:
-        depths = depths * len(args.image)
-    if len(depths) != len(args.image):
-        raise InvsError(f"--depth is given {len(depths)} times for {len(args.image)} images: give it once or per image")
-    out = Path(args.out)
+        depths = depths * len(request.images)
+    if len(depths) != len(request.images):
+        raise InvsError(
+            f"--depth is given {len(depths)} times for {len(request.images)} images: give it once or per image"
+        )
+    out = Path(request.out)
     if out.exists() and not out.is_dir():
         raise InvsError(f"--out {out} exists and is not a directory")
-    device = pick_device(args.device)
+    return Plan(spec, radius, elevation, moves, turntable, depths, notes)
 
-    # Everything that can fail on bad input is checked before anything is written.
-    resolution = model_resolution(args.model)
-    fraction = framing_fraction(camera.lens_mm, camera.sensor_width_mm, radius)
-    names = unique_names(args.image)
-    sources = [
-        prepare_source(path, name, depth, args.reframe, resolution, fraction)
-        for path, name, depth in zip(args.image, names, depths, strict=True)
-    ]
-    model = NovelViewModel.from_pretrained(args.model, device=device)
-    if model.resolution != resolution:
-        raise InvsError(f"{args.model}: invs.json says {resolution} px, the model {model.resolution} px")
-    estimate_depths(
-        sources, config.preprocess.depth_model, radius, device, config.preprocess.flip_average, args.batch_size
-    )
 
-    K = cameras.intrinsics_from_lens(camera.lens_mm, camera.sensor_width_mm, resolution, resolution)
-    all_moves = moves + turntable
-    tasks = [(s, m) for s in sources for m in all_moves]
-    results: dict[tuple[str, str], np.ndarray] = {}
-    out.mkdir(parents=True, exist_ok=True)
+def make_views(
+    model: Any, sources: list[Source], plan: Plan, request: InferRequest, out: Path, device: str
+) -> dict[tuple[str, str], np.ndarray]:
+    """Every (source, move) view, in batches; writes ``view_NN.png`` and the intermediates as they come."""
+    from invs.images import on_white, to_uint8
+    from invs.pair_builder import model_tensors
+    from invs.preview import depth_image
+    from invs.progress import Progress
+
     for s in sources:
-        folder = out / s.name
-        write_png(folder / "source.png", to_uint8(on_white(s.rgba)))
-        if args.save_intermediates:
-            (folder / "intermediates").mkdir(parents=True, exist_ok=True)
-            np.save(folder / "intermediates" / "depth.npy", s.depth)
-            write_png(folder / "intermediates" / "depth.png", depth_image(s.depth))
+        write_png(out / s.name / "source.png", to_uint8(on_white(s.rgba)))
+        if request.save_intermediates:
+            (out / s.name / "intermediates").mkdir(parents=True, exist_ok=True)
+            np.save(out / s.name / "intermediates" / "depth.npy", s.depth)
+            write_png(out / s.name / "intermediates" / "depth.png", depth_image(s.depth))
+    tasks = [(s, m) for s in sources for m in plan.moves + plan.turntable]
+    results: dict[tuple[str, str], np.ndarray] = {}
     progress = Progress("infer", len(tasks), "views")
-    half_angle = config.preprocess.mask_half_angle_deg
-    for start in range(0, len(tasks), args.batch_size):
-        chunk = tasks[start : start + args.batch_size]
-        partial, mask = partial_views(chunk, K, elevation, radius, half_angle, device)
-        source = np.stack([to_uint8(on_white(s.rgba)) for s, _ in chunk])
-        views = model.predict(
-            model_inputs(source, partial, mask), args.steps, args.guidance_scale, seeds=[args.seed] * len(chunk)
-        )
+    for start in range(0, len(tasks), request.batch_size):
+        chunk = tasks[start : start + request.batch_size]
+        built = build_batch(chunk, plan.spec, plan.elevation, plan.radius, device)
+        inputs = model_tensors(built.source, built.partial, built.mask)
+        views = model.predict(inputs, request.steps, request.guidance_scale, seeds=[request.seed] * len(chunk))
         views_u8 = to_uint8(views.permute(0, 2, 3, 1).float().cpu().numpy())
         for k, (s, m) in enumerate(chunk):
             results[(s.name, m.name)] = views_u8[k]
             folder = out / s.name
             if m.name.startswith("view_"):
                 write_png(folder / f"{m.name}.png", views_u8[k])
-            if args.save_intermediates:
-                write_png(folder / "intermediates" / f"{m.name}_partial.png", partial[k])
-                write_png(folder / "intermediates" / f"{m.name}_mask.png", mask[k])
-                if m in turntable:
+            if request.save_intermediates:
+                write_png(folder / "intermediates" / f"{m.name}_partial.png", built.partial[k])
+                write_png(folder / "intermediates" / f"{m.name}_mask.png", built.mask[k])
+                if m in plan.turntable:
                     write_png(folder / "intermediates" / f"{m.name}.png", views_u8[k])
         progress.update(start + len(chunk))
     progress.close()
+    return results
+
+
+def views_record(source: Source, plan: Plan, request: InferRequest) -> dict[str, Any]:
+    """``views.json``: how the source was read and placed, the model's spec in force, and every camera."""
+    elevation, radius = plan.elevation, plan.radius
+    return {
+        **source.info,
+        "model": request.model,
+        "resolution": plan.spec.resolution,
+        "spec": plan.spec.to_dict(),
+        "steps": request.steps,
+        "guidance_scale": request.guidance_scale,
+        "seed": request.seed,
+        "K": plan.spec.intrinsics().tolist(),
+        "source": {
+            "azimuth_deg": 0.0,
+            "elevation_deg": elevation,
+            "radius": radius,
+            "c2w": source_pose(elevation, radius).tolist(),
+        },
+        "views": [
+            {
+                "name": m.name,
+                "azimuth_offset_deg": m.azimuth_deg,
+                "elevation_offset_deg": m.elevation_deg,
+                "radius_offset": m.radius,
+                "c2w": target_pose(m, elevation, radius).tolist(),
+            }
+            for m in plan.moves + plan.turntable
+        ],
+    }
+
+
+def infer(request: InferRequest) -> dict[str, Any]:
+    """Everything :func:`main` does after parsing (see the module docstring); returns a summary."""
+    from inference.pipeline import NovelViewPipeline
+    from invs.images import framing_fraction, on_white, to_uint8
+    from invs.preview import image_grid
+
+    plan = plan_request(request)
+    for note in plan.notes:
+        print(note)
+    spec, device, out = plan.spec, pick_device(request.device), Path(request.out)
+    # Everything that can fail on bad input is checked before anything is written.
+    fraction = framing_fraction(spec.camera.lens_mm, spec.camera.sensor_width_mm, plan.radius)
+    sources = [
+        prepare_source(path, name, depth, request.reframe, spec.resolution, fraction)
+        for path, name, depth in zip(request.images, unique_names(request.images), plan.depths, strict=True)
+    ]
+    model = NovelViewPipeline.load(request.model, device=device)
+    estimate_depths(sources, spec, plan.radius, device, request.batch_size)
+    out.mkdir(parents=True, exist_ok=True)
+    results = make_views(model, sources, plan, request, out, device)
 
     mp4 = None
     rows = []
-    shown = moves or turntable[:: max(1, math.ceil(len(turntable) / GRID_COLUMNS))]
+    shown = plan.moves or plan.turntable[:: max(1, math.ceil(len(plan.turntable) / GRID_COLUMNS))]
     for s in sources:
-        folder = out / s.name
-        if turntable:
-            mp4 = save_turntable([results[(s.name, m.name)] for m in turntable], folder)
-        record = {
-            **s.info,
-            "model": args.model,
-            "resolution": resolution,
-            "steps": args.steps,
-            "guidance_scale": args.guidance_scale,
-            "seed": args.seed,
-            "K": K.tolist(),
-            "source": {
-                "azimuth_deg": 0.0,
-                "elevation_deg": elevation,
-                "radius": radius,
-                "c2w": source_pose(elevation, radius).tolist(),
-            },
-            "views": [
-                {
-                    "name": m.name,
-                    "azimuth_offset_deg": m.azimuth_deg,
-                    "elevation_offset_deg": m.elevation_deg,
-                    "radius_offset": m.radius,
-                    "c2w": target_pose(m, elevation, radius).tolist(),
-                }
-                for m in all_moves
-            ],
-        }
-        (folder / "views.json").write_text(json.dumps(record, indent=2))
+        if plan.turntable:
+            mp4 = save_turntable([results[(s.name, m.name)] for m in plan.turntable], out / s.name)
+        (out / s.name / "views.json").write_text(json.dumps(views_record(s, plan, request), indent=2))
         rows.append((s.name, [to_uint8(on_white(s.rgba))] + [results[(s.name, m.name)] for m in shown]))
     image_grid(["source", *(move_title(m) for m in shown)], rows).save(out / "grid.png")
     return {
         "images": len(sources),
-        "views": len(moves),
-        "turntable": len(turntable),
-        "resolution": resolution,
+        "views": len(plan.moves),
+        "turntable": len(plan.turntable),
+        "resolution": spec.resolution,
         "out": str(out),
         "mp4": mp4,
         "device": device,
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = cli.stage_parser("train/infer.py", __doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="exported model (train/run.py's OUT/model; local or s3://)")
-    parser.add_argument("--image", action="append", required=True, metavar="PATH", help="source image (repeatable)")
-    parser.add_argument("--out", required=True, help="output folder (local)")
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
+    p = cli.stage_parser("inference/infer.py", __doc__.splitlines()[0])
+    p.add_argument("--model", required=True, help="exported model (train/run.py's OUT/model; local or s3://)")
+    p.add_argument("--image", action="append", required=True, metavar="PATH", help="source image (repeatable)")
+    p.add_argument("--out", required=True, help="output folder (local)")
+    p.add_argument(
         "--azimuth", type=float, action="append", metavar="DEG", help="azimuth offset of a move (repeatable)"
     )
-    parser.add_argument(
+    p.add_argument(
         "--elevation", type=float, action="append", metavar="DEG", help="elevation offset of a move (repeatable)"
     )
-    parser.add_argument(
-        "--radius",
-        type=float,
-        action="append",
-        metavar="R",
-        help="distance offset of a move, object units (repeatable; default 0)",
+    p.add_argument(
+        "--radius", type=float, action="append", metavar="R", help="distance offset of a move (repeatable; default 0)"
     )
-    parser.add_argument("--turntable", type=int, metavar="N", help="also N views around the object, as turntable.gif")
-    parser.add_argument(
+    p.add_argument("--turntable", type=int, metavar="N", help="also N views around the object, as turntable.gif")
+    p.add_argument(
         "--depth",
         action="append",
         metavar="zoedepth|PATH.npy",
-        help="source depth: ZoeDepth (default) or a .npy of planar depth per pixel of the image (once, or per image)",
+        help="source depth: the model's depth model (default) or a .npy of planar depth per pixel of the image "
+        "(once, or per image)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--reframe",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="frame the object as the renders are (default: with ZoeDepth, not with a depth file)",
     )
-    parser.add_argument(
-        "--source-radius",
-        type=float,
-        metavar="R",
-        help="distance of the source camera from the object's centre, for every image (default: middle of "
-        "camera.radius_range)",
-    )
-    parser.add_argument(
-        "--source-elevation", type=float, default=0.0, metavar="DEG", help="elevation of the source camera (default 0)"
-    )
+    geometry = p.add_argument_group("the model's geometry (default: the model's own spec; a flag overrides it)")
+    for flag, metavar, text in (
+        ("--source-radius", "R", "distance of the source camera from the object's centre, object units"),
+        ("--source-elevation", "DEG", "elevation of the source camera"),
+        ("--lens-mm", "MM", "focal length of the model's camera"),
+        ("--sensor-width-mm", "MM", "sensor width of the model's camera"),
+        ("--mask-half-angle", "DEG", "angle at which the soft mask reaches 0.5"),
+    ):
+        geometry.add_argument(flag, type=float, metavar=metavar, help=text)
+    geometry.add_argument("--depth-model", help="ZoeDepth hub id or local directory")
     flags = cli.add_settings(
-        parser,
-        "camera",
-        {"lens_mm": "focal length of the model's camera", "sensor_width_mm": "sensor width of the model's camera"},
-    )
-    flags |= cli.add_settings(parser, "preprocess", {"depth_model": "ZoeDepth hub id or local directory"})
-    flags |= cli.add_settings(
-        parser,
+        p,
         "train",
         {
             "val_inference_steps": ("steps", "denoising steps per view"),
             "guidance_scale": "classifier-free guidance (1: none)",
         },
     )
-    parser.add_argument("--seed", type=int, default=0, help="noise seed (the same for every view)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
-    parser.add_argument("--batch-size", type=int, default=4, metavar="B", help="views per model call")
-    parser.add_argument("--save-intermediates", action="store_true", help="also the partial views, masks and depth")
-    args = parser.parse_args(argv)
-    config = cli.resolve_config(args, flags)
-    args.steps = config.train.val_inference_steps
-    args.guidance_scale = config.train.guidance_scale
-    summary = infer(args, config)
+    p.set_defaults(setting_flags=flags)
+    p.add_argument("--seed", type=int, default=0, help="noise seed (the same for every view)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu")
+    p.add_argument("--batch-size", type=int, default=4, metavar="B", help="views per model call")
+    p.add_argument("--save-intermediates", action="store_true", help="also the partial views, masks and depth")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    config = cli.resolve_config(args, args.setting_flags)
+    request = InferRequest(
+        model=args.model,
+        images=args.image,
+        out=args.out,
+        azimuths=args.azimuth or [],
+        elevations=args.elevation or [],
+        radii=args.radius or [],
+        turntable=args.turntable,
+        depths=args.depth or [],
+        reframe=args.reframe,
+        steps=config.train.val_inference_steps,
+        guidance_scale=config.train.guidance_scale,
+        seed=args.seed,
+        device=args.device,
+        batch_size=args.batch_size,
+        save_intermediates=args.save_intermediates,
+        overrides={
+            "camera.source_radius": args.source_radius,
+            "camera.source_elevation_deg": args.source_elevation,
+            "camera.lens_mm": args.lens_mm,
+            "camera.sensor_width_mm": args.sensor_width_mm,
+            "mask.half_angle_deg": args.mask_half_angle,
+            "depth.model": args.depth_model,
+        },
+    )
+    summary = infer(request)
     print(
         f"infer: {summary['images']} image(s) x ({summary['views']} views + {summary['turntable']} turntable frames) "
         f"at {summary['resolution']} px on {summary['device']} -> {summary['out']}"

@@ -1,11 +1,11 @@
 """Evaluate an exported model on held-out pairs: the model and its baselines by PSNR, SSIM and LPIPS, and a picture.
 
-python train/evaluate.py --model out/train/model --data out/pairs --out out/eval
-python train/evaluate.py --config local      # the model, pairs and settings of a config's training run
-python train/evaluate.py --model out/train/model --renders out/gso_renders --out out/eval_gso --depth gt
+python inference/evaluate.py --model out/train/model --data out/pairs --out out/eval
+python inference/evaluate.py --config local      # the model, pairs and settings of a config's training run
+python inference/evaluate.py --model out/train/model --renders out/gso_renders --out out/eval_gso --depth gt
 
 Uses the pairs of ``--split`` (default ``val``: objects the model never saw, by the index's uid-hash split) and
-:class:`train.inference.NovelViewModel` (the pipeline fed as in training). Every method of :data:`METHODS` (the
+:class:`inference.pipeline.NovelViewPipeline` (the pipeline fed as in training). Every method of :data:`METHODS` (the
 model, its variants, the partial view alone, the source view copied, the VAE ceiling) is scored on the same
 pixels. Writes ``OUT/metrics.csv`` (one row per pair and method), ``OUT/summary.json`` (means with bootstrap 95%
 intervals, per-object means; ``lpips`` null with ``lpips_unavailable`` saying which weights file is missing),
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ GRID_ROWS = 8
 
 def held_out_pairs(data: str, split: str, limit: int | None) -> list[tuple[str, dict[str, bytes]]]:
     """Raw members of the index's ``split`` pairs (sorted by key, at most ``limit``), read from their shards."""
-    from train.data import index_shard, read_samples
+    from invs.shards import index_shard, read_samples
 
     rows = tables.read_table(storage.join(data, "index"), tables.INDEX_SCHEMA).to_pylist()
     if not rows:
@@ -49,7 +50,7 @@ def held_out_pairs(data: str, split: str, limit: int | None) -> list[tuple[str, 
     return sorted(found)
 
 
-#: The methods scored on the same pixels, as rows: name -> view of :data:`train.inference.SCORED`. ``model`` is the
+#: The methods scored on the same pixels, as rows: name -> view of :data:`inference.pipeline.SCORED`. ``model`` is the
 #: view the model delivers (its known-pixels setting); the others are its two variants, the zero-cost baselines and
 #: the VAE's round trip of the target (the ceiling of any generated view).
 METHODS = {
@@ -147,7 +148,7 @@ def shard_pairs(
 ) -> Iterator[tuple[str, str, dict[str, Any] | None]]:
     """``(key, uid, tensors)`` of the pair index's ``split`` pairs (tensors None, with a warning, when a pair is
     unreadable)."""
-    from train.batches import pair_to_tensors
+    from invs.pair_builder import pair_to_tensors
 
     uids = pair_uids(data)
     for n, (key, members) in enumerate(held_out_pairs(data, split, limit)):
@@ -164,119 +165,157 @@ def shard_pairs(
             yield key, uids.get(key, ""), None
 
 
-def evaluate(
-    model_uri: str,
-    data: str | None,
-    out: str,
-    split: str = "val",
-    steps: int = 20,
-    guidance_scale: float = 1.0,
-    batch_size: int = 8,
-    limit: int | None = None,
-    device: str = "cpu",
-    seed: int = 0,
-    known_pixels: str | None = None,
-    renders: str | None = None,
-    views_per_object: int = 4,
-    depth: str = "gt",
-    depth_model: str | None = None,
-    half_angle_deg: float = 45.0,
-) -> dict[str, Any]:
-    """Predict every chosen pair and score every method of :data:`METHODS` on it; write ``metrics.csv`` (a row
-    per pair and method), ``summary.json`` (means with bootstrap 95% intervals, per-object means),
-    ``results.md`` and ``predictions.png`` under ``out``; returns the summary.
+@dataclass
+class EvalRequest:
+    """What to evaluate and how (see :func:`evaluate`)."""
 
-    Pairs come from the pair shards at ``data`` (their ``split``), or, given ``renders``, straight from render
-    shards by the written protocol (:mod:`train.protocol`: ``views_per_object``, ``depth``, ``half_angle_deg``).
-    ``known_pixels`` (``composite`` / ``generate``; None: the model's default) chooses which view is ``model``.
-    """
+    model: str
+    out: str
+    data: str | None = None  # pair shards (the preprocess stage's --out), scored on their ``split`` pairs
+    renders: str | None = None  # or render shards, scored by the written protocol (:mod:`inference.protocol`)
+    split: str = "val"
+    steps: int = 20
+    guidance_scale: float = 1.0
+    batch_size: int = 8
+    limit: int | None = None
+    device: str = "cpu"
+    seed: int = 0
+    known_pixels: str | None = None  # which view is ``model``; None: the model's own
+    views_per_object: int = 4  # protocol: targets per object
+    depth: str = "gt"  # protocol: the source's depth, ``gt`` or ``zoedepth`` (the model's depth model)
+    #: Overrides of the model's spec (keys as :meth:`invs.model_spec.ModelSpec.overridden` takes them).
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Scored:
+    """Rows and picture material gathered while scoring."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    grid: dict[str, list] = field(default_factory=lambda: {n: [] for n in (*_GRID_INPUTS, "prediction")})
+    skipped: int = 0
+    seen: int = 0
+
+
+_GRID_INPUTS = ("source", "partial", "mask", "target")
+
+
+def pair_stream(request: EvalRequest, model: Any) -> Iterator[tuple[str, str, dict[str, Any] | None]]:
+    """The pairs to score: the protocol's from render shards, or the pair index's ``split`` from pair shards."""
+    if request.renders is not None:
+        from inference.protocol import protocol_pairs
+
+        return protocol_pairs(
+            request.renders, model.spec, request.views_per_object, request.depth, request.limit, request.device
+        )
+    if request.data is not None:
+        return shard_pairs(request.data, request.split, request.limit, model.resolution)
+    raise InvsError("evaluate needs pair shards (--data) or render shards (--renders)")
+
+
+def score_all(model: Any, pairs: Iterator, request: EvalRequest, delivered: str, lpips: Any) -> Scored:
+    """Predict and score every pair in batches: one row per pair and method of :data:`METHODS`."""
     import itertools
 
+    from invs.pair_builder import collate
+
+    scored = Scored()
+    while chunk := list(itertools.islice(pairs, request.batch_size)):
+        good = [(key, uid, item) for key, uid, item in chunk if item is not None]
+        scored.skipped += len(chunk) - len(good)
+        if good:
+            batch = collate([item for _, _, item in good])
+            seed = request.seed + scored.seen
+            views, scores = model.score(batch, request.steps, request.guidance_scale, seed, lpips=lpips)
+            for i, (key, uid, _) in enumerate(good):
+                for method, view in METHODS.items():
+                    name = view or delivered
+                    values = {m: float(scores[f"{m}_{name}"][i]) if f"{m}_{name}" in scores else None for m in METRICS}
+                    scored.rows.append({"key": key, "uid": uid, "method": method} | values)
+            scored.keys += [key for key, _, _ in good]
+            room = GRID_ROWS - len(scored.grid["source"])
+            for name in _GRID_INPUTS:
+                scored.grid[name] += list(batch[name][:room])
+            scored.grid["prediction"] += list(views[delivered][:room])
+        scored.seen += len(chunk)
+    return scored
+
+
+def evaluate(request: EvalRequest) -> dict[str, Any]:
+    """Predict every chosen pair and score every method of :data:`METHODS` on it; write ``metrics.csv`` (a row
+    per pair and method), ``summary.json`` (means with bootstrap 95% intervals, per-object means, the model's
+    spec in force), ``results.md`` and ``predictions.png`` under ``request.out``; returns the summary.
+
+    The pairs are built as the model's own spec says (:mod:`invs.model_spec`), never as a config says."""
     import torch
 
+    from inference.pipeline import NovelViewPipeline, delivered_view
     from invs.preview import png_bytes, prediction_sheet
-    from train.data import collate
-    from train.inference import NovelViewModel, delivered_view
 
-    model = NovelViewModel.from_pretrained(model_uri, device=device)
-    known_pixels = known_pixels or model.known_pixels
+    model = NovelViewPipeline.load(request.model, device=request.device)
+    model.spec, notes = model.spec.overridden(**request.overrides)
+    for note in notes:
+        print(note)
+    known_pixels = request.known_pixels or model.known_pixels
     try:
         delivered = delivered_view(known_pixels)
     except ValueError as exc:
         raise InvsError(str(exc)) from None
-    lpips, lpips_reason = lpips_or_reason(device)
-    if renders is not None:
-        from train.protocol import protocol_pairs
-
-        source: Iterator[tuple[str, str, dict[str, Any] | None]] = protocol_pairs(
-            renders, model.resolution, views_per_object, depth, depth_model, half_angle_deg, limit, device
-        )
-    elif data is not None:
-        source = shard_pairs(data, split, limit, model.resolution)
-    else:
-        raise InvsError("evaluate needs pair shards (--data) or render shards (--renders)")
-    rows: list[dict[str, Any]] = []
-    grid_batch: dict[str, list] = {"source": [], "partial": [], "mask": [], "target": [], "prediction": []}
-    skipped, scored_keys, start = 0, [], 0
-    while chunk := list(itertools.islice(source, batch_size)):
-        good = [(key, uid, item) for key, uid, item in chunk if item is not None]
-        skipped += len(chunk) - len(good)
-        if good:
-            batch = collate([item for _, _, item in good])
-            views, scores = model.score(batch, steps, guidance_scale, seed + start, lpips=lpips)
-            for i, (key, uid, _) in enumerate(good):
-                for method, view in METHODS.items():
-                    view = view or delivered
-                    row = {"key": key, "uid": uid, "method": method}
-                    rows.append(
-                        row
-                        | {m: (float(scores[f"{m}_{view}"][i]) if f"{m}_{view}" in scores else None) for m in METRICS}
-                    )
-            scored_keys += [key for key, _, _ in good]
-            room = GRID_ROWS - len(grid_batch["source"])
-            for name in ("source", "partial", "mask", "target"):
-                grid_batch[name] += list(batch[name][:room])
-            grid_batch["prediction"] += list(views[delivered][:room])
-        start += len(chunk)
-    if not rows:
-        where = renders if renders is not None else f"{data} ({split!r})"
-        raise InvsError(f"none of the {start} pairs from {where} could be read")
-    storage.write_text(storage.join(out, "metrics.csv"), tables.csv_text(rows, COLUMNS))
-    stacked = {k: torch.stack(v) for k, v in grid_batch.items()}
+    lpips, lpips_reason = lpips_or_reason(request.device)
+    scored = score_all(model, pair_stream(request, model), request, delivered, lpips)
+    if not scored.rows:
+        where = request.renders if request.renders is not None else f"{request.data} ({request.split!r})"
+        raise InvsError(f"none of the {scored.seen} pairs from {where} could be read")
+    out = request.out
+    storage.write_text(storage.join(out, "metrics.csv"), tables.csv_text(scored.rows, COLUMNS))
+    stacked = {k: torch.stack(v) for k, v in scored.grid.items()}
     picture = storage.join(out, "predictions.png")
-    storage.write_bytes(picture, png_bytes(prediction_sheet(stacked, stacked["prediction"], scored_keys[:GRID_ROWS])))
-    breakdown = summarize_rows(rows)
+    storage.write_bytes(picture, png_bytes(prediction_sheet(stacked, stacked["prediction"], scored.keys[:GRID_ROWS])))
+    summary = summary_of(request, model.spec, scored, known_pixels, lpips_reason) | {"picture": picture}
+    storage.write_text(summary["results_md"], results_markdown(summary))
+    storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
+    return summary
+
+
+def summary_of(
+    request: EvalRequest, spec: Any, scored: Scored, known_pixels: str, lpips_reason: str | None
+) -> dict[str, Any]:
+    """``summary.json``'s content (without the picture's URI)."""
+    breakdown = summarize_rows(scored.rows)
     model_means = breakdown["methods"]["model"]
-    summary = {
-        "model": model_uri,
-        "data": data if renders is None else None,
-        "renders": renders,
-        "split": split if renders is None else "protocol",
+    protocol = request.renders is not None
+    return {
+        "model": request.model,
+        "data": None if protocol else request.data,
+        "renders": request.renders,
+        "split": "protocol" if protocol else request.split,
         "protocol": (
-            {"views_per_object": views_per_object, "depth": depth, "half_angle_deg": half_angle_deg}
-            if renders is not None
+            {
+                "views_per_object": request.views_per_object,
+                "depth": request.depth,
+                "half_angle_deg": spec.mask.half_angle_deg,
+            }
+            if protocol
             else None
         ),
-        "pairs": len(scored_keys),
-        "objects_count": len({r["uid"] for r in rows}),
-        "skipped": skipped,
-        "inference_steps": steps,
-        "device": device,
-        "guidance_scale": guidance_scale,
-        "seed": seed,
+        "spec": spec.to_dict(),
+        "pairs": len(scored.keys),
+        "objects_count": len({r["uid"] for r in scored.rows}),
+        "skipped": scored.skipped,
+        "inference_steps": request.steps,
+        "device": request.device,
+        "guidance_scale": request.guidance_scale,
+        "seed": request.seed,
         "known_pixels": known_pixels,
         "psnr": model_means["psnr"]["mean"],
         "ssim": model_means["ssim"]["mean"],
         "lpips": model_means["lpips"]["mean"] if "lpips" in model_means else None,
         "lpips_unavailable": lpips_reason,
         **breakdown,
-        "metrics_csv": storage.join(out, "metrics.csv"),
-        "results_md": storage.join(out, "results.md"),
-        "picture": picture,
+        "metrics_csv": storage.join(request.out, "metrics.csv"),
+        "results_md": storage.join(request.out, "results.md"),
     }
-    storage.write_text(summary["results_md"], results_markdown(summary))
-    storage.write_text(storage.join(out, "summary.json"), json.dumps(summary, indent=2))
-    return summary
 
 
 def comparison_table(summaries: dict[str, dict[str, Any]]) -> str:
@@ -301,9 +340,9 @@ def comparison_table(summaries: dict[str, dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from train.inference import KNOWN_PIXELS
+    from invs.model_spec import KNOWN_PIXELS
 
-    parser = cli.stage_parser("train/evaluate.py", __doc__.splitlines()[0])
+    parser = cli.stage_parser("inference/evaluate.py", __doc__.splitlines()[0])
     parser.add_argument("--model", help="exported model (local or s3://); default: the config's train.out/model")
     parser.add_argument("--out", help="where metrics and the picture go; default: the config's train.out/evaluation")
     parser.add_argument("--split", default="val", choices=["val", "train"])
@@ -317,42 +356,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     )
     parser.add_argument(
-        "--renders", help="evaluate straight from render shards by the written protocol (train/protocol.py)"
+        "--renders", help="evaluate straight from render shards by the written protocol (inference/protocol.py)"
     )
     parser.add_argument("--views-per-object", type=int, default=4, help="--renders: targets per object (views 1..K)")
     parser.add_argument("--depth", choices=["gt", "zoedepth"], default="gt", help="--renders: the source's depth")
-    parser.add_argument("--depth-model", help="--renders --depth zoedepth: hub id or local path")
+    parser.add_argument("--depth-model", help="--renders --depth zoedepth: overrides the model's depth model")
+    parser.add_argument("--mask-half-angle", type=float, metavar="DEG", help="overrides the model's mask half-angle")
     parser.add_argument("--limit", type=int, help="at most this many pairs")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when this machine has it, else cpu")
     parser.add_argument(
         "--known-pixels",
         choices=KNOWN_PIXELS,
-        help="which views count as the model's (both are scored); default: the model's own (invs.json)",
+        help="which views count as the model's (both are scored); default: the model's own (its spec)",
     )
     args = parser.parse_args(argv)
     if args.views_per_object < 1:
         parser.error("--views-per-object must be >= 1")
     config = cli.resolve_config(args, flags)
     tc = config.train
-    out = args.out or storage.join(tc.out, "evaluation")
-    device = pick_device(args.device)
-    storage.check_writable(out)
-    summary = evaluate(
-        args.model or storage.join(tc.out, "model"),
-        tc.data,
-        out,
-        args.split,
-        tc.val_inference_steps,
-        tc.guidance_scale,
-        limit=args.limit,
-        device=device,
-        known_pixels=args.known_pixels,
+    request = EvalRequest(
+        model=args.model or storage.join(tc.out, "model"),
+        out=args.out or storage.join(tc.out, "evaluation"),
+        data=tc.data,
         renders=args.renders,
+        split=args.split,
+        steps=tc.val_inference_steps,
+        guidance_scale=tc.guidance_scale,
+        limit=args.limit,
+        device=pick_device(args.device),
+        known_pixels=args.known_pixels,
         views_per_object=args.views_per_object,
         depth=args.depth,
-        depth_model=args.depth_model or config.preprocess.depth_model,
-        half_angle_deg=config.preprocess.mask_half_angle_deg,
+        overrides={"depth.model": args.depth_model, "mask.half_angle_deg": args.mask_half_angle},
     )
+    storage.check_writable(request.out)
+    summary = evaluate(request)
     print(f"evaluate: {summary['pairs']} {summary['split']} pairs, known pixels: {summary['known_pixels']}")
     print(comparison_table({summary["split"]: summary}))
     print(f"outputs: {summary['results_md']}, {summary['picture']}, {summary['metrics_csv']}")

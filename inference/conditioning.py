@@ -18,18 +18,22 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from invs.model_spec import CONDITIONINGS
 from invs.models import ModelUnavailableError
 
-CONDITIONINGS = ("empty_prompt", "clip_image")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class ImageProjection(nn.Module):
-    """Linear map of CLIP image embeddings ``(B, 1, P)`` to cross-attention tokens ``(B, 1, D)``."""
+class ImageProjection(ModelMixin, ConfigMixin):
+    """Linear map of CLIP image embeddings ``(B, 1, P)`` to cross-attention tokens ``(B, 1, D)`` (a diffusers model:
+    ``save_pretrained`` / ``from_pretrained``, a module of :class:`inference.pipeline.NovelViewPipeline`)."""
 
+    @register_to_config
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
@@ -66,7 +70,7 @@ def load_image_encoder(model_id_or_path: str) -> Any:
         detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ModelUnavailableError(
             f"cannot load the CLIP image encoder {model_id_or_path!r} ({detail}); download it first or set "
-            "train.image_encoder to a local directory, or use train.conditioning=empty_prompt"
+            "train.image_encoder to a local directory, or use inference.conditioning=empty_prompt"
         ) from exc
 
 
