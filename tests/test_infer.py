@@ -264,3 +264,34 @@ def test_a_rendered_pair_gives_the_preprocess_stages_partial_view_and_mask(real_
         assert Image.open(folder / f"{name}.png").size == (res, res)
     with Image.open(folder / "turntable.gif") as gif:
         assert gif.n_frames == 8
+
+
+def test_the_model_not_the_config_decides_how_inputs_are_built(
+    tiny_model: Path, tiny_zoedepth: Path, tmp_path: Path
+) -> None:
+    """The same model and image give identical views under the demo preset and under one whose cameras, lens and
+    mask angle differ: the geometry comes from the model's spec. A flag overrides one value, and says so."""
+    from inference.infer import read_spec
+
+    image = object_on_plain_background(tmp_path / "box.png")
+    common = ["--model", str(tiny_model), "--image", str(image), "--depth-model", str(tiny_zoedepth), "--steps", "2"]
+    common += ["--azimuth", "40", "--elevation", "15", "--save-intermediates"]
+    other = ["--config", "zero123", "--set", "camera.lens_mm=50", "--set", "preprocess.mask_half_angle_deg=30"]
+    runs = {
+        "local": run_infer(*common, "--config", "local", "--out", "local", cwd=tmp_path),
+        "other": run_infer(*common, *other, "--out", "other", cwd=tmp_path),
+        "flag": run_infer(*common, "--mask-half-angle", "30", "--out", "flag", cwd=tmp_path),
+    }
+    for proc in runs.values():
+        assert proc.returncode == 0, proc.stderr
+    spec = read_spec(str(tiny_model))
+    assert spec.mask.half_angle_deg == 45.0 and spec.camera.lens_mm == 35.0  # what the model was built with
+    for name in ("view_00.png", "intermediates/view_00_mask.png", "intermediates/view_00_partial.png"):
+        a = (tmp_path / "local/box" / name).read_bytes()
+        assert a == (tmp_path / "other/box" / name).read_bytes(), name
+    flagged = np.asarray(Image.open(tmp_path / "flag/box/intermediates/view_00_mask.png"))
+    assert not np.array_equal(flagged, np.asarray(Image.open(tmp_path / "local/box/intermediates/view_00_mask.png")))
+    assert "note: mask.half_angle_deg = 30.0 overrides the model's 45.0" in runs["flag"].stdout
+    assert "note: mask." not in runs["other"].stdout and "note: camera." not in runs["other"].stdout
+    record = json.loads((tmp_path / "other/box/views.json").read_text())
+    assert record["spec"]["mask"]["half_angle_deg"] == 45.0 and record["spec"]["camera"]["lens_mm"] == 35.0

@@ -3,6 +3,7 @@ exported model reloads (plain diffusers, and with its conditioning) and predicts
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,38 @@ def test_scores_every_view_on_the_same_pixels_and_the_vae_ceiling_on_request() -
     quick, quick_scores = m.score(b, steps=2, seed=3, vae_ceiling=False)  # what validation asks for
     assert "vae" not in quick and not any(k.endswith("_vae") for k in quick_scores)
     torch.testing.assert_close(quick_scores["psnr_generated"], scores["psnr_generated"])
+
+
+def test_an_export_of_the_earlier_format_says_how_to_convert_it_and_converts(tmp_path: Path) -> None:
+    """A StableDiffusionInpaintPipeline folder with invs.json (the earlier export) is refused in one line naming
+    inference/upgrade.py; the upgrade writes a pipeline that carries the preset's geometry and predicts as before."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    from inference.pipeline import inference_scheduler
+    from inference.upgrade import main as upgrade_main
+    from invs.models import ModelUnavailableError
+
+    parts = build_tiny_components(seed=0)
+    old = StableDiffusionInpaintPipeline(
+        vae=parts["vae"],
+        text_encoder=parts["text_encoder"],
+        tokenizer=parts["tokenizer"],
+        unet=parts["unet"],
+        scheduler=inference_scheduler(parts["scheduler"]),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    old.save_pretrained(tmp_path / "old", safe_serialization=True)
+    info = {"conditioning": "empty_prompt", "resolution": 32, "known_pixels": "generate", "steps": 7}
+    (tmp_path / "old" / "invs.json").write_text(json.dumps(info))
+    with pytest.raises(ModelUnavailableError, match="earlier format.*inference/upgrade.py"):
+        NovelViewPipeline.load(str(tmp_path / "old"))
+    args = ["--model", str(tmp_path / "old"), "--out", str(tmp_path / "new"), "--config", "zero123"]
+    assert upgrade_main([*args, "--set", "camera.lens_mm=50"]) == 0
+    new = NovelViewPipeline.load(str(tmp_path / "new"))
+    assert new.spec.camera.lens_mm == 50 and new.spec.camera.radius_range == (1.5, 2.2)
+    assert new.known_pixels == "generate" and new.config.training["steps"] == 7
+    m, _ = model("empty_prompt")
+    b = batch(5)
+    torch.testing.assert_close(new.predict(b, steps=2, seed=1), m.predict(b, steps=2, seed=1, known_pixels="generate"))
