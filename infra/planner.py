@@ -102,7 +102,7 @@ def workload_from_config(config: Config) -> Workload:
         depth=p.depth,
         train_steps=t.steps,
         train_batch_per_gpu=t.batch_size * t.grad_accumulation,
-        train_gpus=t.num_workers if t.use_gpu else 8,
+        train_gpus=t.num_workers if t.device == "gpu" else 8,
         precomputed_latents=p.latents is not None,
         objects_per_render_shard=r.objects_per_shard,
         objects_per_pair_shard=p.objects_per_shard,
@@ -291,8 +291,8 @@ def stage_node_types(config: Config, fleet: Fleet) -> dict[str, NodeType]:
     if problems:
         raise InvsError(problems[0])
     found = {}
-    for stage in ("render", "preprocess", "train"):
-        bundle = worker_bundle(config, stage)
+    for stage, section in config.worker_sections().items():
+        bundle = worker_bundle(section)
         found[stage] = next(nt for nt in fleet.node_types.values() if per_node(bundle, nt.resources) > 0)
     return found
 

@@ -8,7 +8,7 @@ Each stage reads the previous stage's output URI, as on a cluster. ``--out ROOT`
 Pictures, the evaluation and the resolved config go beside the render output (the parent of ``render.out``).
 Every output location is checked (writable, not a placeholder) before the first stage starts. Re-running continues:
 rendered objects and preprocessed pairs are skipped, and an existing training run is resumed (a finished one is
-only re-exported). Evaluation runs as a Ray task with a training worker's resources: with ``train.use_gpu`` one GPU
+only re-exported). Evaluation runs as a Ray task with a training worker's resources: with ``train.device: gpu`` one GPU
 (and ``train.node_resource``), so a CPU-only head node never samples the model itself.
 """
 
@@ -136,7 +136,7 @@ def run_train_and_evaluate(config: Config, out: str) -> list[tuple[str, str]]:
             flush=True,
         )
         splits = splits[1:]
-    device = "cuda" if tc.use_gpu else "cpu"
+    device = "cuda" if tc.device == "gpu" else "cpu"
     summaries = {}
     for split, what in splits:
         eval_out = storage.join(out, "eval" if what == splits[0][1] else f"eval_{split}")
@@ -169,14 +169,14 @@ def has_split(data: str, split: str) -> bool:
 
 def evaluate_on(config: Config, model: str, out: str, split: str, device: str) -> dict[str, Any]:
     """:func:`inference.evaluate.evaluate` on ``device`` where training ran: a Ray task with one training worker's
-    resources (one GPU and ``train.node_resource`` with ``train.use_gpu``; else a CPU), never on the driver's own
+    resources (one GPU and ``train.node_resource`` with ``train.device: gpu``; else a CPU), never on the driver's own
     node by default (a cluster's head node has no GPU)."""
     import ray
 
     from invs import fleet
 
     tc = config.train
-    task = ray.remote(**fleet.ray_options(fleet.worker_bundle(config, "train")))(_evaluate_with_settings)
+    task = ray.remote(**fleet.ray_options(fleet.worker_bundle(config.train)))(_evaluate_with_settings)
     kwargs = {"split": split, "steps": tc.val_inference_steps, "limit": 16, "device": device}
     return ray.get(task.remote(config, model, tc.data, out, kwargs))
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import re
@@ -24,7 +25,7 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 
 from invs import storage
-from invs.errors import ConfigError
+from invs.errors import ConfigError, StorageError
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -73,8 +74,44 @@ class CameraConfig:
     ring_elevation_deg: float = 20.0
 
 
+class _StageSection:
+    """A stage's section: it runs workers (``device``, ``node_resource``, a CPU count and a worker count, read by
+    :func:`invs.fleet.worker_bundle`), and its :attr:`_LOCATIONS` settings hold locations (a local path or
+    ``s3://bucket/prefix``), each normalised as it is set (:func:`invs.storage.normalize`: an absolute local path,
+    a canonical S3 URI), so every stage and every Ray worker, on any node and in any working directory, reads the
+    same value. One that cannot be normalised (a placeholder bucket) is kept for the stage that uses it to refuse,
+    naming the setting."""
+
+    _LOCATIONS: typing.ClassVar[tuple[str, ...]] = ()
+    WORKER_CPUS: typing.ClassVar[str | float] = 1.0
+    WORKER_COUNT: typing.ClassVar[str] = "workers"
+
+    @property
+    def worker_cpus(self) -> float:
+        """CPUs one of this section's workers asks Ray for."""
+        cpus = self.WORKER_CPUS
+        return float(getattr(self, cpus) if isinstance(cpus, str) else cpus)
+
+    @property
+    def worker_count(self) -> int | None:
+        """How many workers the section asks for (None: as many as the fleet holds)."""
+        return getattr(self, self.WORKER_COUNT)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._LOCATIONS and isinstance(value, str):
+            with contextlib.suppress(StorageError):
+                value = storage.normalize(value)
+        object.__setattr__(self, name, value)
+
+
 @dataclass
-class RenderConfig:
+class RenderConfig(_StageSection):
+    _LOCATIONS: typing.ClassVar[tuple[str, ...]] = ("out",)
+    #: How a section's workers are scheduled (:func:`invs.fleet.worker_bundle`): CPUs per worker, the setting that
+    #: holds how many workers to run (None: as many as fit).
+    WORKER_CPUS: typing.ClassVar[str] = "threads_per_worker"
+    WORKER_COUNT: typing.ClassVar[str] = "workers"
+
     objects: str = "samples"
     out: str = "out/local/renders"
     num_objects: int | None = None
@@ -121,7 +158,11 @@ class RenderConfig:
 
 
 @dataclass
-class PreprocessConfig:
+class PreprocessConfig(_StageSection):
+    _LOCATIONS: typing.ClassVar[tuple[str, ...]] = ("renders", "out")
+    WORKER_CPUS: typing.ClassVar[float] = 1.0
+    WORKER_COUNT: typing.ClassVar[str] = "workers"
+
     renders: str = "out/local/renders"
     out: str = "out/local/pairs"
     pairs_per_object: int = 8
@@ -134,7 +175,7 @@ class PreprocessConfig:
     seed: int = 0
     mask_half_angle_deg: float = 45.0  # covered pixels reach mask 0.5 at this source/target ray angle
     flip_average: bool = False  # ZoeDepth: average with the prediction on the mirrored image
-    device: Literal["cpu", "cuda"] = "cpu"  # depth, splatting and masks
+    device: Literal["cpu", "gpu"] = "cpu"  # depth, splatting and masks (gpu: one CUDA device per pair maker)
     workers: int | None = None  # actors in the pair-making pool; None: CPUs - 1 (at least 1)
     objects_per_shard: int = 16  # all pairs of an object share one shard
     node_resource: str | None = None  # custom Ray resource (ray_cluster.yaml) the pair makers need; None: any node
@@ -144,7 +185,11 @@ class PreprocessConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_StageSection):
+    _LOCATIONS: typing.ClassVar[tuple[str, ...]] = ("data", "out")
+    WORKER_CPUS: typing.ClassVar[float] = 1.0
+    WORKER_COUNT: typing.ClassVar[str] = "num_workers"
+
     data: str = "out/local/pairs"  # pair shards of the preprocess stage (OUT/shards + OUT/index)
     out: str = "out/local/train"  # Ray Train run (checkpoints), logs, validation grids, the exported pipeline
     model: str = "stabilityai/stable-diffusion-2-inpainting"
@@ -157,7 +202,7 @@ class TrainConfig:
     batch_size: int = 4  # per worker and micro-batch
     grad_accumulation: int = 1
     num_workers: int = 1  # Ray Train workers (DDP ranks)
-    use_gpu: bool = False
+    device: Literal["cpu", "gpu"] = "cpu"  # gpu: one CUDA device per worker, NCCL
     node_resource: str | None = None  # custom Ray resource (ray_cluster.yaml) every worker needs; None: any node
     loader_workers: int = 1  # data-loading processes per worker (0: load in the training process)
     shuffle_buffer: int = 64  # samples shuffled together while streaming (after shuffling shard order)
@@ -190,6 +235,11 @@ class TrainConfig:
     known_pixels: Literal["composite", "generate"] = "composite"  # keep the partial view's pixels by the soft mask
     seed: int = 0
 
+    @property
+    def use_gpu(self) -> bool:
+        """Whether the workers run on GPUs (``device == "gpu"``)."""
+        return self.device == "gpu"
+
 
 @dataclass
 class Config:
@@ -199,6 +249,10 @@ class Config:
     render: RenderConfig = field(default_factory=RenderConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def worker_sections(self) -> dict[str, Any]:
+        """The sections whose stages run workers on the fleet, by name."""
+        return {"render": self.render, "preprocess": self.preprocess, "train": self.train}
 
 
 # ------------------------------------------------------------------------------------------------ range checks
@@ -368,7 +422,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 #: Other spellings of a setting's values, as users write them (YAML reads ``no``, ``off`` and ``false`` as false).
+#: Settings renamed since they were first published: old key -> (new key, value map). A file or ``--set`` that
+#: still uses the old key keeps working.
+RENAMED: dict[str, tuple[str, dict[Any, Any]]] = {"train.use_gpu": ("device", {True: "gpu", False: "cpu"})}
 SPELLINGS: dict[str, dict[Any, str]] = {
+    **{f"{section}.device": {"cuda": "gpu"} for section in ("render", "preprocess", "train")},
     "train.mixed_precision": {
         False: "no",
         "false": "no",
@@ -399,6 +457,10 @@ def _build(cls: type, data: Any, where: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         name = f"{where}.{key}" if where else str(key)
+        if name in RENAMED and key not in fields:
+            key, values = RENAMED[name]
+            value = values.get(value, value)
+            name = f"{where}.{key}" if where else str(key)
         if key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             prefix = f"{where}." if where else ""
@@ -497,15 +559,21 @@ def load_config(
     name_or_path: str | Path | None = "local",
     overrides: list[str] | dict[str, Any] | None = None,
 ) -> Config:
-    """Load a preset or YAML file (default: the ``local`` preset), apply overrides, check every key and type."""
+    """Load a preset or YAML file (default: the ``local`` preset), apply overrides, check every key and type, and
+    An error names its cause: the file, or the overrides (``--set``, flags)."""
     data: dict[str, Any] = {}
     source = "defaults"
     if name_or_path is not None:
         path = resolve_config_path(name_or_path)
         data = _load_raw(path)
         source = str(path)
+    config = _checked(data, source)
     if overrides:
-        data = apply_overrides(data, overrides)
+        config = _checked(apply_overrides(data, overrides), "a --set override or flag")
+    return config
+
+
+def _checked(data: dict[str, Any], source: str) -> Config:
     try:
         config = _build(Config, data, "")
         check_ranges(config)

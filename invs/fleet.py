@@ -27,7 +27,6 @@ from invs.errors import ConfigError
 #: How much of a node-type resource (``ray_cluster.yaml`` gives each node 1) one worker asks for: the resource only
 #: says where a worker may run; CPUs and GPUs still decide how many fit.
 NODE_RESOURCE_SHARE = 0.001
-STAGES = ("render", "preprocess", "train")
 
 
 @dataclass(frozen=True)
@@ -119,20 +118,11 @@ def node_resources(name: str | None) -> dict[str, float]:
     return {name: NODE_RESOURCE_SHARE} if name else {}
 
 
-def worker_bundle(config: Config, stage: str) -> dict[str, float]:
-    """The resources one worker of ``stage`` asks Ray for (``CPU``, ``GPU`` and the stage's node resource)."""
-    if stage == "render":
-        r = config.render
-        gpu, cpus, pin = r.device == "gpu", float(r.threads_per_worker), r.node_resource
-    elif stage == "preprocess":
-        p = config.preprocess
-        gpu, cpus, pin = p.device == "cuda", 1.0, p.node_resource
-    elif stage == "train":
-        t = config.train
-        gpu, cpus, pin = t.use_gpu, 1.0, t.node_resource
-    else:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
-    return {"CPU": cpus, **({"GPU": 1.0} if gpu else {}), **node_resources(pin)}
+def worker_bundle(section: Any) -> dict[str, float]:
+    """The resources one worker of a config section (``config.render``, ``config.preprocess``, ``config.train``)
+    asks Ray for: its ``worker_cpus`` CPUs, a GPU with ``device: gpu``, and a share of its ``node_resource``."""
+    gpu = {"GPU": 1.0} if section.device == "gpu" else {}
+    return {"CPU": section.worker_cpus, **gpu, **node_resources(section.node_resource)}
 
 
 def ray_options(bundle: dict[str, float]) -> dict[str, Any]:
@@ -179,8 +169,8 @@ def check_fleet(config: Config, fleet: Fleet) -> tuple[list[str], list[str]]:
     """``(problems, lines)``: one line per stage that cannot run on ``fleet`` as configured, and one line per stage
     saying where its workers go and how many the fleet holds."""
     problems, lines = [], []
-    for stage in STAGES:
-        bundle = worker_bundle(config, stage)
+    for stage, section in config.worker_sections().items():
+        bundle = worker_bundle(section)
         hosts = {n: per_node(bundle, nt.resources) for n, nt in fleet.node_types.items()}
         hosts = {n: k for n, k in hosts.items() if k > 0}
         if not hosts:
@@ -190,11 +180,7 @@ def check_fleet(config: Config, fleet: Fleet) -> tuple[list[str], list[str]]:
             )
             continue
         capacity = fleet_workers(fleet, bundle)
-        wanted = {
-            "render": config.render.workers,
-            "preprocess": config.preprocess.workers,
-            "train": config.train.num_workers,
-        }[stage]
+        wanted = section.worker_count
         if wanted is not None and wanted > capacity:
             problems.append(
                 f"{stage}: {wanted} workers of {describe(bundle)} need more than the fleet holds ({capacity} on "

@@ -14,7 +14,7 @@ Bad input (a corrupt render shard, a sample missing members, no usable view pair
 Failures of the environment stop the job with one ``error:`` line instead: no node able to hold a pair maker
 within ``preprocess.worker_wait_s`` (:func:`wait_for_a_pair_maker_node`, before the pool starts), S3 down past
 the retries of ``storage.*`` (every task applies the config's storage settings in its own process), CUDA missing
-where ``preprocess.device`` is ``cuda``.
+where ``preprocess.device`` is ``gpu``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -128,7 +129,7 @@ def _no_cuda_here(torch: Any) -> str:
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
     return (
-        f"preprocess.device is cuda but torch sees no CUDA device in the pair maker on {socket.gethostname()} "
+        f"preprocess.device is gpu but torch sees no CUDA device in the pair maker on {socket.gethostname()} "
         f"(CUDA_VISIBLE_DEVICES={visible}; torch {torch.__version__} built for CUDA {torch.version.cuda or 'none'}): "
         "fix the node's GPU driver or torch build, or set preprocess.device=cpu"
     )
@@ -143,9 +144,9 @@ class PairMaker:
         apply_storage_settings(config)  # this process's S3 endpoint and retries (a Ray actor does not inherit them)
         self.config = config
         p = config.preprocess
-        if p.device == "cuda" and not torch.cuda.is_available():
+        if p.device == "gpu" and not torch.cuda.is_available():
             raise InvsError(_no_cuda_here(torch))
-        self.device = p.device
+        self.device = "cuda" if p.device == "gpu" else "cpu"
         self.estimator = None
         if p.depth == "zoedepth":
             from invs.depth import DepthEstimator
@@ -276,7 +277,7 @@ def pair_maker_pool(config: Config, bundle: dict[str, float], alive: int) -> int
 def wait_for_a_pair_maker_node(bundle: dict[str, float], wait_s: float, objects: int) -> None:
     """Return once a node can hold one pair maker (``bundle``); a one-line :class:`InvsError` after ``wait_s``.
 
-    Ray Data's actor pool would wait for ever for a bundle no node offers (``preprocess.device: cuda`` and no GPU
+    Ray Data's actor pool would wait for ever for a bundle no node offers (``preprocess.device: gpu`` and no GPU
     node, a ``preprocess.node_resource`` no node advertises). A placement group of that one bundle is the same
     demand (an autoscaler adds a node for it); it is removed again before the pool starts. ``objects``: how many
     are left to do, for the error line.
@@ -349,23 +350,42 @@ def _job_error(exc: BaseException) -> InvsError | None:
     return kind(f"{first}; the preprocess job stopped")
 
 
-def make_pairs(config: Config) -> dict[str, Any]:
-    import ray
+@dataclass
+class Work:
+    """What a preprocess run has to do: the rendered objects by render shard, those already done or failed, and
+    the orphan shards removed."""
 
-    from invs import fleet
-    from invs.ray_session import init_ray
+    by_shard: dict[str, list[str]]
+    done_keys: set[str]
+    orphans: list[str]
 
-    started = time.monotonic()
-    p = config.preprocess
-    out, renders = storage.normalize(p.out), storage.normalize(p.renders)
+    @property
+    def todo(self) -> dict[str, list[str]]:
+        return {s: keys for s, keys in self.by_shard.items() if set(keys) - self.done_keys}
+
+    @property
+    def total_objects(self) -> int:
+        return sum(len(k) for k in self.by_shard.values())
+
+    @property
+    def left(self) -> int:
+        return sum(len(set(k) - self.done_keys) for k in self.todo.values())
+
+
+def check_models(p: Any) -> None:
+    """Fail before any worker starts when the depth model or the latents' VAE cannot be found."""
     if p.depth == "zoedepth":
         from invs.depth import check_available
 
-        check_available(p.depth_model)  # before any worker starts
+        check_available(p.depth_model)
     if p.latents and p.latents != "tiny":
         from invs.models import check_model_available
 
         check_model_available(p.latents, parts=("vae",))
+
+
+def plan_work(renders: str, out: str) -> Work:
+    """Compare the render manifest with the pair index and failures; remove orphan pair shards."""
     manifest = tables.latest_by_uid(
         tables.read_table(storage.join(renders, tables.MANIFEST_DIR), tables.MANIFEST_SCHEMA)
     )
@@ -379,59 +399,80 @@ def make_pairs(config: Config) -> dict[str, Any]:
     failed = tables.read_table(storage.join(out, tables.FAILURES_DIR), tables.FAILURE_SCHEMA)
     done_keys = {shards.safe_key(u) for u in index.column("uid").to_pylist()}
     done_keys |= {shards.safe_key(u) for u in failed.column("uid").to_pylist() if u}
-    referenced = set(index.column("shard").to_pylist())
-    orphans = shards.remove_orphan_shards(out, referenced)
-    todo = {s: keys for s, keys in by_shard.items() if set(keys) - done_keys}
-    total_objects = sum(len(k) for k in by_shard.values())
-    left = sum(len(set(k) - done_keys) for k in todo.values())
-    save_resolved(config, out)
+    orphans = shards.remove_orphan_shards(out, set(index.column("shard").to_pylist()))
+    return Work(dict(by_shard), done_keys, orphans)
+
+
+def run_pair_makers(config: Config, work: Work) -> dict[str, Any]:
+    """The Ray Data job: read the objects still to do, make their pairs on a pool of pair makers, write shards.
+    Returns the sink's totals (``pairs``, ``failures``, ``law``)."""
+    import ray
+    import ray.data
+
+    from invs import fleet
+    from invs.ray_session import init_ray
+
+    p = config.preprocess
+    init_ray(config)
+    todo = work.todo
+    items = [{"render_shard": s, "skip": sorted(set(keys) & work.done_keys)} for s, keys in sorted(todo.items())]
+    bundle = fleet.worker_bundle(config.preprocess)
+    wait_for_a_pair_maker_node(bundle, p.worker_wait_s, objects=work.left)
+    actors = pair_maker_pool(config, bundle, fleet.alive_workers(bundle))
+    # Our own progress lines replace Ray Data's per-operator log spam, and its error logs: an error of ours in a
+    # task becomes one line (below), any other is raised with its traceback.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    ds = ray.data.from_items(items).map_batches(
+        read_objects, fn_kwargs={"config": config}, batch_size=1, batch_format="pyarrow"
+    )
+    ds = ds.map_batches(
+        PairMaker,
+        fn_constructor_args=(config,),
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        **fleet.ray_options(bundle),
+        batch_format="pyarrow",
+    )
+    sink = PairShardSink(p.out, tables.new_job_id(), p.objects_per_shard, config)
+    try:
+        ds.write_datasink(sink)
+    except ray.exceptions.RayError as exc:
+        error = _job_error(exc)
+        if error is None:
+            raise
+        raise error from None
+    return sink.totals
+
+
+def make_pairs(config: Config) -> dict[str, Any]:
+    """Make the pairs of every rendered object not yet done (see the module docstring); returns the summary, also
+    written as ``OUT/summary.json``."""
+    started = time.monotonic()
+    p = config.preprocess
+    check_models(p)
+    work = plan_work(p.renders, p.out)
+    save_resolved(config, p.out)
     print(
-        f"preprocess: {total_objects} objects in {len(by_shard)} render shards; "
-        f"{left} to do; {len(orphans)} orphan shard(s) removed",
+        f"preprocess: {work.total_objects} objects in {len(work.by_shard)} render shards; "
+        f"{work.left} to do; {len(work.orphans)} orphan shard(s) removed",
         flush=True,
     )
-    written, new_failures, law = 0, [], []
-    if todo:
-        init_ray(config)
-        items = [{"render_shard": s, "skip": sorted(set(keys) & done_keys)} for s, keys in sorted(todo.items())]
-        bundle = fleet.worker_bundle(config, "preprocess")
-        wait_for_a_pair_maker_node(bundle, p.worker_wait_s, objects=left)
-        actors = pair_maker_pool(config, bundle, fleet.alive_workers(bundle))
-        import ray.data
-
-        # Our own progress lines (below) replace Ray Data's per-operator log spam, and its error logs: an error of
-        # ours in a task becomes one line (below), any other is raised with its traceback.
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
-        ds = ray.data.from_items(items).map_batches(
-            read_objects, fn_kwargs={"config": config}, batch_size=1, batch_format="pyarrow"
-        )
-        ds = ds.map_batches(
-            PairMaker,
-            fn_constructor_args=(config,),
-            batch_size=1,
-            concurrency=actors,
-            **fleet.ray_options(bundle),
-            batch_format="pyarrow",
-        )
-        sink = PairShardSink(out, tables.new_job_id(), p.objects_per_shard, config)
-        try:
-            ds.write_datasink(sink)
-        except ray.exceptions.RayError as exc:
-            error = _job_error(exc)
-            if error is None:
-                raise
-            raise error from None
-        written, new_failures, law = sink.totals["pairs"], sink.totals["failures"], sink.totals["law"]
+    totals: dict[str, Any] = {"pairs": 0, "failures": [], "law": []}
+    if work.todo:
+        totals = run_pair_makers(config, work)
     wall = time.monotonic() - started
+    written, law = totals["pairs"], totals["law"]
     summary = {
-        "out": out,
-        "renders": renders,
-        "objects": total_objects,
+        "out": p.out,
+        "renders": p.renders,
+        "objects": work.total_objects,
         "pairs_written": written,
         "objects_done": len(law),
-        "failures": [{"render_shard": f["render_shard"], "uid": f["uid"], "error": f["error"]} for f in new_failures],
-        "orphan_shards_removed": len(orphans),
+        "failures": [
+            {"render_shard": f["render_shard"], "uid": f["uid"], "error": f["error"]} for f in totals["failures"]
+        ],
+        "orphan_shards_removed": len(work.orphans),
         "depth": p.depth,
         "resolution": p.resolution,
         "empty_views_skipped": sum(e["skipped_views"] for e in law),
@@ -439,7 +480,7 @@ def make_pairs(config: Config) -> dict[str, Any]:
         "wall_s": round(wall, 2),
         "pairs_per_s": round(written / wall, 3) if written else None,
     }
-    storage.write_text(storage.join(out, SUMMARY_NAME), json.dumps(summary, indent=2))
+    storage.write_text(storage.join(p.out, SUMMARY_NAME), json.dumps(summary, indent=2))
     return summary
 
 

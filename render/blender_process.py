@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from render.request import RenderRequest
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 120.0
 
@@ -193,9 +195,9 @@ class BlenderProcess:
             tail = self.log_tail(since)
             raise BlenderError(f"{reason}; last output:\n{tail}" if tail else reason) from None
 
-    def render(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """Render one object (see :func:`render.blender_worker.render_object` for the request fields)."""
-        return self.request(request, timeout_s)
+    def render(self, request: RenderRequest, timeout_s: float) -> dict[str, Any]:
+        """Render one object (:func:`render.blender_worker.render_object`); its answer."""
+        return self.request(request.message(), timeout_s)
 
 
 def _describe_exit(code: int | None) -> str:

@@ -33,6 +33,7 @@ import numpy as np
 
 from invs import cameras
 from render import gltf_check
+from render.request import RenderRequest
 
 DEPTH_MISS = 1e9  # Cycles writes ~1e10 where a depth sample hits nothing
 
@@ -294,11 +295,11 @@ def setup_lighting(mode: str, rng: np.random.Generator) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ render set-up
 
 
-def setup_render(req: dict[str, Any], depth_dir: Path) -> tuple[Any, Any]:
+def setup_render(req: RenderRequest, depth_dir: Path) -> tuple[Any, Any]:
     """Engine, film, colour management, camera and the compositor that writes the depth pass; (camera, output)."""
     bpy = _bpy()
     scene = bpy.context.scene
-    res = int(req["resolution"])
+    res = req.resolution
     scene.render.resolution_x = scene.render.resolution_y = res
     scene.render.resolution_percentage = 100
     scene.render.film_transparent = True
@@ -307,40 +308,39 @@ def setup_render(req: dict[str, Any], depth_dir: Path) -> tuple[Any, Any]:
     scene.render.image_settings.color_depth = "8"
     scene.view_settings.view_transform = "Standard"
     scene.view_settings.look = "None"
-    threads = int(req.get("threads") or 0)
-    if threads > 0:
+    if req.threads > 0:
         scene.render.threads_mode = "FIXED"
-        scene.render.threads = threads
-    engine = req["engine"]
+        scene.render.threads = req.threads
+    engine = req.engine
     if engine == "cycles":
         scene.render.engine = "CYCLES"
-        scene.cycles.samples = int(req["samples"])
-        threshold = req.get("adaptive_threshold")
+        scene.cycles.samples = req.samples
+        threshold = req.adaptive_threshold
         if threshold is not None:  # None: Blender's default (adaptive sampling on, noise threshold 0.01)
             scene.cycles.use_adaptive_sampling = float(threshold) > 0
             if float(threshold) > 0:
                 scene.cycles.adaptive_threshold = float(threshold)
-        scene.cycles.use_denoising = bool(req["denoise"])
-        if req["denoise"]:
+        scene.cycles.use_denoising = req.denoise
+        if req.denoise:
             scene.cycles.denoiser = "OPENIMAGEDENOISE"
-            scene.cycles.denoising_prefilter = str(req.get("denoise_prefilter", "fast")).upper()
-        if req.get("limited_bounces", True):
+            scene.cycles.denoising_prefilter = req.denoise_prefilter.upper()
+        if req.limited_bounces:
             scene.cycles.diffuse_bounces = 1
             scene.cycles.glossy_bounces = 1
             scene.cycles.transparent_max_bounces = 3
             scene.cycles.transmission_bounces = 3
-        scene.cycles.device = "GPU" if req["device"] == "gpu" else "CPU"
-        if req["device"] == "gpu":
+        scene.cycles.device = "GPU" if req.device == "gpu" else "CPU"
+        if req.device == "gpu":
             _enable_gpu()
     elif engine == "eevee":
         scene.render.engine = "BLENDER_EEVEE"
-        scene.eevee.taa_render_samples = int(req["samples"])
+        scene.eevee.taa_render_samples = req.samples
     else:
         raise RenderFailure(f"unknown engine {engine!r}")
 
     cam_data = bpy.data.cameras.new("invs_camera")
-    cam_data.lens = float(req["lens_mm"])
-    cam_data.sensor_width = float(req["sensor_width_mm"])
+    cam_data.lens = float(req.lens_mm)
+    cam_data.sensor_width = float(req.sensor_width_mm)
     cam_data.sensor_fit = "HORIZONTAL"
     cam_data.clip_start = 0.01
     cam_data.clip_end = 100.0
@@ -394,33 +394,33 @@ def read_depth(exr_path: Path) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ one object
 
 
-def render_object(req: dict[str, Any]) -> dict[str, Any]:
-    """Render every view of one object into ``req["out_dir"]``; returns the per-view metadata and stats."""
+def render_object(req: RenderRequest) -> dict[str, Any]:
+    """Render every view of one object into ``req.out_dir``; returns the per-view metadata and stats."""
     from PIL import Image
 
     bpy = _bpy()
     t_start = time.perf_counter()
-    out_dir = Path(req["out_dir"])
+    out_dir = Path(req.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     reset_scene()
     t0 = time.perf_counter()
-    import_model(Path(req["model_path"]))
+    import_model(Path(req.model_path))
     import_s = time.perf_counter() - t0
     removed = clean_scene()
     missing_textures = count_missing_textures()
     normalization = normalize_scene()
-    if req.get("export_mesh"):
+    if req.export_mesh:
         export_mesh(out_dir / "mesh.npz")
-    rng = np.random.default_rng(int(req["light_seed"]))
-    lighting = setup_lighting(req["lighting"], rng)
+    rng = np.random.default_rng(req.light_seed)
+    lighting = setup_lighting(req.lighting, rng)
     camera, depth_output = setup_render(req, out_dir)
-    res = int(req["resolution"])
-    K = cameras.intrinsics_from_lens(float(req["lens_mm"]), float(req["sensor_width_mm"]), res, res)
-    dtype = np.float16 if req.get("depth_dtype", "float16") == "float16" else np.float32
+    res = req.resolution
+    K = cameras.intrinsics_from_lens(float(req.lens_mm), float(req.sensor_width_mm), res, res)
+    dtype = np.float16 if req.depth_dtype == "float16" else np.float32
     views, render_s = [], 0.0
     from mathutils import Matrix
 
-    for i, view in enumerate(req["views"]):
+    for i, view in enumerate(req.views):
         spec = cameras.CameraSpec(float(view["azimuth_deg"]), float(view["elevation_deg"]), float(view["radius"]))
         c2w = spec.c2w()
         camera.matrix_world = Matrix(cameras.opencv_c2w_to_blender(c2w).tolist())
@@ -472,19 +472,17 @@ def serve(requests: Any, respond: Any) -> None:
     for line in requests:
         if not line.strip():
             continue
-        req = json.loads(line)
-        if req.get("cmd") == "quit":
+        message = json.loads(line)
+        if message.get("cmd") == "quit":
             return
-        if req.get("cmd") == "crash":  # used by the isolation tests: dies the way a segfault does
-            os.kill(os.getpid(), 11)
         try:
-            result = render_object(req)
+            result = render_object(RenderRequest.from_message(message))
         except RenderFailure as exc:
             result = {"ok": False, "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - any other error fails this object only; traceback goes to the log
             traceback.print_exc()
             result = {"ok": False, "error": error_line(f"{type(exc).__name__}: {exc}")[:1000]}
-        result["id"] = req.get("id")
+        result["id"] = message.get("id")
         respond(result)
 
 

@@ -45,7 +45,7 @@ class Plan:
 
 def plan(config: Config, objects: list[ObjectRef]) -> Plan:
     """Compare the objects with the manifest: what is done, what to (re)try, what has failed too often."""
-    out = storage.normalize(config.render.out)
+    out = config.render.out
     latest = tables.latest_by_uid(tables.read_table(storage.join(out, tables.MANIFEST_DIR), tables.MANIFEST_SCHEMA))
     referenced = {row["shard"] for row in latest.values() if row["status"] == "ok"}
     result = Plan(objects=objects, referenced_shards=referenced)
@@ -81,7 +81,7 @@ def worker_pool(config: Config) -> tuple[int, int]:
         threads = max(1, min(threads, int(largest) or 1))
     if r.workers:
         return r.workers, threads
-    bundle = fleet.worker_bundle(config, "render") | {"CPU": float(threads)}
+    bundle = fleet.worker_bundle(config.render) | {"CPU": float(threads)}
     capacity = max(fleet.alive_workers(bundle), fleet.fleet_workers(cluster, bundle) if cluster else 0)
     return max(1, capacity), threads
 
@@ -110,9 +110,9 @@ class _Pool:
         from render.worker import RenderWorker
 
         self.config, self.threads, self.workers = config, threads, workers
-        self.manifest_uri = storage.join(storage.normalize(config.render.out), tables.MANIFEST_DIR)
+        self.manifest_uri = storage.join(config.render.out, tables.MANIFEST_DIR)
         # With device gpu each worker holds one GPU: Ray sets CUDA_VISIBLE_DEVICES, which its Blender inherits.
-        self.bundle = fleet.worker_bundle(config, "render") | {"CPU": float(threads)}
+        self.bundle = fleet.worker_bundle(config.render) | {"CPU": float(threads)}
         self.actor_cls = ray.remote(RenderWorker).options(**fleet.ray_options(self.bundle))
         self.job_id = tables.new_job_id()
         self.queue = list(todo)
@@ -309,7 +309,7 @@ def render_objects(config: Config, chunk_size: int = 2) -> dict[str, Any]:
     from invs.ray_session import init_ray
 
     started = time.monotonic()
-    out = storage.normalize(config.render.out)
+    out = config.render.out
     objects = resolve_objects(config.render)
     p = plan(config, objects)
     orphans = shards.remove_orphan_shards(out, p.referenced_shards)
@@ -379,7 +379,7 @@ def _summary(
     views = sum(r.get("views", 0) for r in results if r["status"] == "ok")
     timed_views = sum(s["views"] for s in worker_stats)  # by the workers that lived to report their times
     return {
-        "out": storage.normalize(config.render.out),
+        "out": config.render.out,
         "objects": len(p.objects),
         "already_done": p.done,
         "rendered": counts.get("ok", 0),

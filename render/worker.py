@@ -18,19 +18,19 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from invs import cameras, shards, storage, tables
+from invs import shards, storage, tables
 from invs.config import Config, apply_storage_settings
 from invs.images import MIN_ALPHA_FRACTION
 from render import objaverse_source
 from render.blender_process import BlenderError, BlenderProcess
 from render.object_ref import ObjectRef
+from render.request import RenderRequest
 
 #: An object whose every view covers less than this fraction of the image is recorded as an empty render.
 
@@ -98,29 +98,9 @@ def fetch(
     return path
 
 
-def build_request(config: Config, ref: ObjectRef, model: Path, out_dir: Path, threads: int) -> dict[str, Any]:
-    """The Blender worker's request for one object (see :func:`render.blender_worker.render_object`)."""
-    c, r = config.camera, config.render
-    return {
-        "id": ref.uid,
-        "model_path": str(model),
-        "out_dir": str(out_dir),
-        "views": [asdict(s) for s in cameras.view_specs(config, ref.uid)],
-        "resolution": r.resolution,
-        "engine": r.engine,
-        "samples": r.samples,
-        "denoise": r.denoise,
-        "denoise_prefilter": r.denoise_prefilter,
-        "adaptive_threshold": r.adaptive_threshold,
-        "limited_bounces": r.limited_bounces,
-        "device": r.device,
-        "lighting": r.lighting,
-        "light_seed": cameras.object_seed(ref.uid, r.seed + 1),
-        "lens_mm": c.lens_mm,
-        "sensor_width_mm": c.sensor_width_mm,
-        "threads": threads,
-        "depth_dtype": r.depth_dtype,
-    }
+def build_request(config: Config, ref: ObjectRef, model: Path, out_dir: Path, threads: int) -> RenderRequest:
+    """The Blender worker's request for one object (:class:`render.request.RenderRequest`)."""
+    return RenderRequest.from_config(config, ref.uid, model, out_dir, threads)
 
 
 #: Share of a node's memory that its Blender processes may use together when ``render.max_memory_mb`` is null.
@@ -147,7 +127,7 @@ def workers_on_node(config: Config, threads: int) -> int:
     """
     from invs import fleet
 
-    bundle = fleet.worker_bundle(config, "render") | {"CPU": float(threads)}
+    bundle = fleet.worker_bundle(config.render) | {"CPU": float(threads)}
     try:
         import ray
 
@@ -180,7 +160,7 @@ class RenderWorker:
         self.config = config
         self.index = index
         self.cfg = config.render
-        self.out = storage.normalize(self.cfg.out)
+        self.out = self.cfg.out
         self.manifest_uri = storage.join(self.out, tables.MANIFEST_DIR)
         self.tmp = Path(tempfile.mkdtemp(prefix=f"invs-render-w{index}-"))
         self.max_memory_mb = memory_cap_mb(self.cfg.max_memory_mb, node_memory_mb(), workers_on_node(config, threads))
@@ -227,8 +207,10 @@ class RenderWorker:
 
     # -------------------------------------------------------------------------------------------- rendering
 
-    def _sample(self, ref: ObjectRef, sha: str, result: dict[str, Any], out_dir: Path) -> shards.RenderSample:
-        r, c = self.cfg, self.config.camera
+    def _sample(
+        self, ref: ObjectRef, sha: str, request: RenderRequest, result: dict[str, Any], out_dir: Path
+    ) -> shards.RenderSample:
+        """The render shard's sample: the images Blender wrote, described by the request it rendered and its answer."""
         views = result["views"]
         rgba = [np.asarray(Image.open(out_dir / f"rgba_{i:03d}.png")) for i in range(len(views))]
         depth = [np.load(out_dir / f"depth_{i:03d}.npy") for i in range(len(views))]
@@ -236,20 +218,17 @@ class RenderWorker:
             "uid": ref.uid,
             "source": ref.uri,
             "sha256": sha,
-            "width": r.resolution,
-            "height": r.resolution,
+            "width": request.resolution,
+            "height": request.resolution,
             "normalization": result["normalization"],
             "views": views,
-            "renderer": {
-                "engine": r.engine,
-                "samples": r.samples,
-                "denoise": r.denoise,
-                "limited_bounces": r.limited_bounces,
-                "device": r.device,
-                "blender_version": result["blender_version"],
-                "lighting": result["lighting"],
+            "renderer": request.renderer()
+            | {"blender_version": result["blender_version"], "lighting": result["lighting"]},
+            "camera": {
+                "lens_mm": request.lens_mm,
+                "sensor_width_mm": request.sensor_width_mm,
+                "convention": "opencv_c2w",
             },
-            "camera": {"lens_mm": c.lens_mm, "sensor_width_mm": c.sensor_width_mm, "convention": "opencv_c2w"},
             "depth": {"kind": "planar_z", "units": "normalized_object", "background": 0.0},
             "missing_textures": result["missing_textures"],
             "removed": result["removed"],
@@ -271,9 +250,8 @@ class RenderWorker:
         shutil.rmtree(out_dir, ignore_errors=True)
         try:
             t0 = time.monotonic()
-            result = self.blender.render(
-                build_request(self.config, ref, model, out_dir, self.blender.threads), timeout_s=self.cfg.timeout_s
-            )
+            request = build_request(self.config, ref, model, out_dir, self.blender.threads)
+            result = self.blender.render(request, timeout_s=self.cfg.timeout_s)
             self.stats["blender_s"] += time.monotonic() - t0
             if not result.get("ok"):
                 return self._fail(ref, attempt, result.get("error", "unknown error"), time.monotonic() - started, sha)
@@ -288,7 +266,7 @@ class RenderWorker:
                     time.monotonic() - started,
                     sha,
                 )
-            sample = self._sample(ref, sha, result, out_dir)
+            sample = self._sample(ref, sha, request, result, out_dir)
             with self._lock:
                 if self._shard_opened is None:
                     self._shard_opened = time.monotonic()

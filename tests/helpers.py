@@ -28,7 +28,7 @@ FAST_RENDER = [
 ]
 
 
-def blender_request(model: Path, out_dir: Path, specs: list[Any], resolution: int, **overrides: Any) -> dict[str, Any]:
+def blender_request(model: Path, out_dir: Path, specs: list[Any], resolution: int, **overrides: Any) -> Any:
     """The render stage's own Blender request (:func:`render.worker.build_request` with the local config: Cycles on
     the CPU, uniform light, two threads) for ``model`` seen by the camera views ``specs``
     (:class:`invs.cameras.ViewSpec`); ``overrides`` replace request fields (``samples``, ``depth_dtype``, ...)."""
@@ -38,7 +38,7 @@ def blender_request(model: Path, out_dir: Path, specs: list[Any], resolution: in
 
     config = load_config("local", {"render.resolution": resolution})
     request = build_request(config, ObjectRef(model.stem, str(model), "local"), model, out_dir, threads=2)
-    return request | {"views": [asdict(s) for s in specs]} | overrides
+    return request.replace(views=[asdict(s) for s in specs], **overrides)
 
 
 def local_env(extra: dict[str, str] | None = None) -> dict[str, str]:

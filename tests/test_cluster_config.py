@@ -91,8 +91,8 @@ def test_fleet_capacity_counts_every_node_the_autoscaler_may_start(tmp_path: Pat
     assert fleet.node_types["render_cpu"].resources == {"CPU": 32.0, "render_cpu": 1.0}
     assert fleet.node_types["train_a100"].resources["GPU"] == 8.0 and fleet.node_types["head"].max_workers == 1
     paper = load_config("paper")
-    assert fleet_workers(fleet, worker_bundle(paper, "render")) == 100 * 32 // 2
-    assert fleet_workers(fleet, worker_bundle(paper, "train")) == 12 * 8
+    assert fleet_workers(fleet, worker_bundle(paper.render)) == 100 * 32 // 2
+    assert fleet_workers(fleet, worker_bundle(paper.train)) == 12 * 8
     assert per_node({"CPU": 3.0}, {"CPU": 8.0}) == 2 and per_node({"GPU": 1.0}, {"CPU": 8.0}) == 0
     custom = tmp_path / "cluster.yaml"
     custom.write_text(

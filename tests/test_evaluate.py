@@ -84,7 +84,7 @@ def test_protocol_pairs_match_what_the_preprocess_stage_builds(renders: str) -> 
     (sample,) = [s for s in shards.iter_render_samples(render_shards(renders)) if s.key == "SpotCow"]
     made = object_pairs(sample, config, "x", None, "cpu", None)
     stage = {key: pair_to_tensors(shards.decode_pair_sample(key, m), 32) for key, m in made.pairs}
-    ours = {key: t for key, _, t in protocol_pairs(renders, 32, views_per_object=3) if key in stage}
+    ours = {key: t for key, _, t in protocol_pairs(renders, standin_spec(32), views_per_object=3) if key in stage}
     assert ours, f"no protocol pair among the stage's pairs {sorted(stage)}"
     for key, t in ours.items():
         for name in ("source", "target", "partial", "mask"):

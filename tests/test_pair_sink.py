@@ -77,12 +77,12 @@ def test_pair_maker_pool_grows_to_the_fleet_of_the_cluster_file(tmp_path: Path) 
     nodes = {"head": {"resources": {"CPU": 2}}, "cpu": {"resources": {"CPU": 4, "pairs": 1}, "max_workers": 3}}
     cluster.write_text(yaml.safe_dump({"head_node_type": "head", "available_node_types": nodes}))
     config = load_config("local")
-    bundle = fleet.worker_bundle(config, "preprocess")
+    bundle = fleet.worker_bundle(config.preprocess)
     assert pair_maker_pool(config, bundle, alive=3) == 2  # the alive CPUs, one left for the read and write tasks
     config.ray.cluster_file = str(cluster)
     assert pair_maker_pool(config, bundle, alive=3) == (2, 2 + 3 * 4)  # autoscaling up to the whole fleet
     config.preprocess.node_resource = "pairs"
-    pinned = fleet.worker_bundle(config, "preprocess")
+    pinned = fleet.worker_bundle(config.preprocess)
     assert pair_maker_pool(config, pinned, alive=0) == (1, 12)  # no alive node offers 'pairs' yet
     config.preprocess.workers = 5
     assert pair_maker_pool(config, pinned, alive=0) == 5

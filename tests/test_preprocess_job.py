@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from infra import local_ray, local_s3
-from infra.fault_proxy import FaultProxy
 from invs import shards, storage, tables
+from tests.fault_proxy import FaultProxy
 from tests.helpers import copy_objects, extra_nodes, local_env, own_lines, render, running
 
 REPO = Path(__file__).resolve().parent.parent
@@ -279,7 +279,7 @@ def test_a_pair_maker_asked_for_cuda_never_falls_back_to_the_cpu() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     no_cuda = (
-        r"^preprocess.device is cuda but torch sees no CUDA device in the pair maker .*, or set preprocess.device=cpu$"
+        r"^preprocess.device is gpu but torch sees no CUDA device in the pair maker .*, or set preprocess.device=cpu$"
     )
     with pytest.raises(InvsError, match=no_cuda):
         PairMaker(load_config("local", {"preprocess.device": "cuda"}))
@@ -297,7 +297,7 @@ def test_an_error_of_ours_in_a_preprocess_task_or_actor_becomes_one_line() -> No
     then = "; the preprocess job stopped, re-run it with the same --out to finish"
     write = RayTaskError("Write", "Traceback: ...", StorageError(f"{outage}\nFailed to apply UDF transform"))
     read = f"Traceback (most recent call last):\ninvs.errors.StorageError: {outage}\n\nThe above exception was ..."
-    cuda = "preprocess.device is cuda but torch sees no CUDA device in the pair maker on node-7 (...)"
+    cuda = "preprocess.device is gpu but torch sees no CUDA device in the pair maker on node-7 (...)"
     no_cuda = f"Traceback (most recent call last):\ninvs.errors.InvsError: {cuda}\n"
     for raised, kind, line in [
         (write, StorageError, outage + then),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,7 @@ pytestmark = pytest.mark.blender
 RES = 96
 
 
-def request(model: Path, out_dir: Path, uid: str, views: int = 3, **extra: Any) -> dict[str, Any]:
+def request(model: Path, out_dir: Path, uid: str, views: int = 3, **extra: Any) -> Any:
     """The stage's request for ``views`` views of ``model`` at RES px, 8 samples, float16 depth and the mesh export."""
     specs = cameras.sample_object_cameras(uid, 0, views, (2.2, 2.6), (-20.0, 60.0))
     fields = {"id": uid, "samples": 8, "light_seed": 1, "depth_dtype": "float16", "export_mesh": True}
@@ -125,12 +128,18 @@ def test_crash_timeout_and_memory_blowup_cost_one_object_only(real_objects: Path
     good = request(real_objects / "BoxTextured.glb", tmp_path / "good", "box", views=1)
     with BlenderProcess(threads=2, log_dir=str(tmp_path / "logs")) as bp:
         assert bp.render(good, timeout_s=120)["ok"]
-        # A crash (segfault) fails this request only; the next object gets a fresh Blender.
-        with pytest.raises(BlenderError, match="SIGSEGV"):
-            bp.request({"cmd": "crash"}, timeout_s=60)
+        # A crash (segfault) mid-render fails this request only; the next object gets a fresh Blender.
+        slow = request(heavy_ply(tmp_path / "heavy.ply"), tmp_path / "slow", "heavy", views=4, samples=512)
+        pid = bp.pid
+        crash = threading.Timer(3.0, os.kill, (pid, signal.SIGSEGV))
+        crash.start()
+        try:
+            with pytest.raises(BlenderError, match="SIGSEGV"):
+                bp.render(slow, timeout_s=120)
+        finally:
+            crash.cancel()
         assert bp.render(good, timeout_s=120)["ok"] and bp.starts == 2
         # A hang past the per-object timeout is killed, with Blender's last output in the reason.
-        slow = request(heavy_ply(tmp_path / "heavy.ply"), tmp_path / "slow", "heavy", views=4, samples=512)
         with pytest.raises(BlenderError, match=r"timed out after 2 s"):
             bp.render(slow, timeout_s=2)
         assert bp.render(good, timeout_s=120)["ok"] and bp.starts == 3

@@ -467,7 +467,7 @@ def test_render_job_rides_out_an_s3_outage(
     wait it out with backoff and the job completes, every object exactly once and nothing half-written."""
     import time
 
-    from infra.fault_proxy import FaultProxy
+    from tests.fault_proxy import FaultProxy
 
     uids = copy_objects(real_objects, tmp_path / "objects", 8)
     out = f"{s3_bucket}/renders"
@@ -493,7 +493,7 @@ def test_render_job_rides_out_an_s3_outage(
 def test_an_s3_outage_longer_than_the_retries_stops_the_job_in_one_line_and_a_rerun_completes(
     s3_server: local_s3.S3Server, s3_bucket: str, real_objects: Path, tmp_path: Path
 ) -> None:
-    from infra.fault_proxy import FaultProxy
+    from tests.fault_proxy import FaultProxy
 
     uids = copy_objects(real_objects, tmp_path / "objects", 8)
     out = f"{s3_bucket}/renders"

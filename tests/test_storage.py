@@ -269,7 +269,7 @@ def test_a_write_during_a_short_outage_is_retried_and_lands_whole(
 ) -> None:
     import threading
 
-    from infra.fault_proxy import FaultProxy
+    from tests.fault_proxy import FaultProxy
 
     saved = storage.retry_policy()
     with FaultProxy(s3_server.endpoint_url) as proxy:

@@ -155,69 +155,208 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 def _train_worker(loop_config: dict[str, Any], where: dict[str, int]) -> None:
     """The worker's set-up and steps; keeps ``where`` (step being run, rank) current for error reports."""
-    import ray.train
-    import ray.train.torch
-    from diffusers.training_utils import EMAModel
+    worker = TrainWorker(loop_config, where)
+    for step in range(worker.start_step, worker.tc.steps):
+        where["step"] = step + 1
+        total = worker.accumulate(step)
+        worker.update(step, total)
+        worker.after_step(step + 1)
+    worker.finish()
 
-    config: Config = loop_config["config"]
-    plan: DataPlan = loop_config["plan"]
-    tc = config.train
-    apply_storage_settings(config)
-    configure_worker_logging()
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    where["rank"] = rank
-    device = ray.train.torch.get_device()
-    amp = autocast_dtype(tc, device)
 
-    parts = model_parts(tc)
-    fitted = loop_config.get("fitted_vae")
-    if fitted is not None:
-        parts["vae"].load_state_dict(fitted["state"])
-        parts["vae"].register_to_config(scaling_factor=fitted["scaling_factor"])
-    if tc.vae_scaling_factor is not None:
-        parts["vae"].register_to_config(scaling_factor=tc.vae_scaling_factor)
-    freeze(parts, device)
-    vae_id = vae_fingerprint(parts["vae"]) if tc.use_latents else None
-    conditioner = Conditioner(tc.conditioning, parts).to(device)
-    denoiser = build_denoiser(parts, conditioner, tc)
-    trainable = [p for p in denoiser.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=tc.learning_rate, weight_decay=tc.weight_decay)
-    scheduler = lr_scheduler(optimizer, tc)
-    ema = EMAModel(trainable, decay=tc.ema_decay) if rank == 0 and tc.ema_decay > 0 else None
+class TrainWorker:
+    """One Ray Train worker's state: the model and its optimizer (restored from the last checkpoint), the pair
+    stream, and rank 0's logger, validator and progress reports."""
 
-    start_step = 0
-    position = DataPosition(num_streams=world * max(tc.loader_workers, 1))
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
+    def __init__(self, loop_config: dict[str, Any], where: dict[str, int]) -> None:
+        import ray.train
+        import ray.train.torch
+
+        self.config: Config = loop_config["config"]
+        self.plan: DataPlan = loop_config["plan"]
+        self.tc = tc = self.config.train
+        apply_storage_settings(self.config)
+        configure_worker_logging()
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        where["rank"] = self.rank
+        self.device = ray.train.torch.get_device()
+        self.amp = autocast_dtype(tc, self.device)
+        self._build_model(loop_config.get("fitted_vae"))
+        self._restore()
+        where["step"] = self.start_step + 1
+        self.model = ray.train.torch.prepare_model(
+            self.denoiser, parallel_strategy_kwargs={"find_unused_parameters": False}
+        )
+        if self.ema is not None:
+            self.ema.to(self.device)
+        self.batches = iter(self._loader())
+        self.frozen = Frozen(self.parts["vae"], self.parts["scheduler"], self.conditioner)
+        self.loss_config = loss_config(tc, self.parts)
+        first = self.rank == 0
+        self.logger = MetricsLog(tc.out, self.start_step) if first else None
+        self.validator = Validator(self.plan, self.config, self.parts, self.conditioner, self.device) if first else None
+        self.progress = ProgressSender(loop_config.get("progress"), self.start_step, tc.steps) if first else None
+        self.latent_stds: list[float] = []
+        self.tick, self.samples = time.perf_counter(), 0
+        self.facts = WorkerFacts(
+            str(self.device),
+            str(self.amp).removeprefix("torch.") if self.amp else "float32",
+            self.start_step,
+            self.world,
+            self.vae_id,
+            frozen_dtype=str(self.parts["vae"].dtype).removeprefix("torch."),
+        )
+
+    def _build_model(self, fitted: dict[str, Any] | None) -> None:
+        """The model's parts (the fitted tiny VAE's weights and scale applied), frozen; the trainable denoiser,
+        its optimizer, learning-rate schedule and (rank 0) EMA."""
+        from diffusers.training_utils import EMAModel
+
+        tc = self.tc
+        self.parts = parts = model_parts(tc)
+        if fitted is not None:
+            parts["vae"].load_state_dict(fitted["state"])
+            parts["vae"].register_to_config(scaling_factor=fitted["scaling_factor"])
+        if tc.vae_scaling_factor is not None:
+            parts["vae"].register_to_config(scaling_factor=tc.vae_scaling_factor)
+        freeze(parts, self.device)
+        self.vae_id = vae_fingerprint(parts["vae"]) if tc.use_latents else None
+        self.conditioner = Conditioner(tc.conditioning, parts).to(self.device)
+        self.denoiser = build_denoiser(parts, self.conditioner, tc)
+        self.trainable = [p for p in self.denoiser.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=tc.learning_rate, weight_decay=tc.weight_decay)
+        self.scheduler = lr_scheduler(self.optimizer, tc)
+        self.ema = EMAModel(self.trainable, decay=tc.ema_decay) if self.rank == 0 and tc.ema_decay > 0 else None
+
+    def _restore(self) -> None:
+        """The step and data position to start from: the last checkpoint's, else the beginning."""
+        import ray.train
+
+        self.start_step = 0
+        self.position = DataPosition(num_streams=self.world * max(self.tc.loader_workers, 1))
+        restored = ray.train.get_checkpoint()
+        if restored is None:
+            return
         # A folder of this worker's own: Checkpoint.as_directory() shares one download folder between the workers of
         # a node, and with the checkpoint on S3 one worker's clean-up raced another's read (EOFError, "file read
         # failed" in torch.load; found by the rehearsal's S3 resume).
-        with tempfile.TemporaryDirectory(prefix=f"invs-restore-{rank}-") as folder:
+        with tempfile.TemporaryDirectory(prefix=f"invs-restore-{self.rank}-") as folder:
             restored.to_directory(folder)
-            start_step, position = load_state(Path(folder), denoiser, optimizer, scheduler, ema, position)
-    where["step"] = start_step + 1
-    model = ray.train.torch.prepare_model(denoiser, parallel_strategy_kwargs={"find_unused_parameters": False})
-    if ema is not None:
-        ema.to(device)
+            state = (self.denoiser, self.optimizer, self.scheduler, self.ema, self.position)
+            self.start_step, self.position = load_state(Path(folder), *state)
 
-    dataset = PairStream(
-        plan,
-        rank,
-        world,
-        tc.loader_workers,
-        tc.seed,
-        tc.shuffle_buffer,
-        starts=position.streams,
-        rotation=position.batches % max(tc.loader_workers, 1),
-        latents_vae=vae_id,
-    )
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=tc.batch_size, num_workers=tc.loader_workers, collate_fn=collate, pin_memory=False
-    )
-    batches = iter(loader)
-    frozen = Frozen(parts["vae"], parts["scheduler"], conditioner)
-    loss_config = LossConfig(
+    def _loader(self) -> torch.utils.data.DataLoader:
+        """This rank's share of the pair stream, from the restored position."""
+        tc = self.tc
+        dataset = PairStream(
+            self.plan,
+            self.rank,
+            self.world,
+            tc.loader_workers,
+            tc.seed,
+            tc.shuffle_buffer,
+            starts=self.position.streams,
+            rotation=self.position.batches % max(tc.loader_workers, 1),
+            latents_vae=self.vae_id,
+        )
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=tc.batch_size, num_workers=tc.loader_workers, collate_fn=collate, pin_memory=False
+        )
+
+    def accumulate(self, step: int) -> torch.Tensor:
+        """Forward and backward over the step's micro-batches; the summed loss (gradients synchronised once)."""
+        tc = self.tc
+        total = torch.zeros((), device=self.device)
+        stats: dict[str, float] | None = {} if step < self.start_step + LATENT_CHECK_STEPS else None
+        for micro in range(tc.grad_accumulation):
+            batch = next(self.batches)
+            self.position.consume(batch)
+            tensors = {k: v.to(self.device) for k, v in batch.items() if v.dtype.is_floating_point}
+            self.samples += int(batch["stream"].shape[0])
+            self.facts.count_batch(stored="moments" in batch)
+            generator = torch.Generator().manual_seed(derive_seed(tc.seed, step, micro, self.rank) % 2**63)
+            last = micro == tc.grad_accumulation - 1
+            sync = contextlib.nullcontext() if last or self.world == 1 else self.model.no_sync()
+            with sync, autocast(self.device, self.amp):
+                loss = training_loss(self.model, self.frozen, tensors, self.loss_config, generator, stats)
+                loss = loss / tc.grad_accumulation
+                loss.backward()
+            total += loss.detach()
+            if stats is not None:
+                self.latent_stds.append(stats["latent_std"])
+        return total
+
+    def update(self, step: int, total: torch.Tensor) -> None:
+        """The optimizer step (a non-finite loss stops the run), the schedule, EMA, and the step's metrics."""
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"the loss is {float(total)} at step {step + 1} (learning rate too high?)")
+        if self.tc.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.tc.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.step(self.trainable)
+        loss_value, skipped = _mean_loss_and_total_skipped(total, self.position.skipped, self.world)
+        elapsed = time.perf_counter() - self.tick
+        self.metrics: dict[str, Any] = {
+            "step": step + 1,
+            "loss": loss_value,
+            "lr": self.scheduler.get_last_lr()[0],
+            "samples_per_s": self.samples / elapsed if elapsed > 0 else 0.0,
+            "skipped": skipped,
+        }
+
+    def after_step(self, done: int) -> None:
+        """The latent-scale check, validation, the metrics log, checkpoints and progress, as due after step ``done``."""
+        import ray.train
+
+        tc, metrics = self.tc, self.metrics
+        final = done == tc.steps
+        if done == min(self.start_step + LATENT_CHECK_STEPS, tc.steps):
+            scale = self.frozen.vae.config.scaling_factor
+            metrics["latent_std"] = check_latent_scale(self.latent_stds, scale, self.rank)
+        validate_now = final or (tc.validate_every and done % tc.validate_every == 0)
+        if validate_now and self.validator is not None:
+            with ema_weights(self.ema, self.trainable), autocast(self.device, self.amp):
+                metrics |= self.validator.validate(model_unwrapped(self.model), done)
+            self.facts.validations.append(done)
+        if self.logger is not None:
+            self.logger.write(metrics)
+        if final or done % tc.checkpoint_every == 0:
+            self._checkpoint(done)
+        elif done % 10 == 0:
+            ray.train.report(metrics)
+        if self.progress is not None:
+            self.progress.send(metrics, force=final or validate_now or "latent_std" in metrics)
+        self.tick, self.samples = time.perf_counter(), 0
+
+    def _checkpoint(self, done: int) -> None:
+        """Every rank's data position gathered; rank 0 saves the state and reports it with the metrics."""
+        import ray.train
+
+        positions = _gather(self.position, self.world)
+        with tempfile.TemporaryDirectory(prefix="invs-ckpt-") as folder:
+            checkpoint = None
+            if self.rank == 0:
+                state = (model_unwrapped(self.model), self.optimizer, self.scheduler, self.ema, positions)
+                save_state(Path(folder), done, *state)
+                self.logger.flush()
+                checkpoint = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(self.metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{done:08d}")
+
+    def finish(self) -> None:
+        """Rank 0 exports the model (EMA weights) and writes ``OUT/logs/worker.json``."""
+        if self.rank == 0:
+            export(model_unwrapped(self.model), self.ema, self.trainable, self.parts, self.config, self.plan)
+            uri = storage.join(self.tc.out, WORKER_FACTS)
+            storage.write_text(uri, json.dumps(dataclasses.asdict(self.facts), indent=1))
+
+
+def loss_config(tc: TrainConfig, parts: dict[str, Any]) -> LossConfig:
+    """The loss settings of a run: its timestep sampling, noise offset, CFG dropout and the scheduler's target."""
+    return LossConfig(
         timesteps=tc.timesteps,
         timestep_params={"mean": tc.logit_normal_mean, "std": tc.logit_normal_std}
         if tc.timesteps == "logit_normal"
@@ -226,87 +365,6 @@ def _train_worker(loop_config: dict[str, Any], where: dict[str, int]) -> None:
         cfg_dropout=tc.cfg_dropout if tc.conditioning == "clip_image" else 0.0,
         prediction_type=parts["scheduler"].config.prediction_type,
     )
-    logger = MetricsLog(tc.out, start_step) if rank == 0 else None
-    validator = Validator(plan, config, parts, conditioner, device) if rank == 0 else None
-    progress = ProgressSender(loop_config.get("progress"), start_step, tc.steps) if rank == 0 else None
-    latent_stds: list[float] = []
-    tick, samples = time.perf_counter(), 0
-    facts = WorkerFacts(
-        str(device),
-        str(amp).removeprefix("torch.") if amp else "float32",
-        start_step,
-        world,
-        vae_id,
-        frozen_dtype=str(parts["vae"].dtype).removeprefix("torch."),
-    )
-
-    for step in range(start_step, tc.steps):
-        where["step"] = step + 1
-        total = torch.zeros((), device=device)
-        stats: dict[str, float] | None = {} if step < start_step + LATENT_CHECK_STEPS else None
-        for micro in range(tc.grad_accumulation):
-            batch = next(batches)
-            position.consume(batch)
-            tensors = {k: v.to(device) for k, v in batch.items() if v.dtype.is_floating_point}
-            samples += int(batch["stream"].shape[0])
-            facts.count_batch(stored="moments" in batch)
-            generator = torch.Generator().manual_seed(derive_seed(tc.seed, step, micro, rank) % 2**63)
-            last = micro == tc.grad_accumulation - 1
-            sync = contextlib.nullcontext() if last or world == 1 else model.no_sync()
-            with sync, autocast(device, amp):
-                loss = training_loss(model, frozen, tensors, loss_config, generator, stats) / tc.grad_accumulation
-                loss.backward()
-            total += loss.detach()
-            if stats is not None:
-                latent_stds.append(stats["latent_std"])
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"the loss is {float(total)} at step {step + 1} (learning rate too high?)")
-        if tc.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.step(trainable)
-        loss_value, skipped = _mean_loss_and_total_skipped(total, position.skipped, world)
-        done = step + 1
-        final = done == tc.steps
-        elapsed = time.perf_counter() - tick
-        metrics: dict[str, Any] = {
-            "step": done,
-            "loss": loss_value,
-            "lr": scheduler.get_last_lr()[0],
-            "samples_per_s": samples / elapsed if elapsed > 0 else 0.0,
-            "skipped": skipped,
-        }
-        if done == min(start_step + LATENT_CHECK_STEPS, tc.steps):
-            metrics["latent_std"] = check_latent_scale(latent_stds, frozen.vae.config.scaling_factor, rank)
-        validate_now = final or (tc.validate_every and done % tc.validate_every == 0)
-        if validate_now and validator is not None:
-            with ema_weights(ema, trainable), autocast(device, amp):
-                metrics |= validator.validate(model_unwrapped(model), done)
-            facts.validations.append(done)
-        checkpoint_now = final or done % tc.checkpoint_every == 0
-        if logger is not None:
-            logger.write(metrics)
-        if checkpoint_now:
-            positions = _gather(position, world)
-            with tempfile.TemporaryDirectory(prefix="invs-ckpt-") as folder:
-                checkpoint = None
-                if rank == 0:
-                    save_state(Path(folder), done, model_unwrapped(model), optimizer, scheduler, ema, positions)
-                    logger.flush()
-                    checkpoint = ray.train.Checkpoint.from_directory(folder)
-                ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{done:08d}")
-        elif done % 10 == 0:
-            ray.train.report(metrics)
-        if progress is not None:
-            progress.send(metrics, force=final or validate_now or "latent_std" in metrics)
-        tick, samples = time.perf_counter(), 0
-
-    if rank == 0:
-        export(model_unwrapped(model), ema, trainable, parts, config, plan)
-        storage.write_text(storage.join(tc.out, WORKER_FACTS), json.dumps(dataclasses.asdict(facts), indent=1))
 
 
 @dataclasses.dataclass

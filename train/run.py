@@ -34,7 +34,7 @@ SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train V2 writes it per run 
 
 def note_settings(config: Config) -> None:
     """Say so when a setting is allowed but probably not what was meant (ranges are checked on loading)."""
-    if config.train.mixed_precision == "bf16" and not config.train.use_gpu:
+    if config.train.mixed_precision == "bf16" and config.train.device != "gpu":
         print("note: train.mixed_precision=bf16 on CPU runs bf16 autocast; it is usually slower than float32")
 
 
@@ -155,7 +155,7 @@ def run_line(config: Config) -> str:
     """Where and how the workers train: devices, backend, precision, EMA, validation and checkpoints."""
     tc = config.train
     precision = {"no": "float32", "bf16": "bf16 autocast"}.get(tc.mixed_precision)
-    precision = precision or ("bf16 autocast (auto on GPU)" if tc.use_gpu else "float32 (auto on CPU)")
+    precision = precision or ("bf16 autocast (auto on GPU)" if tc.device == "gpu" else "float32 (auto on CPU)")
     return (
         f"{tc.num_workers} worker(s) on {'GPUs, NCCL' if tc.use_gpu else 'CPUs, gloo'}; {precision} with float32 "
         f"weights; EMA {tc.ema_decay if tc.ema_decay > 0 else 'off'}; validation every {tc.validate_every or tc.steps} "
@@ -174,8 +174,6 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     from train.loop import WORKER_FACTS
 
     tc = config.train
-    # Absolute URIs: Ray Train runs the workers in a directory of its own, where a relative path means elsewhere.
-    tc.data, tc.out = storage.normalize(tc.data), storage.normalize(tc.out)
     note_settings(config)
     check_run_state(tc.out, resume)
     plan = plan_data(tc.data, tc.resolution, tc.val_pairs)
@@ -243,11 +241,11 @@ def trainer_factory(config: Config, plan: Any, fitted_vae: dict[str, Any] | None
         return TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"config": config, "plan": plan, "fitted_vae": fitted_vae, "progress": progress},
-            torch_config=TorchConfig(backend="nccl" if tc.use_gpu else "gloo"),
+            torch_config=TorchConfig(backend="nccl" if tc.device == "gpu" else "gloo"),
             scaling_config=ray.train.ScalingConfig(
                 num_workers=tc.num_workers,
-                use_gpu=tc.use_gpu,
-                resources_per_worker=worker_bundle(config, "train"),
+                use_gpu=tc.device == "gpu",
+                resources_per_worker=worker_bundle(config.train),
             ),
             run_config=ray.train.RunConfig(
                 name=TRAINER_DIR,
@@ -375,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "steps": "optimizer steps",
             "batch_size": "per worker and micro-batch",
             "num_workers": "Ray Train workers (DDP ranks)",
-            "use_gpu": "one GPU per worker",
+            "device": "gpu: one GPU per worker (NCCL); cpu: gloo",
             "learning_rate": "",
         },
     )
