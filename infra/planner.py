@@ -76,7 +76,8 @@ class Workload:
     depth: str = "zoedepth"  # or "gt"
     train_steps: int = 300_000
     train_batch_per_gpu: int = 8
-    train_gpus: int = 96
+    train_gpus: int = 96  # training workers: GPUs with train.device gpu, else CPU workers
+    train_device: str = "gpu"
     precomputed_latents: bool = True
     objects_per_render_shard: int = 256
     objects_per_pair_shard: int = 64
@@ -102,7 +103,8 @@ def workload_from_config(config: Config) -> Workload:
         depth=p.depth,
         train_steps=t.steps,
         train_batch_per_gpu=t.batch_size * t.grad_accumulation,
-        train_gpus=t.num_workers if t.device == "gpu" else 8,
+        train_gpus=t.num_workers,
+        train_device=t.device,
         precomputed_latents=p.latents is not None,
         objects_per_render_shard=r.objects_per_shard,
         objects_per_pair_shard=p.objects_per_shard,
@@ -187,12 +189,15 @@ def render_figures(work: Workload) -> dict[str, Figure]:
         )
     else:
         figures["render_bytes_per_view"] = Figure(
-            6e5 * (work.resolution / 512) ** 2, "bytes/view", "assumed: RGBA PNG + float16 depth at 512 px"
+            6e5 * (work.resolution / 512) ** 2,
+            "bytes/view",
+            f"assumed: RGBA PNG + float16 depth, 600 KB at 512 px scaled to {work.resolution} px",
         )
     figures["render_gpu_s_per_view"] = Figure(
         0.4 * work.samples / 64 * (work.resolution / 512) ** 2,
         "s/view per A10G",
-        "assumed: Cycles CUDA/OptiX at 64 spp, 512 px (no GPU benchmark has run)",
+        f"assumed: Cycles CUDA/OptiX, 0.4 s at 64 spp and 512 px scaled to {work.samples} spp and {work.resolution} px "
+        "(bpy cannot run in the GPU benchmark)",
     )
     return figures
 
@@ -255,12 +260,7 @@ def per_unit_figures(work: Workload) -> dict[str, Figure]:
         by_mode = {r["mode"]: r for r in full}
         for mode in ("encode", "latents"):
             if mode in by_mode:
-                r = by_mode[mode]
-                figures[f"train_samples_per_s_per_gpu_{mode}"] = Figure(
-                    r["samples_per_s_per_gpu"],
-                    "samples/s per GPU",
-                    f"measured: bench/results/train_gpu.json ({r['gpu']})",
-                )
+                figures[f"train_samples_per_s_per_gpu_{mode}"] = a100_rate(by_mode[mode])
     else:
         figures["train_samples_per_s_per_gpu_encode"] = Figure(
             9.0, "samples/s per A100", "assumed: SD-2-sized UNet at 512 px, bf16, VAE encode in the step"
@@ -276,6 +276,28 @@ def per_unit_figures(work: Workload) -> dict[str, Figure]:
             + (f" (the tiny model measured {speedup:.2f}x, not transferable)" if speedup else ""),
         )
     return figures
+
+
+#: Dense bf16 tensor-core peaks (TFLOP/s, NVIDIA's data sheets), to carry a training rate measured on one GPU to
+#: the A100s the paper preset trains on: the same model and batch at the same MFU scale with the peak.
+BF16_PEAK_TFLOPS = {"A100": 312.0, "H100": 989.0, "H200": 989.0, "L4": 121.0, "A10G": 70.0}
+
+
+def a100_rate(run: dict[str, Any]) -> Figure:
+    """A ``train_gpu.json`` run's samples/s on an A100: as measured on one, else scaled by the bf16 peaks."""
+    rate, gpu = float(run["samples_per_s_per_gpu"]), str(run["gpu"])
+    source = f"bench/results/train_gpu.json ({gpu})"
+    if "A100" in gpu:
+        return Figure(rate, "samples/s per A100", f"measured: {source}")
+    measured_on = next((name for name in BF16_PEAK_TFLOPS if name in gpu), None)
+    if measured_on is None:
+        return Figure(rate, "samples/s per GPU", f"measured: {source}; no bf16 peak known to scale it to an A100")
+    scale = BF16_PEAK_TFLOPS["A100"] / BF16_PEAK_TFLOPS[measured_on]
+    return Figure(
+        rate * scale,
+        "samples/s per A100",
+        f"scaled: {rate:.1f} measured on {measured_on} ({source}) x {scale:.3f}, the A100/{measured_on} bf16 peaks",
+    )
 
 
 def dollars_per_hour(node: NodeType) -> float:
@@ -463,10 +485,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"workload: {work.objects:,} objects x {work.views} views at {work.resolution} px, {work.samples} spp"
         f"{' denoised' if work.denoise else ''} ({work.render_device}); {work.pairs_per_object} pairs/object "
-        f"({work.depth} depth); train {work.train_steps:,} steps x {work.train_batch_per_gpu} x {work.train_gpus} GPUs"
+        f"({work.depth} depth); train {work.train_steps:,} steps x {work.train_batch_per_gpu} x {work.train_gpus} "
+        f"{'GPUs' if work.train_device == 'gpu' else 'CPU workers'}"
     )
     print(format_table(p))
-    print(budget_line(work, p.figures))
+    if work.train_device == "gpu":
+        print(budget_line(work, p.figures))
     return 0
 
 

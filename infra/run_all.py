@@ -173,21 +173,28 @@ def evaluate_on(config: Config, model: str, out: str, split: str, device: str) -
     node by default (a cluster's head node has no GPU)."""
     import ray
 
+    from inference.evaluate import EvalRequest
     from invs import fleet
 
     tc = config.train
     task = ray.remote(**fleet.ray_options(fleet.worker_bundle(config.train)))(_evaluate_with_settings)
-    kwargs = {"split": split, "steps": tc.val_inference_steps, "limit": 16, "device": device}
-    return ray.get(task.remote(config, model, tc.data, out, kwargs))
+    request = EvalRequest(
+        model, out, data=tc.data, split=split, steps=tc.val_inference_steps, limit=EVAL_PAIRS, device=device
+    )
+    return ray.get(task.remote(config, request))
 
 
-def _evaluate_with_settings(config: Config, model: str, data: str, out: str, kwargs: dict[str, Any]) -> dict:
+#: Pairs the demo scores per split (the README's table).
+EVAL_PAIRS = 16
+
+
+def _evaluate_with_settings(config: Config, request: Any) -> dict:
     """A Ray task's evaluation: this process's storage settings first (a Ray worker does not inherit them)."""
     from inference.evaluate import evaluate
     from invs.config import apply_storage_settings
 
     apply_storage_settings(config)
-    return evaluate(model, data, out, **kwargs)
+    return evaluate(request)
 
 
 def pairs_sheet_png(pairs_uri: str, max_rows: int = 8) -> bytes:

@@ -119,13 +119,17 @@ def check_outputs(config: Config, keys: tuple[str, ...]) -> None:
 
 
 def exit_with(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> None:
-    """Run an entry point's ``main`` and exit: InvsError -> one ``error:`` line and exit 2, Ctrl-C -> 130."""
-    try:
-        code = main(argv)
-    except InvsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        code = 130
+    """Run an entry point's ``main`` and exit: InvsError -> one ``error:`` line and exit 2, Ctrl-C -> 130; Ray's known
+    harmless error lines are dropped from its stderr meanwhile (:func:`invs.ray_session.known_noise_dropped`)."""
+    from invs.ray_session import known_noise_dropped
+
+    with known_noise_dropped():
+        try:
+            code = main(argv)
+        except InvsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = EXIT_USAGE
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            code = 130
     sys.exit(code)

@@ -60,45 +60,8 @@ tolerance the sanity law (:mod:`preprocess.law`) sees with.
    gap twice (the source never sees past its silhouette: 1 at the wedge's far edge).
    Uncovered pixels in the occlusion region get 1; known background gets 0 and is white in the partial image.
 
-**Why a mesh with footprints** (measured on Blender renders of SpotCow, BoxTextured and CesiumMilkTruck, six views,
-all pairs 10-120 degrees apart, ground-truth depth; "covered" = the fraction of the target pixels whose surface
-point the source sees, as the law defines it, that the partial view covers; 128 px | 256 px):
-
-====================================  =========================  =======================  =========================
-partial view                          covered, 128 | 256 px      the law                  why not
-====================================  =========================  =======================  =========================
-points (before)                       0.699-0.731 | 0.671-0.692  holds | PSNR fails       cracks where magnified
-depth-aware hole fill, 3 px           0.861-0.869 | 0.841-0.886  unseen (truck) | PSNR    fills discontinuities
-splats sized by the magnification     0.915-0.933 | 0.922-0.928  PSNR fails               one colour per splat
-mesh, no footprints                   0.905-0.948 | 0.903-0.956  holds                    silhouettes missed
-mesh, slope test alone (no planes)    0.942-0.978 | 0.897-0.984  holds                    faces seen edge-on lost
-mesh + footprints, halfway, no push   0.947-0.964 | 0.944-0.969  holds                    cow below 0.95
-mesh + footprints to the neighbours   0.966-0.978 | 0.970-0.984  fails at 96 px (stray)   overshoots silhouettes
-mesh + footprints (first choice)      0.967-0.969 | 0.967-0.972  holds
-that, mask from the angle alone       0.967-0.969 | 0.967-0.972  unseen kept 2%, 128 px   grazing surfaces kept
-====================================  =========================  =======================  =========================
-
-The mesh interpolates between samples as a backward warp would (PSNR at or above the backward warp's) and its cost
-is the sum of the triangles' pixel boxes, one vectorised pass.
-
-**Robustness**: the table above was made on three objects; on four more (Fox, GolfBall, kenney_alien,
-kenney_cakeBirthday: thin legs, antennae, candles) its choice broke the law, which the last two changes mend.
-Eight views of all seven objects, all pairs 15-120 degrees apart (the stage's default range), ground-truth depth;
-covered | the law:
-
-=======================================================  ======================================  =====================
-partial view                                             128 px | 256 px | 512 px                the law
-=======================================================  ======================================  =====================
-points (before)                                          0.689-0.755 | 0.662-0.710 | 0.647-0.691  PSNR fails on 1-5
-mesh + footprints within 2 tau, copy pushed back         0.932-0.982 | 0.931-0.979 | -           Fox stray 0.50-0.82%
-then receding wedges tau deep, slope-only triangles     0.940-0.974 | 0.958-0.982 | 0.961-0.984  stray to 1.0%, 512 px
-then wedges at most 2 pixel widths deep (this)          0.940-0.974 | 0.954-0.979 | 0.941-0.974  holds on all seven
-=======================================================  ======================================  =====================
-
-Coverage falls with the angle between the views, as what both see shrinks to surfaces the source sees edge-on
-(Fox at 128 px: 0.98 up to 45 degrees, 0.95 at 45-75, 0.92 at 75-90, 0.83 at 105-120); what stays uncovered is
-mostly the fringe of such surfaces, where the law's tolerance (``tau`` in world units) reaches further than a
-wedge may without standing out of thin parts (legs, antennae) in the target.
+The measurements behind this design (the alternatives tried, their coverage and the law) are in
+``docs/partial_view.md``.
 """
 
 from __future__ import annotations
@@ -334,6 +297,159 @@ class Footprints:
     wedge: torch.Tensor  # (V,) bool: the vertex belongs to a receding wedge
 
 
+def _inverse_depth_gradient(
+    inv: torch.Tensor, right: torch.Tensor, left: torch.Tensor, down: torch.Tensor, up: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(gx, gy)``, (B, Hs, Ws) each: the gradient of inverse depth ``inv`` (1 / world units per source pixel)
+    along columns and rows, central where a pixel is :func:`connected` on both sides, one-sided where on one,
+    zero where on neither."""
+    zero = torch.zeros_like(inv)
+    w_r, w_l, w_d, w_u = _shifted(inv, 0, 1), _shifted(inv, 0, -1), _shifted(inv, 1, 0), _shifted(inv, -1, 0)
+    gx = torch.where(right & left, 0.5 * (w_r - w_l), torch.where(right, w_r - inv, torch.where(left, inv - w_l, zero)))
+    gy = torch.where(down & up, 0.5 * (w_d - w_u), torch.where(down, w_d - inv, torch.where(up, inv - w_u, zero)))
+    return gx, gy
+
+
+@dataclass
+class _Samples:
+    """Source samples by flat (batch, pixel) index ``centre`` (m,) into B*N, with their ``row`` and ``col`` (m,)."""
+
+    centre: torch.Tensor
+    row: torch.Tensor
+    col: torch.Tensor
+
+    @classmethod
+    def where(cls, mask: torch.Tensor) -> _Samples:
+        """The samples where ``mask`` (B, Hs, Ws) bool holds."""
+        n, ws = mask.shape[-2] * mask.shape[-1], mask.shape[-1]
+        centre = torch.nonzero(mask.reshape(-1))[:, 0]
+        pixel = centre % n
+        return cls(centre, torch.div(pixel, ws, rounding_mode="floor"), pixel % ws)
+
+    def at(self, x: torch.Tensor, dr: int = 0, dc: int = 0) -> torch.Tensor:
+        """(m,): ``x`` (B, Hs, Ws) at each sample's neighbour (row + dr, col + dc); zero (False) off the image."""
+        return _neighbour(x, self.centre, self.row, self.col, dr, dc)
+
+
+def _quadrant_offsets(
+    s: _Samples,
+    depth: torch.Tensor,
+    cover: torch.Tensor | None,
+    joined: dict[tuple[int, int], torch.Tensor],
+    sx: int,
+    sy: int,
+    tolerance: float,
+) -> torch.Tensor:
+    """(m, 3, 2) offsets in source pixels (u, v) from each sample to its quadrant's edge point along x, far corner
+    and edge point along y, before shrinking; the quadrant lies towards (``sx``, ``sy``), each +-1. ``cover``
+    (B, Hs, Ws) is the source's coverage in [0, 1] (None: the silhouette halfway), ``joined`` maps a neighbour
+    offset (dr, dc) to the (B, Hs, Ws) bool :func:`connected` mask towards it, ``tolerance`` in world units."""
+    reach = []
+    for dr, dc in ((0, sx), (sy, 0)):
+        background = s.at(depth, dr, dc) <= 0
+        silhouette = (s.at(cover) + s.at(cover, dr, dc) - 0.5).clamp(0.0, 1.0) if cover is not None else 0.5
+        reach.append(torch.where(background, silhouette, torch.where(s.at(joined[(dr, dc)]), 1.0, 0.5)))
+    corner = s.at(depth, sy, sx)
+    other_corner = (corner > 0) & ((corner - s.at(depth)).abs() > tolerance)
+    ex, ey = (torch.where(other_corner, r.clamp(max=0.5), r)[:, None] for r in reach)
+    # Edge point along x, far corner, edge point along y.
+    zeros = torch.zeros_like(ex)
+    return torch.stack([torch.cat([sx * ex, sx * ex, zeros], 1), torch.cat([zeros, sy * ey, sy * ey], 1)], -1)
+
+
+def _shrink_factor(w: torch.Tensor, dw: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """(m, 1): the largest t in [0, 1] with ``|1 / (w + t dw) - 1 / w| <= tolerance`` (world units) at all three
+    vertices; ``w`` (m, 1) the sample's inverse depth, ``dw`` (m, 3) the vertices' inverse-depth steps."""
+    sign = torch.where(dw > 0, -1.0, 1.0)
+    limit = tolerance * w * w / (dw.abs() * (1.0 + sign * tolerance * w)).clamp_min(1e-12)
+    return torch.where(dw != 0, limit, torch.ones_like(limit)).amin(1, keepdim=True).clamp(0.0, 1.0)
+
+
+def _receding_wedge(
+    s: _Samples,
+    depth: torch.Tensor,
+    K: torch.Tensor,
+    uv: torch.Tensor,
+    w: torch.Tensor,
+    quad_uv: torch.Tensor,
+    quad_inv: torch.Tensor,
+    sx: int,
+    sy: int,
+    tolerance: float,
+    first: int,
+) -> Footprints:
+    """The receding wedges of the quadrants next to background (4 vertices each, numbered from ``first``).
+
+    Towards background the surface beyond the sample may recede (an occluding contour turns away from the
+    source) faster than its gradient says: the quadrant is drawn again as a wedge from the sample back to
+    ``tolerance``, at most WEDGE_SLOPE pixel widths, behind the quadrant's outer vertices. ``uv`` (m, 2) and ``w``
+    (m, 1) are the samples' source positions (pixels) and inverse depths, ``quad_uv`` (m, 3, 2) and ``quad_inv``
+    (m, 3) their quadrants' vertices'.
+    """
+    n = depth.shape[-2] * depth.shape[-1]
+    device = depth.device
+    sel = torch.nonzero((s.at(depth, 0, sx) <= 0) | (s.at(depth, sy, 0) <= 0))[:, 0]
+    k = len(sel)
+    z4 = 1.0 / torch.cat([w, quad_inv], 1)[sel]  # (k, 4): the sample, then the quadrant's three vertices
+    recede = (WEDGE_SLOPE * z4[:, :1] / K[torch.div(s.centre[sel], n, rounding_mode="floor"), 0, 0, None]).clamp(
+        max=tolerance
+    )
+    z4 = z4 + recede * torch.tensor([0.0, 1.0, 1.0, 1.0], device=device)
+    extra = first + torch.arange(4 * k, device=device).view(k, 4)
+    triangles = [
+        torch.stack([extra[:, 0], extra[:, 1], extra[:, 2]], -1),
+        torch.stack([extra[:, 0], extra[:, 2], extra[:, 3]], -1),
+    ]
+    return Footprints(
+        src_uv=torch.cat([uv[sel, None, :], quad_uv[sel]], 1).reshape(-1, 2),
+        inv_depth=(1.0 / z4).reshape(-1),
+        owner=s.centre[sel].repeat_interleave(4),
+        triangles=torch.cat(triangles),
+        wedge=torch.ones(4 * k, dtype=torch.bool, device=device),
+    )
+
+
+def _quadrant_footprints(
+    s: _Samples,
+    depth: torch.Tensor,
+    offsets: torch.Tensor,
+    inv: torch.Tensor,
+    gx: torch.Tensor,
+    gy: torch.Tensor,
+    K: torch.Tensor,
+    sx: int,
+    sy: int,
+    tolerance: float,
+    first: int,
+) -> tuple[Footprints, Footprints]:
+    """``(quadrants, wedges)``: each sample's quadrant, ``offsets`` (m, 3, 2) in source pixels shrunk to within
+    ``tolerance`` (world units) of the sample's depth, as 3 vertices and 2 triangles (vertices numbered from
+    ``first``), and the :func:`_receding_wedge` of those next to background. ``inv``, ``gx``, ``gy`` (B, Hs, Ws):
+    inverse depth and its gradient per source pixel."""
+    m = len(s.centre)
+    device = depth.device
+    w = s.at(inv)[:, None]
+    dw = s.at(gx)[:, None] * offsets[..., 0] + s.at(gy)[:, None] * offsets[..., 1]  # (m, 3)
+    t = _shrink_factor(w, dw, tolerance)
+    uv = torch.stack([s.col, s.row], -1).float() + 0.5
+    quad_uv = uv[:, None, :] + t[..., None] * offsets  # (m, 3, 2)
+    quad_inv = w + t * dw
+    extra = first + torch.arange(3 * m, device=device).view(m, 3)
+    triangles = [
+        torch.stack([s.centre, extra[:, 0], extra[:, 1]], -1),
+        torch.stack([s.centre, extra[:, 1], extra[:, 2]], -1),
+    ]
+    quadrants = Footprints(
+        src_uv=quad_uv.reshape(-1, 2),
+        inv_depth=quad_inv.reshape(-1),
+        owner=s.centre.repeat_interleave(3),
+        triangles=torch.cat(triangles),
+        wedge=torch.zeros(3 * m, dtype=torch.bool, device=device),
+    )
+    wedges = _receding_wedge(s, depth, K, uv, w, quad_uv, quad_inv, sx, sy, tolerance, first + 3 * m)
+    return quadrants, wedges
+
+
 def footprint_quadrants(
     depth: torch.Tensor,
     right: torch.Tensor,
@@ -360,83 +476,24 @@ def footprint_quadrants(
     a target seeing it from the side would see nothing of it.
     """
     b, hs, ws = depth.shape
-    n = hs * ws
-    device = depth.device
     inv = inverse(depth)
     left, up = _shifted(right, 0, -1), _shifted(down, -1, 0)
-    zero = torch.zeros_like(inv)
-    w_r, w_l, w_d, w_u = _shifted(inv, 0, 1), _shifted(inv, 0, -1), _shifted(inv, 1, 0), _shifted(inv, -1, 0)
-    gx = torch.where(right & left, 0.5 * (w_r - w_l), torch.where(right, w_r - inv, torch.where(left, inv - w_l, zero)))
-    gy = torch.where(down & up, 0.5 * (w_d - w_u), torch.where(down, w_d - inv, torch.where(up, inv - w_u, zero)))
-    padded = torch.zeros(b, hs + 1, ws + 1, dtype=torch.bool, device=device)
+    gx, gy = _inverse_depth_gradient(inv, right, left, down, up)
+    padded = torch.zeros(b, hs + 1, ws + 1, dtype=torch.bool, device=depth.device)
     padded[:, 1:hs, 1:ws] = complete  # block (r, c) at [r + 1, c + 1]; blocks off the image are incomplete
-    cover = (depth > 0).float() if alpha is None else alpha.float()
+    cover = None if alpha is None else alpha.float()
     joined = {(0, 1): right, (0, -1): left, (1, 0): down, (-1, 0): up}
-    src_uv, inv_depth, owner, triangles, wedge = [], [], [], [], []
-    count = 0
+    parts: list[Footprints] = []
+    first = b * hs * ws  # extra vertex k at B*N + k
     for sx, sy in ((1, 1), (-1, 1), (1, -1), (-1, -1)):
         # The block holding pixels (r, c) and (r + sy, c + sx) has its top-left corner at (r - (sy < 0), ...).
         r0, c0 = int(sy > 0), int(sx > 0)
-        centre = torch.nonzero(((depth > 0) & ~padded[:, r0 : r0 + hs, c0 : c0 + ws]).reshape(-1))[:, 0]
-        m = len(centre)
-        pixel = centre % n
-        row, col = torch.div(pixel, ws, rounding_mode="floor"), pixel % ws
-
-        def at(x: torch.Tensor, dr: int = 0, dc: int = 0) -> torch.Tensor:
-            return _neighbour(x, centre, row, col, dr, dc)  # noqa: B023 (called within this iteration)
-
-        reach = []
-        for dr, dc in ((0, sx), (sy, 0)):
-            background = at(depth, dr, dc) <= 0
-            silhouette = (at(cover) + at(cover, dr, dc) - 0.5).clamp(0.0, 1.0) if alpha is not None else 0.5
-            reach.append(torch.where(background, silhouette, torch.where(at(joined[(dr, dc)]), 1.0, 0.5)))
-        corner = at(depth, sy, sx)
-        other_corner = (corner > 0) & ((corner - at(depth)).abs() > tolerance)
-        ex, ey = (torch.where(other_corner, r.clamp(max=0.5), r)[:, None] for r in reach)
-        # Edge point along x, far corner, edge point along y.
-        zeros = torch.zeros_like(ex)
-        offsets = torch.stack([torch.cat([sx * ex, sx * ex, zeros], 1), torch.cat([zeros, sy * ey, sy * ey], 1)], -1)
-        w = at(inv)[:, None]
-        dw = at(gx)[:, None] * offsets[..., 0] + at(gy)[:, None] * offsets[..., 1]  # (m, 3)
-        # Largest t <= 1 with |1 / (w + t dw) - 1 / w| <= tolerance at all three vertices.
-        max_gap = tolerance
-        sign = torch.where(dw > 0, -1.0, 1.0)
-        limit = max_gap * w * w / (dw.abs() * (1.0 + sign * max_gap * w)).clamp_min(1e-12)
-        t = torch.where(dw != 0, limit, torch.ones_like(limit)).amin(1, keepdim=True).clamp(0.0, 1.0)
-        uv = torch.stack([col, row], -1).float() + 0.5
-        quad_uv = uv[:, None, :] + t[..., None] * offsets  # (m, 3, 2)
-        quad_inv = w + t * dw
-        extra = b * n + count + torch.arange(3 * m, device=device).view(m, 3)
-        src_uv.append(quad_uv.reshape(-1, 2))
-        inv_depth.append(quad_inv.reshape(-1))
-        owner.append(centre.repeat_interleave(3))
-        wedge.append(torch.zeros(3 * m, dtype=torch.bool, device=device))
-        triangles += [
-            torch.stack([centre, extra[:, 0], extra[:, 1]], -1),
-            torch.stack([centre, extra[:, 1], extra[:, 2]], -1),
-        ]
-        count += 3 * m
-        # Towards background the surface beyond the sample may recede (an occluding contour turns away from the
-        # source) faster than its gradient says: the quadrant is drawn again as a wedge from the sample back to
-        # ``tolerance``, at most WEDGE_SLOPE pixel widths, behind the quadrant's outer vertices.
-        sel = torch.nonzero((at(depth, 0, sx) <= 0) | (at(depth, sy, 0) <= 0))[:, 0]
-        k = len(sel)
-        z4 = 1.0 / torch.cat([w, quad_inv], 1)[sel]  # (k, 4): the sample, then the quadrant's three vertices
-        recede = (WEDGE_SLOPE * z4[:, :1] / K[torch.div(centre[sel], n, rounding_mode="floor"), 0, 0, None]).clamp(
-            max=tolerance
-        )
-        z4 = z4 + recede * torch.tensor([0.0, 1.0, 1.0, 1.0], device=device)
-        extra = b * n + count + torch.arange(4 * k, device=device).view(k, 4)
-        src_uv.append(torch.cat([uv[sel, None, :], quad_uv[sel]], 1).reshape(-1, 2))
-        inv_depth.append((1.0 / z4).reshape(-1))
-        owner.append(centre[sel].repeat_interleave(4))
-        wedge.append(torch.ones(4 * k, dtype=torch.bool, device=device))
-        triangles += [
-            torch.stack([extra[:, 0], extra[:, 1], extra[:, 2]], -1),
-            torch.stack([extra[:, 0], extra[:, 2], extra[:, 3]], -1),
-        ]
-        count += 4 * k
-    return Footprints(torch.cat(src_uv), torch.cat(inv_depth), torch.cat(owner), torch.cat(triangles), torch.cat(wedge))
+        s = _Samples.where((depth > 0) & ~padded[:, r0 : r0 + hs, c0 : c0 + ws])
+        offsets = _quadrant_offsets(s, depth, cover, joined, sx, sy, tolerance)
+        parts += _quadrant_footprints(s, depth, offsets, inv, gx, gy, K, sx, sy, tolerance, first)
+        first += len(parts[-2].owner) + len(parts[-1].owner)
+    fields = ("src_uv", "inv_depth", "owner", "triangles", "wedge")
+    return Footprints(*(torch.cat([getattr(part, field) for part in parts]) for field in fields))
 
 
 def lift_and_project(
@@ -487,6 +544,122 @@ class MeshWarp:
     facing: torch.Tensor  # (B, N) bool: the source pixel's surface faces the target (see :func:`pixel_facing`)
 
 
+@dataclass
+class _Vertices:
+    """The mesh's vertex table: the B*N source pixel centres, then the footprints' extra vertices (V in all)."""
+
+    uv: torch.Tensor  # (V, 2) target position, pixels
+    z: torch.Tensor  # (V,) target depth
+    src_uv: torch.Tensor  # (V, 2) source position, pixels
+    src_z: torch.Tensor  # (V,) source depth
+    owner: torch.Tensor  # (V,) flat (batch, pixel) index into B*N of the sample it belongs to
+    ok: torch.Tensor  # (V,) bool: in front of the target camera, at a finite position
+    wedge: torch.Tensor  # (V,) bool: the vertex belongs to a receding wedge
+
+
+def _vertex_table(
+    uv: torch.Tensor,
+    z: torch.Tensor,
+    valid: torch.Tensor,
+    depth: torch.Tensor,
+    foot: Footprints,
+    cameras: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+) -> _Vertices:
+    """The pixel centres (``uv`` (B, N, 2), ``z`` and ``valid`` (B, N) in the target, ``depth`` (B, Hs, Ws) float32
+    in the source) followed by the footprints' vertices, lifted and projected with ``cameras`` ``(K_src, c2w_src,
+    K_tgt, c2w_tgt)`` (float32)."""
+    b, n = z.shape
+    device = depth.device
+    foot_uv, foot_z = lift_and_project(
+        foot.src_uv, foot.inv_depth, torch.div(foot.owner, n, rounding_mode="floor"), *cameras
+    )
+    vert_uv = torch.cat([uv.reshape(-1, 2).float(), foot_uv])
+    vert_z = torch.cat([z.reshape(-1).float(), foot_z])
+    vert_src_z = torch.cat([depth.reshape(-1), 1.0 / foot.inv_depth.clamp_min(1e-12)])
+    vert_src_uv = torch.cat([pixel_grid(*depth.shape[-2:], device).repeat(b, 1), foot.src_uv])
+    vert_owner = torch.cat([torch.arange(b * n, device=device), foot.owner])
+    vert_ok = torch.cat([valid.reshape(-1), foot_z > 1e-4]) & torch.isfinite(vert_uv).all(-1)
+    vert_wedge = torch.cat([torch.zeros(b * n, dtype=torch.bool, device=device), foot.wedge])
+    return _Vertices(vert_uv, vert_z, vert_src_uv, vert_src_z, vert_owner, vert_ok, vert_wedge)
+
+
+def _facing_triangles(
+    verts: _Vertices, triangles: torch.Tensor, sure: torch.Tensor, foot: Footprints
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(tri (M', 3), guess (M',) bool, is_footprint (M',) bool)``: the mesh ``triangles`` (M, 3) then the
+    footprints' whose vertices are all ok and that face the target; ``guess`` marks the mesh triangles not all
+    ``sure`` (M,), ``is_footprint`` the footprints' triangles."""
+    device = triangles.device
+    tri = torch.cat([triangles, foot.triangles])
+    # Facing the target: the same winding on both screens (a flipped triangle shows the target its back).
+    keep = verts.ok[tri].all(1) & (_signed_area(verts.src_uv[tri]) * _signed_area(verts.uv[tri]) > 0)
+    tri = tri[keep]
+    # Mesh triangles joined by the slope test's guess alone (they may bridge two surfaces).
+    guess = torch.cat([~sure, torch.zeros(len(foot.triangles), dtype=torch.bool, device=device)])[keep]
+    # A footprint stops short of its neighbours' positions: its far edge is open.
+    is_footprint = (torch.arange(len(keep), device=device) >= len(triangles))[keep]
+    return tri, guess, is_footprint
+
+
+def _fragment_importance(frags: Fragments, z: torch.Tensor, valid: torch.Tensor, hw: int) -> torch.Tensor:
+    """(F,) softmax weights ``exp(Z - 10)``, ``Z`` the fragments' inverse target depth normalised as the points'
+    importance (over the valid points' ``z`` (B, N) of the batch element; ``hw`` target pixels per element)."""
+    lo, hi = inverse_depth_bounds(z.float(), valid)
+    fb = torch.div(frags.pixel, hw, rounding_mode="floor")
+    importance = normalised_importance(frags.inv_depth, lo[fb, 0], hi[fb, 0]).clamp(-IMPORTANCE_RANGE, IMPORTANCE_RANGE)
+    return torch.exp(importance - IMPORTANCE_RANGE)
+
+
+def _fragment_values(
+    frags: Fragments, verts: _Vertices, values: torch.Tensor, depth: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values (F, C), gap (F,))`` per fragment: the perspective-correct ``values`` (B, C, N), and the source-depth
+    gap (world units) to the nearest sample it comes from (a triangle's corners, or the footprint's owner);
+    ``depth`` (B, Hs, Ws) float32."""
+    c = values.shape[1]
+    owners = verts.owner[frags.corners]  # (F, 3) source pixels
+    frag_values = (frags.weights[..., None] * values.float().permute(0, 2, 1).reshape(-1, c)[owners]).sum(1)
+    frag_z = (frags.weights * verts.src_z[frags.corners]).sum(1)  # source depth is affine on the 3D triangle
+    gap = (frag_z[:, None] - depth.reshape(-1)[owners]).abs().amin(1)
+    return frag_values, gap
+
+
+def _blend_fragments(
+    frags: Fragments,
+    e: torch.Tensor,
+    frag_values: torch.Tensor,
+    gap: torch.Tensor,
+    guess: torch.Tensor,
+    fallback: torch.Tensor,
+    tolerance: float,
+    shape: tuple[int, int, int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(values (B, C, H, W), depth_gap (B, H, W), covered (B, H, W) bool)``: the fragments' ``frag_values``
+    (F, C) and source-depth ``gap`` (F,) averaged per target pixel with softmax weights ``e`` (F,); ``guess`` (M',)
+    marks the slope-only triangles, ``fallback`` (F,) the receding wedges' fragments; ``shape`` is (B, H, W)."""
+    b, height, width = shape
+    hw = height * width
+    c = frag_values.shape[1]
+    device = e.device
+    # A triangle the slope test alone joined may bridge two surfaces (a near and a far leg): its points that no
+    # sample vouches for within ``tolerance`` cover nothing.
+    e = torch.where(guess[frags.triangle] & (gap > tolerance), 0.0, e)
+    # The source never sees past its silhouette: the wedge's mask rises to 1 at its far edge.
+    gap = torch.where(fallback, 2.0 * gap, gap)
+    # The receding wedges only fill pixels nothing else covers.
+    den = torch.zeros(b * hw, device=device)
+    den.index_add_(0, frags.pixel, torch.where(fallback, 0.0, e))
+    e = torch.where(fallback & (den[frags.pixel] > 0), 0.0, e)
+    num = torch.zeros(b * hw, c + 1, device=device)
+    num.index_add_(0, frags.pixel, torch.cat([frag_values, gap[:, None]], 1) * e[:, None])
+    den = torch.zeros(b * hw, device=device)
+    den.index_add_(0, frags.pixel, e)
+    covered = den > 0
+    out = (num / torch.where(covered, den, torch.ones_like(den))[:, None]).view(b, height, width, c + 1)
+    out = out.permute(0, 3, 1, 2)
+    return out[:, :c], out[:, c], covered.view(b, height, width)
+
+
 def mesh_warp(
     values: torch.Tensor,
     depth: torch.Tensor,
@@ -509,9 +682,7 @@ def mesh_warp(
     and ``z`` (B, N) the pixel centres' target positions and depths, ``valid`` (B, N) those that exist, ``alpha``
     (B, Hs, Ws) the source's coverage in [0, 1], which places its silhouette between pixels (optional).
     """
-    b, c, n = values.shape
-    device = values.device
-    hw = height * width
+    b, _, n = values.shape
     max_slope = math.tan(math.radians(max_grazing_deg))
     depth = depth.float()
     Ks, Ts, Kt, Tt = K_src.float(), c2w_src.float(), K_tgt.float(), c2w_tgt.float()
@@ -519,56 +690,15 @@ def mesh_warp(
     facing = pixel_facing(uv.float().view(b, *depth.shape[-2:], 2), right[0], down[0]).view(b, n)
     triangles, complete, sure = mesh_triangles(depth, Ks, right, down, max_slope, tolerance)
     foot = footprint_quadrants(depth, right[0], down[0], complete, tolerance, Ks, alpha)
-    # One vertex table: the B*N pixel centres, then the footprints' extra vertices.
-    foot_uv, foot_z = lift_and_project(
-        foot.src_uv, foot.inv_depth, torch.div(foot.owner, n, rounding_mode="floor"), Ks, Ts, Kt, Tt
-    )
-    vert_uv = torch.cat([uv.reshape(-1, 2).float(), foot_uv])
-    vert_z = torch.cat([z.reshape(-1).float(), foot_z])
-    vert_src_z = torch.cat([depth.reshape(-1), 1.0 / foot.inv_depth.clamp_min(1e-12)])
-    vert_src_uv = torch.cat([pixel_grid(*depth.shape[-2:], device).repeat(b, 1), foot.src_uv])
-    vert_owner = torch.cat([torch.arange(b * n, device=device), foot.owner])
-    vert_ok = torch.cat([valid.reshape(-1), foot_z > 1e-4]) & torch.isfinite(vert_uv).all(-1)
-    tri = torch.cat([triangles, foot.triangles])
-    # Facing the target: the same winding on both screens (a flipped triangle shows the target its back).
-    keep = vert_ok[tri].all(1) & (_signed_area(vert_src_uv[tri]) * _signed_area(vert_uv[tri]) > 0)
-    tri = tri[keep]
-    # Mesh triangles joined by the slope test's guess alone (they may bridge two surfaces).
-    guess = torch.cat([~sure, torch.zeros(len(foot.triangles), dtype=torch.bool, device=device)])[keep]
-    # A footprint stops short of its neighbours' positions: its far edge is open.
-    is_footprint = (torch.arange(len(keep), device=device) >= len(triangles))[keep]
-    batch = torch.div(vert_owner[tri[:, 0]], n, rounding_mode="floor")
-    frags = rasterize_triangles(vert_uv, vert_z, tri, batch, height, width, is_footprint)
-
-    # Softmax weights exp(Z), Z the inverse target depth normalised as the points' importance.
-    lo, hi = inverse_depth_bounds(z.float(), valid)
-    fb = torch.div(frags.pixel, hw, rounding_mode="floor")
-    importance = normalised_importance(frags.inv_depth, lo[fb, 0], hi[fb, 0]).clamp(-IMPORTANCE_RANGE, IMPORTANCE_RANGE)
-    e = torch.exp(importance - IMPORTANCE_RANGE)
-    # Per fragment: perspective-correct values, and the source-depth gap to the nearest sample it comes from
-    # (a triangle's corners, or the footprint's owner).
-    owners = vert_owner[frags.corners]  # (F, 3) source pixels
-    frag_values = (frags.weights[..., None] * values.float().permute(0, 2, 1).reshape(-1, c)[owners]).sum(1)
-    frag_z = (frags.weights * vert_src_z[frags.corners]).sum(1)  # source depth is affine on the 3D triangle
-    gap = (frag_z[:, None] - depth.reshape(-1)[owners]).abs().amin(1)
-    # A triangle the slope test alone joined may bridge two surfaces (a near and a far leg): its points that no
-    # sample vouches for within ``tolerance`` cover nothing.
-    e = torch.where(guess[frags.triangle] & (gap > tolerance), 0.0, e)
-    # The receding wedges only fill pixels nothing else covers.
-    fallback = torch.cat([torch.zeros(b * n, dtype=torch.bool, device=device), foot.wedge])[frags.corners[:, 0]]
-    # The source never sees past its silhouette: the wedge's mask rises to 1 at its far edge.
-    gap = torch.where(fallback, 2.0 * gap, gap)
-    den = torch.zeros(b * hw, device=device)
-    den.index_add_(0, frags.pixel, torch.where(fallback, 0.0, e))
-    e = torch.where(fallback & (den[frags.pixel] > 0), 0.0, e)
-    num = torch.zeros(b * hw, c + 1, device=device)
-    num.index_add_(0, frags.pixel, torch.cat([frag_values, gap[:, None]], 1) * e[:, None])
-    den = torch.zeros(b * hw, device=device)
-    den.index_add_(0, frags.pixel, e)
-    covered = den > 0
-    out = (num / torch.where(covered, den, torch.ones_like(den))[:, None]).view(b, height, width, c + 1)
-    out = out.permute(0, 3, 1, 2)
-    return MeshWarp(out[:, :c], out[:, c], covered.view(b, height, width), facing)
+    verts = _vertex_table(uv, z, valid, depth, foot, (Ks, Ts, Kt, Tt))
+    tri, guess, is_footprint = _facing_triangles(verts, triangles, sure, foot)
+    batch = torch.div(verts.owner[tri[:, 0]], n, rounding_mode="floor")
+    frags = rasterize_triangles(verts.uv, verts.z, tri, batch, height, width, is_footprint)
+    e = _fragment_importance(frags, z, valid, height * width)
+    frag_values, gap = _fragment_values(frags, verts, values, depth)
+    fallback = verts.wedge[frags.corners[:, 0]]
+    blended = _blend_fragments(frags, e, frag_values, gap, guess, fallback, tolerance, (b, height, width))
+    return MeshWarp(*blended, facing)
 
 
 @dataclass

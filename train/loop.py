@@ -419,7 +419,7 @@ def check_latent_scale(stds: list[float], scaling_factor: float, rank: int) -> f
     if rank == 0:
         warning = latent_scale_warning(std, scaling_factor)
         if warning is None:
-            log.info("latent scale: std of the scaled target latents %.3f over %d micro-batches", std, len(stds))
+            log.debug("latent scale: std of the scaled target latents %.3f over %d micro-batches", std, len(stds))
         else:
             log.warning("LATENT SCALE: %s", warning)
     return std

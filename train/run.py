@@ -253,6 +253,8 @@ def trainer_factory(config: Config, plan: Any, fitted_vae: dict[str, Any] | None
                 storage_filesystem=fs,
                 failure_config=ray.train.FailureConfig(max_failures=0),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=tc.keep_checkpoints),
+                # Ray Train's worker-group start-up lines say nothing a user can act on; warnings still show.
+                logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             ),
         )
 
