@@ -32,7 +32,6 @@ from pathlib import Path
 from infra.tools import find_binary
 
 HEAD_IP = "127.0.0.2"
-WORKER_IP = "127.0.0.3"
 DASHBOARD_PORT = 8265
 
 

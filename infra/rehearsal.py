@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -134,6 +135,11 @@ def same_tensors(folder_a: str, folder_b: Path) -> tuple[bool, str]:
     )
 
 
+#: Lines a user cannot act on that the commands' output must not hold: Ray's C++ error lines, Ray Train's
+#: worker-group start-up lines, deprecation warnings.
+NOISE = re.compile(r"\] [a-z_]+\.cc:\d+:| E \d+ \d+\] |training worker group|[Dd]eprecat")
+
+
 def check_half(half: Half, standin: Path, outputs: dict[str, str]) -> None:
     """Read what the half's stages recorded and check it (see the module docstring)."""
     root = half.out
@@ -193,6 +199,16 @@ def check_half(half: Half, standin: Path, outputs: dict[str, str]) -> None:
     half.check("run_all: pictures, tables and the resolved config written", not missing, str(missing))
     views = json.loads((half.local / "views" / "summary.json").read_text())
     half.check("infer: views written", views["views"] > 0 and views["device"] == "cpu", str(views))
+    texts = [*outputs.values(), *(log.read_text() for log in sorted(half.local.glob("*.log")))]
+    noise = [line for text in texts for line in text.splitlines() if NOISE.search(line)]
+    half.check("output: no Ray error lines, start-up lines or deprecation warnings", not noise, "; ".join(noise)[:300])
+    spec = json.loads(storage.read_text(storage.join(model, "model_index.json")))["spec"]
+    half.check(
+        "export: the model carries its geometry",
+        spec["mask"]["half_angle_deg"] == pair.meta["mask"]["half_angle_deg"]
+        and spec["depth"]["training"] == "zoedepth",
+        f"mask {spec['mask']}, depth {spec['depth']['training']}, lens {spec['camera']['lens_mm']}",
+    )
 
 
 def rehearse(half: Half, paths: dict[str, Path]) -> None:
@@ -216,6 +232,7 @@ def rehearse(half: Half, paths: dict[str, Path]) -> None:
     ]
     infer += ["--image", str(image), "--depth-model", str(paths["zoedepth"]), "--turntable", "4", "--out", str(views)]
     text = run(half, "infer", infer)
+    outputs["infer"] = text
     (views / "summary.json").write_text(json.dumps({"views": text.count("view_"), "device": "cpu"}))
     check_half(half, paths["inpainting"], outputs)
 

@@ -26,6 +26,7 @@ import yaml
 
 from invs import storage
 from invs.errors import ConfigError, StorageError
+from invs.model_spec import CONDITIONINGS, KNOWN_PIXELS
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -141,20 +142,26 @@ class RenderConfig(_StageSection):
     # finishes the job); an autoscaler that adds nodes within it keeps the job going.
     worker_wait_s: float = 900.0
     max_attempts: int = 3
-    # objaverse source: which objects, and where they come from (render/objaverse_source.py)
-    uids_file: str | None = None
-    lvis_categories: list[str] = field(default_factory=list)
-    licenses: list[str] = field(default_factory=list)
-    objaverse_cache: str | None = None  # local cache (index; objects when there is no store); None: ~/.cache/invs
-    objaverse_mirror: str | None = None  # http(s) base URL with Hugging Face's layout, read instead of huggingface.co
+    node_resource: str | None = None  # custom Ray resource (ray_cluster.yaml) render workers need; None: any node
+
+
+@dataclass
+class ObjaverseConfig:
+    """The Objaverse source of the render stage (``render.objects: objaverse``): which objects, and where they come
+    from (:mod:`render.objaverse_source`)."""
+
+    uids_file: str | None = None  # render the uids listed in this file (one per line)
+    lvis_categories: list[str] = field(default_factory=list)  # only these LVIS categories
+    licenses: list[str] = field(default_factory=list)  # only these licences (by, by-sa, cc0, ...)
+    cache: str | None = None  # local cache (index; objects when there is no store); None: ~/.cache/invs
+    mirror: str | None = None  # http(s) base URL with Hugging Face's layout, read instead of huggingface.co
     # s3://bucket/prefix (or a shared directory) holding a copy of every object and index file fetched: workers
     # read objects from it first and copy each new download there, so later runs make no HTTP request. Separate
-    # from objaverse_mirror, which is a read-only HTTP source; with a store, workers keep no local copies.
-    objaverse_store: str | None = None
+    # from the mirror, which is a read-only HTTP source; with a store, workers keep no local copies.
+    store: str | None = None
     download_attempts: int = 5  # HTTP tries per file; transient errors (5xx, 429, timeouts, resets) are retried
     download_backoff_s: float = 1.0  # wait before the 2nd try, doubled for each further one (max 60 s), jittered
     download_timeout_s: float = 60.0  # per HTTP request: connecting and each read
-    node_resource: str | None = None  # custom Ray resource (ray_cluster.yaml) render workers need; None: any node
 
 
 @dataclass
@@ -220,7 +227,7 @@ class TrainConfig(_StageSection):
     logit_normal_std: float = 1.0
     noise_offset: float = 0.0
     prediction_type: Literal["scheduler", "epsilon", "v_prediction"] = "scheduler"  # scheduler: the model's own
-    conditioning: Literal["empty_prompt", "clip_image"] = "empty_prompt"
+    conditioning: Literal[CONDITIONINGS] = "empty_prompt"
     image_encoder: str = "openai/clip-vit-large-patch14"  # for clip_image (tiny: a small random CLIP)
     cfg_dropout: float = 0.1  # probability of the unconditional embedding in training (clip_image)
     use_latents: bool = True  # use precomputed VAE latents in the pair shards when they match the model's VAE
@@ -232,7 +239,7 @@ class TrainConfig(_StageSection):
     val_pairs: int = 4
     val_inference_steps: int = 20
     guidance_scale: float = 1.0
-    known_pixels: Literal["composite", "generate"] = "composite"  # keep the partial view's pixels by the soft mask
+    known_pixels: Literal[KNOWN_PIXELS] = "composite"  # keep the partial view's pixels by the soft mask
     seed: int = 0
 
     @property
@@ -247,6 +254,7 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    objaverse: ObjaverseConfig = field(default_factory=ObjaverseConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -283,9 +291,9 @@ RANGES: dict[str, str] = {
     "render.max_memory_mb": "> 0",
     "render.max_attempts": ">= 1",
     "render.worker_wait_s": "> 0",
-    "render.download_attempts": ">= 1",
-    "render.download_backoff_s": ">= 0",
-    "render.download_timeout_s": "> 0",
+    "objaverse.download_attempts": ">= 1",
+    "objaverse.download_backoff_s": ">= 0",
+    "objaverse.download_timeout_s": "> 0",
     "preprocess.pairs_per_object": ">= 1",
     "preprocess.resolution": ">= 8",
     "preprocess.min_angle_deg": "[0, 180]",
@@ -573,7 +581,32 @@ def load_config(
     return config
 
 
+#: Settings that moved to another section: old ``section.key`` -> new ``section.key``. Files and ``--set`` that still
+#: use the old place keep working.
+MOVED = {
+    **{f"render.{key}": f"objaverse.{key}" for key in ("uids_file", "lvis_categories", "licenses")},
+    **{f"render.objaverse_{key}": f"objaverse.{key}" for key in ("cache", "mirror", "store")},
+    **{f"render.download_{key}": f"objaverse.download_{key}" for key in ("attempts", "backoff_s", "timeout_s")},
+}
+
+
+def _moved(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the :data:`MOVED` settings in their new sections (an old-place value wins: it was written
+    last, by an override, or the file still uses it)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old, new in MOVED.items():
+        old_section, old_key = old.split(".")
+        section = out.get(old_section)
+        if isinstance(section, dict) and old_key in section:
+            new_section, new_key = new.split(".")
+            target = out.setdefault(new_section, {})
+            if isinstance(target, dict):
+                target[new_key] = section.pop(old_key)
+    return out
+
+
 def _checked(data: dict[str, Any], source: str) -> Config:
+    data = _moved(data)
     try:
         config = _build(Config, data, "")
         check_ranges(config)

@@ -139,7 +139,7 @@ class ModelSpec:
             old = getattr(holder, name)
             if old == value:
                 continue
-            lines.append(f"note: {key} = {value!r} overrides the model's {old!r}")
+            lines.append(f"note: {key} = {_shown(value)} overrides the model's {_shown(old)}")
             new = replace(holder, **{name: value})
             spec = replace(spec, **{section: new}) if section else new
         return spec, lines
@@ -177,6 +177,10 @@ class ModelSpec:
             conditioning=t.conditioning,
             known_pixels=t.known_pixels,
         )
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
 
 
 def _tuples(section: dict[str, Any]) -> dict[str, Any]:

@@ -39,7 +39,6 @@ SD_SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 TINY_TEXT_MAX_LENGTH = 77  # CLIP's context length: the pipeline pads prompts to tokenizer.model_max_length
-TINY_VAE_SCALE_FACTOR = 4  # 2 ** (len(vae block_out_channels) - 1); SD's VAE downsamples by 8
 
 
 def quiet_model_libraries() -> None:

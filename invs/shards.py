@@ -1,4 +1,4 @@
-"""Shard formats: webdataset tar writers and readers for render shards and pair shards (see design.md).
+"""Shard formats: webdataset tar writers and readers for render shards and pair shards.
 
 Render shard sample (one per object, all views together), members ``KEY.<field>``:
 

@@ -26,7 +26,6 @@ import contextvars
 import errno
 import functools
 import os
-import random
 import re
 import shutil
 import sys
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from invs.errors import StorageError
+from invs.retry import RetryPolicy
 
 T = TypeVar("T")
 
@@ -73,20 +73,6 @@ def s3_settings() -> S3Settings:
     )
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     return S3Settings(endpoint or None, region or None)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How transient S3 errors are retried: ``attempts`` tries in all, waiting ``backoff_s`` before the second,
-    doubled per retry up to ``max_wait_s``, each wait jittered by +-25%."""
-
-    attempts: int = 6
-    backoff_s: float = 1.0
-    max_wait_s: float = 30.0
-
-    def wait_s(self, retry: int) -> float:
-        """The wait before retry number ``retry`` (1: the second try)."""
-        return min(self.max_wait_s, self.backoff_s * 2 ** (retry - 1)) * random.uniform(0.75, 1.25)
 
 
 _retry_policy = RetryPolicy()

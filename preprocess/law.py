@@ -1,4 +1,4 @@
-"""The sanity law for partial views and masks, measured against the target's ground truth (design.md, item 5).
+"""The sanity law for partial views and masks, measured against the target's ground truth (README, "Preprocess stage").
 
 Given a pair's partial view and mask and the *target's* render (RGBA and planar depth), with the true target
 surface points ``X`` from the target depth:

@@ -63,7 +63,7 @@ import struct
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, NoReturn
 
 MAX_FILE_BYTES = 4 * 2**30
 MAX_JSON_BYTES = 64 * 2**20
@@ -116,25 +116,61 @@ def element_bytes(component_type: int, type_: str) -> int:
 # ------------------------------------------------------------------------------------------------ container
 
 
+@dataclass(frozen=True)
+class GlbHeader:
+    """The first 20 bytes of a GLB: the file header and the first chunk's header (missing bytes read as zeros)."""
+
+    magic: bytes
+    version: int
+    length: int  # the total length the header declares
+    json_length: int
+    json_type: int
+
+
+class GlbHeaderError(GltfError):
+    """A GLB header failed a check of :func:`read_glb_header`; ``problem`` names which, ``header`` is what was read.
+
+    ``problem`` is one of ``magic``, ``version``, ``length``, ``chunk`` (no first chunk), ``json_type`` and
+    ``json_length`` (the JSON chunk runs past the end of the file), so that callers can word their own reason.
+    """
+
+    def __init__(self, message: str, problem: str, header: GlbHeader) -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.header = header
+
+
+def read_glb_header(f: BinaryIO, size: int) -> GlbHeader:
+    """Read and check the GLB header at ``f``'s position of a file of ``size`` bytes; GlbHeaderError if bad.
+
+    Checks, in order: magic ``glTF``, version 2, a declared length equal to ``size``, a first chunk of type
+    ``JSON`` that lies inside the file. ``f`` is left at the start of the JSON chunk's data.
+    """
+    head = f.read(20)
+    header = GlbHeader(*struct.unpack("<4sIIII", head.ljust(20, b"\0")))
+
+    def fail(problem: str, message: str) -> NoReturn:
+        raise GlbHeaderError(message, problem, header)
+
+    if len(head) < 12 or header.magic != _GLB_MAGIC:
+        fail("magic", "not a glTF binary (no 'glTF' header)")
+    if header.version != 2:
+        fail("version", f"glTF binary version {header.version}, only 2 is supported")
+    if header.length != size:
+        fail("length", f"glTF binary header says {header.length} bytes, the file has {size} (truncated or padded)")
+    if len(head) < 20:
+        fail("chunk", "glTF binary has no JSON chunk")
+    if header.json_type != _JSON_CHUNK:
+        fail("json_type", "glTF binary's first chunk is not JSON")
+    if 20 + header.json_length > size:
+        fail("json_length", f"glTF binary's JSON chunk ({header.json_length} bytes) runs past the end of the file")
+    return header
+
+
 def _read_glb(path: Path, size: int) -> tuple[dict[str, Any], int | None]:
     """(JSON, BIN chunk length or None) of a GLB; the BIN data is not read."""
     with open(path, "rb") as f:
-        header = f.read(12)
-        if len(header) < 12 or header[:4] != _GLB_MAGIC:
-            raise GltfError("not a glTF binary (no 'glTF' header)")
-        version, length = struct.unpack("<II", header[4:])
-        if version != 2:
-            raise GltfError(f"glTF binary version {version}, only 2 is supported")
-        if length != size:
-            raise GltfError(f"glTF binary header says {length} bytes, the file has {size} (truncated or padded)")
-        chunk = f.read(8)
-        if len(chunk) < 8:
-            raise GltfError("glTF binary has no JSON chunk")
-        json_len, kind = struct.unpack("<II", chunk)
-        if kind != _JSON_CHUNK:
-            raise GltfError("glTF binary's first chunk is not JSON")
-        if 20 + json_len > size:
-            raise GltfError(f"glTF binary's JSON chunk ({json_len} bytes) runs past the end of the file")
+        json_len = read_glb_header(f, size).json_length
         if json_len > MAX_JSON_BYTES:
             raise GltfError(f"glTF JSON is {json_len} bytes, over the {MAX_JSON_BYTES} limit")
         text = f.read(json_len)
@@ -259,26 +295,53 @@ def _index(value: Any, items: list[Any], what: str) -> int:
 def check_gltf(path: str | os.PathLike[str]) -> Report:
     """Run every check in the module docstring on the model file ``path``; GltfError with the reason if one fails."""
     path = Path(path)
-    folder = path.parent
+    gltf, bin_len, model_bytes = _load(path)
+    files: list[str] = []
+    buffers, buffer_lengths, file_bytes = _check_buffers(gltf, bin_len, path.parent, files)
+    views = _check_buffer_views(gltf, buffers, buffer_lengths)
+    accessors, declared = _check_accessors(gltf, views, model_bytes + file_bytes)
+    images, materials = _check_textures_and_materials(gltf)
+    pixels = _check_images(images, path, buffers, views, bin_len, files)
+    meshes, primitives = _check_meshes(gltf, accessors, materials, views)
+    nodes, skins, depth = _check_nodes(gltf, meshes)
+    _check_skins(skins, nodes, accessors)
+    _check_scenes(gltf, nodes)
+    _check_animations(gltf, accessors, nodes)
+    return Report(
+        nodes=len(nodes),
+        depth=depth,
+        primitives=primitives,
+        accessor_bytes=declared,
+        image_pixels=pixels,
+        files=tuple(files),
+    )
+
+
+def _load(path: Path) -> tuple[dict[str, Any], int | None, int]:
+    """(JSON, GLB BIN chunk length or None, file size) of a model file whose container and asset.version pass."""
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise GltfError(f"glTF file is {size} bytes, over the {MAX_FILE_BYTES} limit")
     if path.suffix.lower() == ".glb":
         gltf, bin_len = _read_glb(path, size)
-        data_bytes = size
     else:
         if size > MAX_JSON_BYTES:
             raise GltfError(f"glTF JSON is {size} bytes, over the {MAX_JSON_BYTES} limit")
         gltf, bin_len = _parse_json(path.read_bytes()), None
-        data_bytes = size
     asset = gltf.get("asset")
     version = asset.get("version") if isinstance(asset, dict) else None
     if not isinstance(version, str) or not version.startswith("2."):
         raise GltfError(f"glTF asset.version is {str(version)[:20]!r}, only 2.x is supported")
+    return gltf, bin_len, size
 
-    files: list[str] = []
+
+def _check_buffers(
+    gltf: dict[str, Any], bin_len: int | None, folder: Path, files: list[str]
+) -> tuple[list[dict[str, Any]], list[int], int]:
+    """(buffers, their byteLengths, bytes of buffer files) after checking each buffer's source holds its data."""
     buffers = _list(gltf, "buffers")
     buffer_lengths = []
+    file_bytes = 0
     for i, buf in enumerate(buffers):
         what = f"buffer {i}"
         length = _int(buf.get("byteLength"), f"{what} byteLength", 1)
@@ -299,10 +362,16 @@ def check_gltf(path: str | os.PathLike[str]) -> Report:
                 raise GltfError(f"{what}: file {buf['uri'][:120]!r} does not exist in the object's folder")
             actual = source.stat().st_size
             files.append(str(source))
-            data_bytes += actual
+            file_bytes += actual
         if actual < length:
             raise GltfError(f"{what} claims {length} bytes, its data holds {actual}")
+    return buffers, buffer_lengths, file_bytes
 
+
+def _check_buffer_views(
+    gltf: dict[str, Any], buffers: list[dict[str, Any]], buffer_lengths: list[int]
+) -> list[dict[str, Any]]:
+    """The buffer views, each checked to lie inside its buffer with a valid byteStride."""
     views = _list(gltf, "bufferViews")
     for i, view in enumerate(views):
         what = f"bufferView {i}"
@@ -317,7 +386,13 @@ def check_gltf(path: str | os.PathLike[str]) -> Report:
             stride = _int(view["byteStride"], f"{what} byteStride", 4)
             if stride > 252 or stride % 4:
                 raise GltfError(f"{what} byteStride {stride} is not a multiple of 4 in 4-252")
+    return views
 
+
+def _check_accessors(
+    gltf: dict[str, Any], views: list[dict[str, Any]], data_bytes: int
+) -> tuple[list[dict[str, Any]], int]:
+    """(accessors, bytes they declare) after checking each fits its views and all fit the data bound."""
     accessors = _list(gltf, "accessors")
     declared = 0
     for i, acc in enumerate(accessors):
@@ -342,29 +417,38 @@ def check_gltf(path: str | os.PathLike[str]) -> Report:
                 )
         sparse = acc.get("sparse")
         if sparse is not None:
-            if not isinstance(sparse, dict):
-                raise GltfError(f"{what} sparse is not an object")
-            n = _int(sparse.get("count"), f"{what} sparse count", 1)
-            if n > count:
-                raise GltfError(f"{what} sparse count {n} exceeds its count {count}")
-            for part, part_elem in (
-                ("indices", COMPONENT_BYTES.get((sparse.get("indices") or {}).get("componentType"), 0)),
-                ("values", elem),
-            ):
-                spec = sparse.get(part)
-                if not isinstance(spec, dict) or not part_elem:
-                    raise GltfError(f"{what} sparse {part} is malformed")
-                v = _index(spec.get("bufferView"), views, f"{what} sparse {part} bufferView")
-                offset = _int(spec.get("byteOffset", 0), f"{what} sparse {part} byteOffset")
-                if offset + n * part_elem > views[v]["byteLength"]:
-                    raise GltfError(f"{what} sparse {part} ({n} elements) run past the end of bufferView {v}")
+            _check_sparse(sparse, what, count, elem, views)
     limit = ACCESSOR_BYTES_PER_DATA_BYTE * data_bytes + ACCESSOR_BYTES_SLACK
     if declared > limit:
         raise GltfError(
             f"accessors declare {declared} bytes for {data_bytes} bytes of data (limit {limit}: "
             f"{ACCESSOR_BYTES_PER_DATA_BYTE} x data + {ACCESSOR_BYTES_SLACK})"
         )
+    return accessors, declared
 
+
+def _check_sparse(sparse: Any, what: str, count: int, elem: int, views: list[dict[str, Any]]) -> None:
+    """Check an accessor's ``sparse`` object: its count and that its indices and values fit their views."""
+    if not isinstance(sparse, dict):
+        raise GltfError(f"{what} sparse is not an object")
+    n = _int(sparse.get("count"), f"{what} sparse count", 1)
+    if n > count:
+        raise GltfError(f"{what} sparse count {n} exceeds its count {count}")
+    for part, part_elem in (
+        ("indices", COMPONENT_BYTES.get((sparse.get("indices") or {}).get("componentType"), 0)),
+        ("values", elem),
+    ):
+        spec = sparse.get(part)
+        if not isinstance(spec, dict) or not part_elem:
+            raise GltfError(f"{what} sparse {part} is malformed")
+        v = _index(spec.get("bufferView"), views, f"{what} sparse {part} bufferView")
+        offset = _int(spec.get("byteOffset", 0), f"{what} sparse {part} byteOffset")
+        if offset + n * part_elem > views[v]["byteLength"]:
+            raise GltfError(f"{what} sparse {part} ({n} elements) run past the end of bufferView {v}")
+
+
+def _check_textures_and_materials(gltf: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(images, materials) after checking the indices of textures (sources, samplers) and material textures."""
     images = _list(gltf, "images")
     textures = _list(gltf, "textures")
     samplers = _list(gltf, "samplers")
@@ -380,6 +464,19 @@ def check_gltf(path: str | os.PathLike[str]) -> Report:
     for i, mat in enumerate(materials):
         for ref in _texture_refs(mat):
             _index(ref.get("index"), textures, f"material {i} texture")
+    return images, materials
+
+
+def _check_images(
+    images: list[dict[str, Any]],
+    path: Path,
+    buffers: list[dict[str, Any]],
+    views: list[dict[str, Any]],
+    bin_len: int | None,
+    files: list[str],
+) -> int:
+    """The pixels of all images whose size can be read, after checking each against the side and total limits."""
+    folder = path.parent
     pixels = 0
     for i, image in enumerate(images):
         what = f"image {i}"
@@ -406,7 +503,16 @@ def check_gltf(path: str | os.PathLike[str]) -> Report:
         pixels += w * h
         if pixels > MAX_IMAGE_PIXELS:
             raise GltfError(f"images hold more than {MAX_IMAGE_PIXELS} pixels together (at {what}: {w} x {h})")
+    return pixels
 
+
+def _check_meshes(
+    gltf: dict[str, Any],
+    accessors: list[dict[str, Any]],
+    materials: list[dict[str, Any]],
+    views: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], int]:
+    """(meshes, number of primitives) after checking the primitive limit and every primitive's indices."""
     meshes = _list(gltf, "meshes")
     primitives = 0
     for i, mesh in enumerate(meshes):
@@ -436,7 +542,13 @@ def check_gltf(path: str | os.PathLike[str]) -> Report:
             draco = (prim.get("extensions") or {}).get("KHR_draco_mesh_compression")
             if isinstance(draco, dict):
                 _index(draco.get("bufferView"), views, f"{what} Draco bufferView")
+    return meshes, primitives
 
+
+def _check_nodes(
+    gltf: dict[str, Any], meshes: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """(nodes, skins, hierarchy depth) after checking the node limit, node indices and the hierarchy's shape."""
     nodes = _list(gltf, "nodes")
     if len(nodes) > MAX_NODES:
         raise GltfError(f"{len(nodes)} nodes, over the {MAX_NODES} limit")
@@ -459,7 +571,11 @@ def check_gltf(path: str | os.PathLike[str]) -> Report:
             _index(node["skin"], skins, f"node {i} skin")
         if "camera" in node:
             _index(node["camera"], cameras, f"node {i} camera")
-    depth = _depths(nodes, parent)
+    return nodes, skins, _depths(nodes, parent)
+
+
+def _check_skins(skins: list[dict[str, Any]], nodes: list[dict[str, Any]], accessors: list[dict[str, Any]]) -> None:
+    """Check every skin's joints, inverseBindMatrices and skeleton point at something."""
     for i, skin in enumerate(skins):
         joints = skin.get("joints")
         if not isinstance(joints, list) or not joints:
@@ -470,6 +586,10 @@ def check_gltf(path: str | os.PathLike[str]) -> Report:
             _index(skin["inverseBindMatrices"], accessors, f"skin {i} inverseBindMatrices")
         if "skeleton" in skin:
             _index(skin["skeleton"], nodes, f"skin {i} skeleton")
+
+
+def _check_scenes(gltf: dict[str, Any], nodes: list[dict[str, Any]]) -> None:
+    """Check every scene's root nodes and the default scene point at something."""
     for i, scene in enumerate(_list(gltf, "scenes")):
         roots = scene.get("nodes", [])
         if not isinstance(roots, list):
@@ -478,6 +598,10 @@ def check_gltf(path: str | os.PathLike[str]) -> Report:
             _index(n, nodes, f"scene {i} node")
     if "scene" in gltf:
         _index(gltf["scene"], gltf.get("scenes") or [], "the default scene")
+
+
+def _check_animations(gltf: dict[str, Any], accessors: list[dict[str, Any]], nodes: list[dict[str, Any]]) -> None:
+    """Check every animation's samplers (input, output) and channels (sampler, target node) point at something."""
     for i, anim in enumerate(_list(gltf, "animations")):
         anim_samplers = anim.get("samplers", [])
         if not isinstance(anim_samplers, list) or not all(isinstance(s, dict) for s in anim_samplers):
@@ -493,14 +617,6 @@ def check_gltf(path: str | os.PathLike[str]) -> Report:
             target = c.get("target")
             if isinstance(target, dict) and "node" in target:
                 _index(target["node"], nodes, f"animation {i} channel node")
-    return Report(
-        nodes=len(nodes),
-        depth=depth,
-        primitives=primitives,
-        accessor_bytes=declared,
-        image_pixels=pixels,
-        files=tuple(files),
-    )
 
 
 def _texture_refs(material: dict[str, Any]) -> list[dict[str, Any]]:
@@ -559,8 +675,7 @@ def _view_head(
         if b != 0 or bin_len is None:
             return None
         with open(path, "rb") as f:
-            f.seek(12)
-            (json_len,) = struct.unpack("<I", f.read(4))
+            json_len = read_glb_header(f, os.fstat(f.fileno()).st_size).json_length
             f.seek(20 + json_len + 8 + offset)
             return f.read(length)
     source = resolve_uri(buf["uri"], folder, f"buffer {b}")

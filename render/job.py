@@ -310,7 +310,7 @@ def render_objects(config: Config, chunk_size: int = 2) -> dict[str, Any]:
 
     started = time.monotonic()
     out = config.render.out
-    objects = resolve_objects(config.render)
+    objects = resolve_objects(config)
     p = plan(config, objects)
     orphans = shards.remove_orphan_shards(out, p.referenced_shards)
     if orphans:

@@ -36,10 +36,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seed": "camera sampling seed (per object: seed + uid)",
             "workers": "Blender processes (default: CPUs / threads per worker)",
             "timeout_s": ("timeout", "seconds per object before its Blender process is killed"),
+        },
+    )
+    flags |= cli.add_settings(
+        parser,
+        "objaverse",
+        {
             "uids_file": "objaverse: render the uids listed in this file",
             "lvis_categories": ("lvis", "objaverse: only this LVIS category (repeatable)"),
             "licenses": ("license", "objaverse: only this licence (repeatable)"),
-            "objaverse_store": "objaverse: s3://bucket/prefix keeping a copy of every object fetched (read first)",
+            "store": ("objaverse-store", "objaverse: s3://bucket/prefix keeping a copy of every object fetched"),
         },
     )
     args = parser.parse_args(argv)

@@ -10,7 +10,7 @@ and from the store when one is set. Metadata shards are read one at a time and o
 package's ``load_annotations`` would hold the full metadata of every selected object).
 
 Objects (each render worker, per object): :func:`fetch_object` takes the file from the local cache, else from the
-store (``render.objaverse_store``), else over HTTP from Hugging Face (or ``render.objaverse_mirror``, a base URL
+store (``objaverse.store``), else over HTTP from Hugging Face (or ``objaverse.mirror``, a base URL
 with the same layout), checks it (:func:`check_glb`) and copies a download into the store. The download is ours,
 not the package's ``load_objects``: that one has no timeout or retry, writes a fixed ``.tmp`` name that two
 processes sharing a cache collide on, globs the whole cache after every file and needs the index in each process.
@@ -39,7 +39,6 @@ import os
 import random
 import shutil
 import ssl
-import struct
 import tempfile
 import time
 import urllib.error
@@ -47,15 +46,17 @@ import urllib.request
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import objaverse
 
+from invs import retry as invs_retry
 from invs import storage
 from invs.errors import InvsError, StorageError
 from invs.storage import local_cache_dir
+from render import gltf_check
 from render.object_ref import ObjectRef
 
 if TYPE_CHECKING:
@@ -73,8 +74,6 @@ UNKNOWN_UID = "uid not in the Objaverse object index (object-paths.json.gz)"
 #: Longest wait between two tries of a download, whatever the backoff and a server's Retry-After say.
 MAX_BACKOFF_S = 60.0
 
-_GLB_MAGIC = b"glTF"
-_CHUNK_JSON = 0x4E4F534A
 _INDEX_FILE = "object-paths.json.gz"
 _LVIS_FILE = "lvis-annotations.json.gz"
 _TRANSIENT_HTTP = frozenset({408, 425, 429})
@@ -186,14 +185,15 @@ class DownloadError(InvsError):
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """How HTTP downloads are tried: ``attempts`` tries in all; before try ``n + 1`` a wait of
-    ``backoff_s * 2 ** (n - 1)`` seconds (at most :data:`MAX_BACKOFF_S`, longer if the server asks with
-    ``Retry-After``) times a random factor in [0.5, 1] so that many workers do not retry in step.
+class RetryPolicy(invs_retry.RetryPolicy):
+    """How HTTP downloads are tried: the core :class:`invs.retry.RetryPolicy` with ``attempts`` tries in all; before
+    try ``n + 1`` a wait of ``backoff_s * 2 ** (n - 1)`` seconds (at most :data:`MAX_BACKOFF_S`, longer if the server
+    asks with ``Retry-After``) times a random factor in [0.5, 1] so that many workers do not retry in step.
     ``timeout_s`` bounds connecting and each read of one request."""
 
     attempts: int = 5
-    backoff_s: float = 1.0
+    max_wait_s: float = field(default=MAX_BACKOFF_S, kw_only=True, repr=False)
+    jitter: tuple[float, float] = field(default=(0.5, 1.0), kw_only=True, repr=False)
     timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
@@ -202,15 +202,12 @@ class RetryPolicy:
 
     @classmethod
     def from_config(cls, cfg: RenderConfig) -> RetryPolicy:
-        """``render.download_attempts``, ``render.download_backoff_s`` and ``render.download_timeout_s``."""
+        """``objaverse.download_attempts``, ``objaverse.download_backoff_s`` and ``objaverse.download_timeout_s``."""
         return cls(cfg.download_attempts, cfg.download_backoff_s, cfg.download_timeout_s)
 
     def delay(self, failed_tries: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
-        """Seconds to wait after ``failed_tries`` failed tries (1, 2, ...)."""
-        wait = min(MAX_BACKOFF_S, self.backoff_s * 2.0 ** (failed_tries - 1))
-        if retry_after is not None:
-            wait = max(wait, min(MAX_BACKOFF_S, retry_after))
-        return wait * (rng or random).uniform(0.5, 1.0)
+        """Seconds to wait after ``failed_tries`` failed tries (1, 2, ...): :meth:`wait_s`."""
+        return self.wait_s(failed_tries, retry_after, rng)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -524,7 +521,8 @@ def check_glb(path: str | os.PathLike[str]) -> str | None:
     """``None`` if ``path`` is a plausible glTF-binary file, else the reason it is not (one line).
 
     Checks: the file exists and is not empty; the header has magic ``glTF``, version 2 and a total length equal to
-    the file size; the first chunk is a JSON chunk inside the file whose content parses to a JSON object.
+    the file size; the first chunk is a JSON chunk inside the file whose content parses to a JSON object. The header
+    is read by :func:`render.gltf_check.read_glb_header`.
     """
     try:
         size = os.path.getsize(path)
@@ -533,28 +531,35 @@ def check_glb(path: str | os.PathLike[str]) -> str | None:
         if size < 20:
             return f"too small for a glTF-binary file ({size} bytes)"
         with open(path, "rb") as f:
-            magic, version, length = struct.unpack("<4sII", f.read(12))
-            if magic != _GLB_MAGIC:
-                return f"not a glTF-binary file (starts with {magic!r}, expected b'glTF')"
-            if version != 2:
-                return f"unsupported glTF-binary version {version} (expected 2)"
-            if length != size:
-                return f"header says {length} bytes but the file has {size} (truncated or damaged)"
-            chunk_length, chunk_type = struct.unpack("<II", f.read(8))
-            if chunk_type != _CHUNK_JSON:
-                return f"first chunk is not JSON (type 0x{chunk_type:08x})"
-            if chunk_length > size - 20:
-                return f"JSON chunk of {chunk_length} bytes runs past the end of the file"
-            document = json.loads(f.read(chunk_length).decode("utf-8"))
+            header = gltf_check.read_glb_header(f, size)
+            document = json.loads(f.read(header.json_length).decode("utf-8"))
     except FileNotFoundError:
         return "file missing"
     except OSError as exc:
         return f"cannot read: {exc.strerror or exc}"
+    except gltf_check.GlbHeaderError as exc:  # a ValueError: before the JSON errors
+        return _glb_header_reason(exc, size)
     except (UnicodeDecodeError, ValueError) as exc:
         return f"JSON chunk does not parse: {str(exc).splitlines()[0][:200]}"
     if not isinstance(document, dict):
         return "JSON chunk is not a glTF object"
     return None
+
+
+def _glb_header_reason(exc: gltf_check.GlbHeaderError, size: int) -> str:
+    """:func:`check_glb`'s one-line reason for a GLB header that failed a check."""
+    h = exc.header
+    if exc.problem == "magic":
+        return f"not a glTF-binary file (starts with {h.magic!r}, expected b'glTF')"
+    if exc.problem == "version":
+        return f"unsupported glTF-binary version {h.version} (expected 2)"
+    if exc.problem == "length":
+        return f"header says {h.length} bytes but the file has {size} (truncated or damaged)"
+    if exc.problem == "json_type":
+        return f"first chunk is not JSON (type 0x{h.json_type:08x})"
+    if exc.problem == "json_length":
+        return f"JSON chunk of {h.json_length} bytes runs past the end of the file"
+    return str(exc)
 
 
 @dataclass(frozen=True)

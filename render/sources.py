@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from invs import storage
-from invs.config import RenderConfig
+from invs.config import Config, ObjaverseConfig
 from invs.errors import InvsError, StorageError
 from render.object_ref import ObjectRef
 
@@ -63,38 +63,40 @@ def _from_list_file(path: str) -> list[ObjectRef]:
     return refs
 
 
-def _objaverse_where(cfg: RenderConfig) -> dict[str, Any]:
+def _objaverse_where(source: ObjaverseConfig) -> dict[str, Any]:
     """Where Objaverse files come from; a store is checked for writing first (bucket, credentials)."""
     from render import objaverse_source
 
-    if cfg.objaverse_store is not None:
+    if source.store is not None:
         try:
-            storage.check_writable(cfg.objaverse_store)
+            storage.check_writable(source.store)
         except StorageError as exc:
-            raise StorageError(f"render.objaverse_store: {exc}") from None
+            raise StorageError(f"objaverse.store: {exc}") from None
     return {
-        "cache_dir": cfg.objaverse_cache,
-        "mirror": cfg.objaverse_mirror,
-        "store": cfg.objaverse_store,
-        "retry": objaverse_source.RetryPolicy.from_config(cfg),
+        "cache_dir": source.cache,
+        "mirror": source.mirror,
+        "store": source.store,
+        "retry": objaverse_source.RetryPolicy.from_config(source),
     }
 
 
-def _with_objaverse_paths(cfg: RenderConfig, refs: list[ObjectRef]) -> list[ObjectRef]:
+def _with_objaverse_paths(source: ObjaverseConfig, refs: list[ObjectRef]) -> list[ObjectRef]:
     """``objaverse:`` refs (from a list file) with their object paths, from one read of the index."""
     from render import objaverse_source
 
     uids = [r.uid for r in refs if r.uri.startswith("objaverse:")]
-    paths = objaverse_source.object_paths(uids, **_objaverse_where(cfg))
+    paths = objaverse_source.object_paths(uids, **_objaverse_where(source))
     return [dataclasses.replace(r, object_path=paths.get(r.uid)) if r.uri.startswith("objaverse:") else r for r in refs]
 
 
-def resolve_objects(cfg: RenderConfig) -> list[ObjectRef]:
-    """The objects ``cfg.objects`` names, in a deterministic order, limited to ``cfg.num_objects``.
+def resolve_objects(config: Config) -> list[ObjectRef]:
+    """The objects ``render.objects`` names, in a deterministic order, limited to ``render.num_objects`` (Objaverse
+    objects chosen and fetched as the ``objaverse`` section says).
 
     Raises :class:`InvsError` when the source itself is unusable (a path that does not exist, a glob or prefix
     that matches no model file); problems with single objects surface later as failed rows.
     """
+    cfg, source = config.render, config.objaverse
     src = cfg.objects.strip()
     if src == "samples":
         from render import samples
@@ -104,12 +106,12 @@ def resolve_objects(cfg: RenderConfig) -> list[ObjectRef]:
         from render import objaverse_source
 
         selected = objaverse_source.select_objects(
-            uids_file=cfg.uids_file,
-            lvis_categories=cfg.lvis_categories,
-            licenses=cfg.licenses,
+            uids_file=source.uids_file,
+            lvis_categories=source.lvis_categories,
+            licenses=source.licenses,
             num_objects=cfg.num_objects,
             seed=cfg.seed,
-            **_objaverse_where(cfg),
+            **_objaverse_where(source),
         )
         refs = [ObjectRef(uid=u, uri=f"objaverse:{u}", source="objaverse", object_path=p) for u, p in selected]
     elif src.endswith(".txt"):
@@ -145,7 +147,7 @@ def resolve_objects(cfg: RenderConfig) -> list[ObjectRef]:
     if cfg.num_objects is not None and src != "objaverse":
         refs = refs[: cfg.num_objects]
     if src != "objaverse" and any(ref.uri.startswith("objaverse:") for ref in refs):
-        refs = _with_objaverse_paths(cfg, refs)
+        refs = _with_objaverse_paths(source, refs)
     keys: dict[str, str] = {}
     for ref in refs:
         if ref.key in keys and keys[ref.key] != ref.uri:

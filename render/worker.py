@@ -32,8 +32,6 @@ from render.blender_process import BlenderError, BlenderProcess
 from render.object_ref import ObjectRef
 from render.request import RenderRequest
 
-#: An object whose every view covers less than this fraction of the image is recorded as an empty render.
-
 
 class FetchError(Exception):
     """The model file could not be obtained (missing, download failed, failed verification)."""
@@ -56,7 +54,7 @@ def fetch(
     """A local file for ``ref`` (downloaded or generated into ``directory/KEY/`` when it is not local).
 
     Objaverse objects are fetched by the path in ``ref.object_path`` (no index read here): with a store
-    (``render.objaverse_store``) into ``directory`` (deleted after rendering; the store keeps them), else into
+    (``objaverse.store``) into ``directory`` (deleted after rendering; the store keeps them), else into
     the node's Objaverse cache. ``on_objaverse`` is told where each one came from.
     """
     if ref.uri.startswith("samples:"):
@@ -67,18 +65,18 @@ def fetch(
         path.write_bytes(samples.sample_bytes(ref.uri.split(":", 1)[1]))
         return path
     if ref.uri.startswith("objaverse:"):
-        r = config.render
+        source = config.objaverse
         if ref.object_path is None:
             raise FetchError(objaverse_source.UNKNOWN_UID)
-        root = directory / "objaverse" if r.objaverse_store else objaverse_source.cache_root(r.objaverse_cache)
+        root = directory / "objaverse" if source.store else objaverse_source.cache_root(source.cache)
         try:
             got = objaverse_source.fetch_object(
                 ref.uid,
                 ref.object_path,
                 root,
-                mirror=r.objaverse_mirror,
-                store=r.objaverse_store,
-                retry=objaverse_source.RetryPolicy.from_config(r),
+                mirror=source.mirror,
+                store=source.store,
+                retry=objaverse_source.RetryPolicy.from_config(source),
             )
         except objaverse_source.DownloadError as exc:
             raise FetchError(str(exc)) from None

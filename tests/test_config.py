@@ -152,16 +152,16 @@ def test_stage_flags_come_from_the_config_fields(tmp_path: Path) -> None:
             "engine": "",
             "denoise": "",
             "timeout_s": ("timeout", "seconds"),
-            "lvis_categories": ("lvis", "repeatable"),
             "num_objects": "",
         },
     )
+    flags |= cli.add_settings(parser, "objaverse", {"lvis_categories": ("lvis", "repeatable")})
     args = parser.parse_args(
         ["--views", "3", "--engine", "eevee", "--no-denoise", "--timeout", "2", "--lvis", "a", "--lvis", "b"]
     )
     config = cli.resolve_config(args, flags)
-    r = config.render
-    assert (r.views, r.engine, r.denoise, r.timeout_s, r.lvis_categories) == (3, "eevee", False, 2.0, ["a", "b"])
+    r, lvis = config.render, config.objaverse.lvis_categories
+    assert (r.views, r.engine, r.denoise, r.timeout_s, lvis) == (3, "eevee", False, 2.0, ["a", "b"])
     assert r.num_objects == cfg.load_config("local").render.num_objects  # a flag not given changes nothing
     with pytest.raises(SystemExit):
         parser.parse_args(["--engine", "blender"])  # choices from the Literal
@@ -169,3 +169,27 @@ def test_stage_flags_come_from_the_config_fields(tmp_path: Path) -> None:
         cli.add_settings(cli.stage_parser("y", "y"), "render", {"colour": ""})
     with pytest.raises(ConfigError, match="render.views must be >= 1"):
         cli.resolve_config(parser.parse_args(["--views", "0"]), flags)
+
+
+def test_settings_that_moved_or_were_renamed_are_still_read() -> None:
+    """Files and --set written for the earlier layout keep working: the Objaverse settings moved from render to
+    their own section, train.use_gpu became train.device, and cuda is read as gpu."""
+    old = cfg.load_config(
+        "local",
+        [
+            "render.objaverse_store=s3://b/objaverse",
+            "render.lvis_categories=[chair]",
+            "render.download_attempts=2",
+            "train.use_gpu=true",
+            "preprocess.device=cuda",
+        ],
+    )
+    assert (old.objaverse.store, old.objaverse.lvis_categories, old.objaverse.download_attempts) == (
+        "s3://b/objaverse",
+        ["chair"],
+        2,
+    )
+    assert old.train.device == "gpu" and old.preprocess.device == "gpu"
+    assert not hasattr(old.render, "objaverse_store")
+    with pytest.raises(ConfigError, match="^a --set override or flag: objaverse.download_attempts must be >= 1"):
+        cfg.load_config("local", ["render.download_attempts=0"])

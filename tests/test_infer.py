@@ -291,7 +291,7 @@ def test_the_model_not_the_config_decides_how_inputs_are_built(
         assert a == (tmp_path / "other/box" / name).read_bytes(), name
     flagged = np.asarray(Image.open(tmp_path / "flag/box/intermediates/view_00_mask.png"))
     assert not np.array_equal(flagged, np.asarray(Image.open(tmp_path / "local/box/intermediates/view_00_mask.png")))
-    assert "note: mask.half_angle_deg = 30.0 overrides the model's 45.0" in runs["flag"].stdout
+    assert "note: mask.half_angle_deg = 30 overrides the model's 45" in runs["flag"].stdout
     assert "note: mask." not in runs["other"].stdout and "note: camera." not in runs["other"].stdout
     record = json.loads((tmp_path / "other/box/views.json").read_text())
     assert record["spec"]["mask"]["half_angle_deg"] == 45.0 and record["spec"]["camera"]["lens_mm"] == 35.0

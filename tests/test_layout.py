@@ -71,3 +71,20 @@ def test_training_pairs_and_inference_share_one_geometry(user: str) -> None:
         if isinstance(node, ast.FunctionDef)
     }
     assert not defined & {"partial_view", "softmax_splat", "occlusion_region", "soft_mask", "align_to_distance"}
+
+
+#: The longest function a reader should have to hold, in lines (docstring included).
+LONGEST_FUNCTION = 80
+
+
+@pytest.mark.parametrize("package", ["invs", *STAGES, "infra"])
+def test_functions_a_reader_can_hold(package: str) -> None:
+    """Long functions are split along their sections: none in the product is over :data:`LONGEST_FUNCTION` lines."""
+    long = [
+        f"{package}/{module.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for module in sorted((REPO / package).glob("*.py"))
+        for node in ast.walk(ast.parse(module.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > LONGEST_FUNCTION
+    ]
+    assert not long, long

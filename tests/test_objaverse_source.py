@@ -561,10 +561,10 @@ def _render_config(tmp_path: Path, mirror_url: str, **render: Any) -> Any:
     return load_config(
         "local",
         {
-            "render.objaverse_cache": str(tmp_path / "driver-cache"),
-            "render.objaverse_mirror": mirror_url,
-            "render.download_backoff_s": 0.01,
-            "render.download_attempts": 3,
+            "objaverse.cache": str(tmp_path / "driver-cache"),
+            "objaverse.mirror": mirror_url,
+            "objaverse.download_backoff_s": 0.01,
+            "objaverse.download_attempts": 3,
             **{f"render.{k}": v for k, v in render.items()},
         },
     )
@@ -579,7 +579,7 @@ def test_workers_fetch_by_the_path_in_the_ref_without_the_index(mirror: Mirror, 
     uids_file = tmp_path / "uids.txt"
     uids_file.write_text(f"{box}\n{fox}\n{UNKNOWN}\n")
     config = _render_config(tmp_path, mirror.url, objects="objaverse", uids_file=str(uids_file))
-    refs = resolve_objects(config.render)
+    refs = resolve_objects(config)
     assert [(r.uid, r.uri, r.object_path) for r in refs] == [
         (box, f"objaverse:{box}", _glb(box)),
         (fox, f"objaverse:{fox}", _glb(fox)),
@@ -589,12 +589,12 @@ def test_workers_fetch_by_the_path_in_the_ref_without_the_index(mirror: Mirror, 
     listed = tmp_path / "objects.txt"  # objaverse: URIs in a list file get their paths from the driver too
     listed.write_text(f"objaverse:{fox}\nobjaverse:{UNKNOWN}\n")
     config.render.objects = str(listed)
-    assert [(r.uid, r.source, r.object_path) for r in resolve_objects(config.render)] == [
+    assert [(r.uid, r.source, r.object_path) for r in resolve_objects(config)] == [
         (fox, "list", _glb(fox)),
         (UNKNOWN, "list", None),
     ]
 
-    config.render.objaverse_cache = str(tmp_path / "worker-cache")  # another node: nothing cached there
+    config.objaverse.cache = str(tmp_path / "worker-cache")  # another node: nothing cached there
     seen = len(mirror.requests())
     origins: list[str] = []
     paths = [worker.fetch(r, tmp_path / "fetch", config, lambda got: origins.append(got.origin)) for r in refs[:2]]
@@ -620,7 +620,7 @@ def test_with_a_store_workers_keep_no_local_copy_and_a_bad_store_fails_first(
     config = _render_config(
         tmp_path, mirror.url, objects="objaverse", lvis_categories=["animal"], objaverse_store=store
     )
-    refs = resolve_objects(config.render)
+    refs = resolve_objects(config)
     assert storage.exists(f"{store}/object-paths.json.gz") and storage.exists(f"{store}/lvis-annotations.json.gz")
     ref = next(r for r in refs if r.uid == cow)
     origins: list[str] = []
@@ -629,11 +629,11 @@ def test_with_a_store_workers_keep_no_local_copy_and_a_bad_store_fails_first(
         assert path.is_relative_to(tmp_path / "fetch") and path.read_bytes() == mirror.originals[cow].read_bytes()
         path.unlink()  # as the worker does after rendering
     assert origins == ["http", "store"]
-    assert not (src.cache_root(config.render.objaverse_cache) / "glbs").exists()
+    assert not (src.cache_root(config.objaverse.cache) / "glbs").exists()
 
-    config.render.objaverse_store = "s3://invs-no-such-bucket-here/objaverse"
-    with pytest.raises(StorageError, match=r"^render\.objaverse_store: .*does not exist"):
-        resolve_objects(config.render)
+    config.objaverse.store = "s3://invs-no-such-bucket-here/objaverse"
+    with pytest.raises(StorageError, match=r"^objaverse\.store: .*does not exist"):
+        resolve_objects(config)
 
 
 @pytest.mark.blender
