@@ -20,11 +20,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from invs import cameras, cli, storage
-from invs.config import Config, save_resolved
+from invs.config import Config, save_resolved, setting
 from invs.ray_session import init_ray
 
 #: Each stage's output setting and its folder under ``--out``.
 STAGE_OUTPUTS = {"render.out": "renders", "preprocess.out": "pairs", "train.out": "train"}
+#: Each stage's input setting -> the setting of the output it reads.
+STAGE_INPUTS = {"preprocess.renders": "render.out", "train.data": "preprocess.out"}
 #: (stage, entry point) in pipeline order.
 STAGES: list[tuple[str, str]] = [
     ("render", "render/main.py"),
@@ -51,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         root = storage.normalize(args.out)
         args.overrides = [*(f"{k}={storage.join(root, v)}" for k, v in STAGE_OUTPUTS.items()), *args.overrides]
+    config = cli.resolve_config(args, {}, locations=tuple(STAGE_OUTPUTS))
+    # Each stage reads the previous stage's output: chained once, here, before anything runs.
+    args.overrides = [*args.overrides, *(f"{k}={setting(config, v)}" for k, v in STAGE_INPUTS.items())]
     config = cli.resolve_config(args, {}, locations=tuple(STAGE_OUTPUTS))
     cli.check_outputs(config, tuple(STAGE_OUTPUTS))  # every stage's, before the first one spends anything
     started = time.monotonic()
@@ -81,7 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         (storage.join(config.render.out, "shards"), "render shards (webdataset)"),
         (sheet_uri, "rendered views and depth, one row per object"),
     ]
-    config.preprocess.renders = config.render.out  # each stage reads the previous stage's output URI
     p = config.preprocess
     depth = f"{p.depth} {p.depth_model}" if p.depth == "zoedepth" else p.depth
     print(
@@ -115,7 +119,6 @@ def run_train_and_evaluate(config: Config, out: str) -> list[tuple[str, str]]:
     from train.run import SNAPSHOT, TRAINER_DIR, train
 
     tc = config.train
-    tc.data = config.preprocess.out
     resume = storage.exists(storage.join(tc.out, TRAINER_DIR, SNAPSHOT))
     model = "tiny (random-config, offline)" if tc.tiny else tc.model
     print(f"[train] {tc.data} -> {tc.out} ({model}, {tc.steps} steps{', resuming' if resume else ''})", flush=True)
