@@ -1,6 +1,6 @@
 """The render request: one object's views as the render job asks for them and Blender's side reads them.
 
-One typed message, its defaults here and nowhere else: the job builds it from the config
+One typed message with no defaults of its own (the config's are the only ones): the job builds it from the config
 (:meth:`RenderRequest.from_config`), sends it as one JSON line, and the Blender process reads it back
 (:meth:`RenderRequest.from_message`), refusing unknown or missing fields. The render shard's metadata is written
 from the request that was rendered, not from the config.
@@ -30,16 +30,16 @@ class RenderRequest:
     lens_mm: float
     sensor_width_mm: float
     light_seed: int
-    engine: str = "cycles"
-    samples: int = 32
-    denoise: bool = False
-    denoise_prefilter: str = "fast"
-    adaptive_threshold: float | None = None  # None: Blender's own (adaptive sampling on, threshold 0.01)
-    limited_bounces: bool = True
-    device: str = "cpu"
-    lighting: str = "uniform"
-    threads: int = 0  # 0: Blender's default (all cores)
-    depth_dtype: str = "float16"
+    engine: str
+    samples: int
+    denoise: bool
+    denoise_prefilter: str
+    adaptive_threshold: float | None  # None: Blender's own (adaptive sampling on, threshold 0.01)
+    limited_bounces: bool
+    device: str
+    lighting: str
+    threads: int  # 0: Blender's default (all cores)
+    depth_dtype: str
     export_mesh: bool = False  # also write mesh.npz (the normalised scene's triangles; for tests and benchmarks)
 
     @classmethod

@@ -458,6 +458,7 @@ def assert_nothing_half_written(out: str) -> None:
         ), uri
 
 
+@pytest.mark.slow  # the same storage retries: test_storage.py's outage tests and the preprocess job's, by default
 @pytest.mark.ray
 @pytest.mark.s3
 def test_render_job_rides_out_an_s3_outage(
