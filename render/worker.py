@@ -57,12 +57,14 @@ def fetch(
     (``objaverse.store``) into ``directory`` (deleted after rendering; the store keeps them), else into
     the node's Objaverse cache. ``on_objaverse`` is told where each one came from.
     """
-    if ref.uri.startswith("samples:"):
-        from render import samples
+    if ref.uri.startswith(("samples:", "procedural:")):
+        from render import procedural, samples
 
         path = directory / ref.key / f"{ref.key}.glb"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(samples.sample_bytes(ref.uri.split(":", 1)[1]))
+        kind, name = ref.uri.split(":", 1)
+        data = samples.sample_bytes(name) if kind == "samples" else procedural.procedural_bytes(int(name))
+        path.write_bytes(data)
         return path
     if ref.uri.startswith("objaverse:"):
         source = config.objaverse
