@@ -333,3 +333,13 @@ def test_overfit_pairs_come_back_through_the_whole_sampler(
     print(f"generated {got.tolist()} partial {partial.tolist()} VAE round trip {ceiling.tolist()}")
     assert (got > partial + 2.0).all(), (got, partial)
     assert (got > ceiling - 1.0).all(), (got, ceiling)
+
+
+def test_the_tiny_vae_is_fitted_on_images_of_every_object() -> None:
+    from train.run import spread_keys
+
+    train_keys = {f"shard{s}": [f"obj{s * 4 + o}_{p}" for o in range(4) for p in range(8)] for s in range(4)}
+    chosen = spread_keys(train_keys, 32)
+    assert len(chosen) == 32 and len({key.split("_")[0] for _, key in chosen}) == 16  # all 16 objects, 2 pairs each
+    few = {"shard0": ["a", "b", "c"]}
+    assert spread_keys(few, 64) == {("shard0", k) for k in "abc"}

@@ -65,9 +65,18 @@ def check_model(config: Config) -> None:
             )
 
 
+def spread_keys(train_keys: dict[str, list[str]], count: int) -> set[tuple[str, str]]:
+    """``count`` (shard, key) pairs evenly spaced over all train pairs in shard order (all of them when there are
+    no more), so that a sample of them covers every object, not only the first shard's."""
+    everything = [(shard, key) for shard in sorted(train_keys) for key in train_keys[shard]]
+    step = max(1.0, len(everything) / count)
+    return {everything[int(i * step)] for i in range(min(count, len(everything)))}
+
+
 def fit_tiny_vae_on(plan: Any, config: Config, max_images: int = 64) -> dict[str, Any]:
-    """Fit the tiny model's VAE on up to ``max_images`` train targets, once, on the driver; every worker loads the
-    returned ``{"state": state_dict, "scaling_factor": float}`` (:func:`invs.models.fit_tiny_vae`)."""
+    """Fit the tiny model's VAE on up to ``max_images`` train targets spread over all objects, once, on the driver;
+    every worker loads the returned ``{"state": state_dict, "scaling_factor": float}``
+    (:func:`invs.models.fit_tiny_vae`)."""
     import torch
 
     from invs import metrics
@@ -75,16 +84,15 @@ def fit_tiny_vae_on(plan: Any, config: Config, max_images: int = 64) -> dict[str
     from invs.pair_builder import pair_to_tensors
     from invs.shards import decode_pair_sample, read_samples
 
+    chosen = spread_keys(plan.train_keys, max_images)
     images = []
     for shard in plan.shards:
-        keys = set(plan.train_keys[shard][: max_images - len(images)])
-        for key, members in read_samples(shard, keys):
+        keys = {key for key in plan.train_keys[shard] if (shard, key) in chosen}
+        for key, members in sorted(read_samples(shard, keys), key=lambda item: plan.train_keys[shard].index(item[0])):
             try:
                 images.append(pair_to_tensors(decode_pair_sample(key, members), plan.resolution)["target"])
             except InvsError:
                 continue
-        if len(images) >= max_images:
-            break
     tc = config.train
     vae = build_tiny_components(seed=tc.seed)["vae"]
     started = time.perf_counter()
