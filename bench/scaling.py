@@ -27,6 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import OBJECTS, RESULTS, write_results
+from inference.evaluate import bootstrap_ci
 
 REPO = Path(__file__).resolve().parent.parent
 HELD_OUT = "procedural:10000-10008"
@@ -70,14 +71,6 @@ def paired(rows: list[dict[str, str]], a: str, b: str, metric: str) -> list[floa
     return [by[(k, a)] - by[(k, b)] for k in keys if (k, a) in by and (k, b) in by]
 
 
-def interval(values: list[float]) -> list[float]:
-    import numpy as np
-
-    x = np.asarray(values)
-    means = np.random.default_rng(0).choice(x, size=(BOOTSTRAP, len(x)), replace=True).mean(axis=1)
-    return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
-
-
 def score(model: Path, renders: Path, out: Path, logs: Path, name: str) -> dict[str, Any]:
     """The protocol on ``renders``: per method mean and interval, and the paired margins over the baselines."""
     command = ["inference/evaluate.py", "--model", str(model), "--renders", str(renders), "--out", str(out)]
@@ -91,7 +84,7 @@ def score(model: Path, renders: Path, out: Path, logs: Path, name: str) -> dict[
     for short in ("partial", "source"):
         diffs = {m: paired(rows, "model", METHODS[short], m) for m in ("psnr", "ssim")}
         result[f"model_minus_{short}"] = {
-            m: {"mean": round(sum(d) / len(d), 4), "ci95": interval(d)} for m, d in diffs.items()
+            m: {"mean": round(sum(d) / len(d), 4), "ci95": bootstrap_ci(d, BOOTSTRAP)} for m, d in diffs.items()
         }
     return result
 

@@ -59,7 +59,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 import numpy as np
 
-from invs import cli, storage
+from invs import cli
 from invs.devices import pick_device
 from invs.errors import InvsError
 from invs.model_spec import ModelSpec
@@ -178,23 +178,9 @@ def read_depth(path: str, shape: tuple[int, int]) -> np.ndarray:
 
 def read_spec(uri: str) -> ModelSpec:
     """The exported model's spec, from its ``model_index.json``, without loading its weights."""
-    from inference.pipeline import EARLIER_FORMAT_FILE, INDEX_FILE
-    from invs.models import ModelUnavailableError
+    from inference.pipeline import model_index
 
-    try:
-        index = json.loads(storage.read_text(storage.join(uri, INDEX_FILE)))
-    except (InvsError, OSError, ValueError) as exc:
-        if storage.exists(storage.join(uri, EARLIER_FORMAT_FILE)):
-            from inference.pipeline import NovelViewPipeline
-
-            NovelViewPipeline.load(uri)  # raises the earlier format's one-line error
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelUnavailableError(f"{uri} is not an exported iNVS model (its {INDEX_FILE}: {reason})") from None
-    if "spec" not in index:
-        from inference.pipeline import NovelViewPipeline
-
-        NovelViewPipeline.load(uri)  # an earlier export or another pipeline: its one-line error
-    return ModelSpec.from_dict(index["spec"], uri)
+    return ModelSpec.from_dict(model_index(uri).get("spec"), uri)
 
 
 def prepare_source(

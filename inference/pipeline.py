@@ -206,9 +206,9 @@ class NovelViewPipeline(DiffusionPipeline):
         """Load an exported model (a local folder or ``s3://``, read through a temporary folder that is removed);
         :class:`ModelUnavailableError` in one line when ``uri`` is not one."""
         quiet_model_libraries()
+        model_index(uri)  # a folder of another format fails here, before anything is downloaded
         with tempfile.TemporaryDirectory(prefix="invs-model-") as tmp:
             local = _local_folder(uri, Path(tmp))
-            _check_format(uri, local)
             try:
                 pipe = cls.from_pretrained(local, local_files_only=True, torch_dtype=dtype)
             except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -379,37 +379,35 @@ def _denoise(
 def _local_folder(uri: str, scratch: Path) -> Path:
     """The model folder on this machine: ``uri`` itself, or an ``s3://`` model downloaded under ``scratch``."""
     if not storage.is_s3(uri):
-        path = Path(uri).expanduser()
-        if not (path / INDEX_FILE).is_file():
-            raise ModelUnavailableError(f"{uri} is not an exported iNVS model (no {INDEX_FILE})")
-        return path
-    files = storage.list_files(uri)
-    if not files:
-        raise ModelUnavailableError(f"{uri} is not an exported iNVS model (empty)")
+        return Path(uri).expanduser()
     prefix = uri.rstrip("/") + "/"
-    for f in files:
+    for f in storage.list_files(uri):
         dest = scratch / f[len(prefix) :]
         dest.parent.mkdir(parents=True, exist_ok=True)
         storage.download_file(f, dest)
     return scratch
 
 
-def _check_format(uri: str, folder: Path) -> None:
-    """One line for a folder that is not this format: not a pipeline, or an export of the earlier format."""
+def model_index(uri: str) -> dict[str, Any]:
+    """An export's ``model_index.json`` (its modules and its ``spec``), read without the weights, local or S3;
+    :class:`ModelUnavailableError` in one line for a folder that is not an export of this format: no index,
+    another pipeline, or the earlier format (which says how to convert it)."""
     import json
 
     try:
-        index = json.loads((folder / INDEX_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelUnavailableError(f"{uri} is not an exported iNVS model (its {INDEX_FILE}: {exc})") from None
-    if index.get("_class_name") == NovelViewPipeline.__name__:
-        return
-    if (folder / EARLIER_FORMAT_FILE).is_file():
+        index = json.loads(storage.read_text(storage.join(uri, INDEX_FILE)))
+    except (InvsError, OSError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelUnavailableError(f"{uri} is not an exported iNVS model (its {INDEX_FILE}: {reason})") from None
+    if isinstance(index, dict) and index.get("_class_name") == NovelViewPipeline.__name__:
+        return index
+    if storage.exists(storage.join(uri, EARLIER_FORMAT_FILE)):
         raise ModelUnavailableError(
             f"{uri} was exported in the earlier format (no model spec); convert it once with the preset it was "
             f"trained with: python inference/upgrade.py --model {uri} --config PRESET --out NEW_FOLDER"
         )
-    raise ModelUnavailableError(f"{uri} is not an exported iNVS model (a {index.get('_class_name')} pipeline)")
+    kind = index.get("_class_name") if isinstance(index, dict) else type(index).__name__
+    raise ModelUnavailableError(f"{uri} is not an exported iNVS model (a {kind} pipeline)")
 
 
 def export_model(
