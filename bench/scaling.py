@@ -38,6 +38,7 @@ METHODS = {
     "partial": "partial view alone",
     "source": "source view copied",
     "vae": "VAE round trip (ceiling)",
+    "vae_kept": "VAE round trip, known pixels kept",
 }
 BOOTSTRAP = 2000
 
@@ -104,7 +105,8 @@ def one_n(n: int, root: Path, real: Path, held_out: Path, args: argparse.Namespa
     model = folder / "train" / "model"
     if not (model / "model_index.json").is_file():
         command = ["train/run.py", "--data", str(pairs), "--out", str(folder / "train"), "--steps", str(args.steps)]
-        run("train", [*command, "--set", "train.validate_every=0"], logs / "train.log")
+        settings = [x for setting in ["train.validate_every=0", *args.set] for x in ("--set", setting)]
+        run("train", [*command, *settings], logs / "train.log")
     return {
         "objects": n,
         "steps": args.steps,
@@ -146,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objects", type=int, nargs="+", default=[4, 16, 64], metavar="N", help="training objects")
     parser.add_argument("--out", default="out/scaling", help="working folder (renders, pairs, models, logs)")
     parser.add_argument("--steps", type=int, default=600, help="training steps for every N (the demo's)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a training setting (repeatable)"
+    )
     parser.add_argument("--views", type=int, default=12, help="rendered views per object")
     parser.add_argument("--render-px", type=int, default=128, help="render resolution (pairs: the preset's 64 px)")
     parser.add_argument("--results", default=str(RESULTS / "scaling.json"), help="results JSON (plot beside it)")

@@ -52,7 +52,8 @@ def held_out_pairs(data: str, split: str, limit: int | None) -> list[tuple[str, 
 
 #: The methods scored on the same pixels, as rows: name -> view of :data:`inference.pipeline.SCORED`. ``model`` is the
 #: view the model delivers (its known-pixels setting); the others are its two variants, the zero-cost baselines and
-#: the VAE's round trip of the target (the ceiling of any generated view).
+#: the VAE's round trip of the target (the ceiling of any generated view), alone and with known pixels kept (the
+#: ceiling of the composited view).
 METHODS = {
     "model": None,
     "model, generated": "generated",
@@ -60,6 +61,7 @@ METHODS = {
     "partial view alone": "partial",
     "source view copied": "source",
     "VAE round trip (ceiling)": "vae",
+    "VAE round trip, known pixels kept": "vae_composite",
 }
 METRICS = ("psnr", "ssim", "lpips")
 #: ``metrics.csv``: one row per pair and method.

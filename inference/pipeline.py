@@ -31,9 +31,10 @@ from invs.model_spec import KNOWN_PIXELS, ModelSpec
 from invs.models import ModelUnavailableError, quiet_model_libraries
 
 #: The views scored against the target (:meth:`NovelViewPipeline.score`): the generated view, the same with known
-#: pixels composited, the zero-cost baselines (the partial view alone, the source view copied) and the VAE's round
-#: trip of the target (the ceiling of any generated view).
-SCORED = ("generated", "composite", "partial", "source", "vae")
+#: pixels composited, the zero-cost baselines (the partial view alone, the source view copied), the VAE's round
+#: trip of the target (the ceiling of any generated view) and the same with known pixels composited (the ceiling of
+#: the composited view: a model that generated the target itself, up to the VAE's loss).
+SCORED = ("generated", "composite", "partial", "source", "vae", "vae_composite")
 INDEX_FILE = "model_index.json"
 #: The file an export of the earlier format held beside a plain ``StableDiffusionInpaintPipeline``.
 EARLIER_FORMAT_FILE = "invs.json"
@@ -314,8 +315,9 @@ class NovelViewPipeline(DiffusionPipeline):
         lpips: torch.nn.Module | None = None,
         vae_ceiling: bool = True,
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Predict ``batch`` and score every view of :data:`SCORED` against its target (without ``"vae"``, the
-        VAE round trip of the target, when ``vae_ceiling`` is false: it does not change while the VAE is frozen).
+        """Predict ``batch`` and score every view of :data:`SCORED` against its target (without ``"vae"`` and
+        ``"vae_composite"``, the VAE round trip of the target, when ``vae_ceiling`` is false: it does not change
+        while the VAE is frozen).
 
         Returns ``(views, scores)``: ``views[name]`` ``(B, 3, H, W)`` in [0, 1] on the CPU, ``scores`` as
         :func:`invs.metrics.compare` (``psnr_<name>``, ``ssim_<name>`` and, given ``lpips``, ``lpips_<name>``).
@@ -333,6 +335,7 @@ class NovelViewPipeline(DiffusionPipeline):
         }
         if vae_ceiling:
             views["vae"] = (vae_round_trip(self.vae, batch["target"].to(self.device)).cpu() + 1) / 2
+            views["vae_composite"] = keep_known(views["vae"], partial, batch["mask"])
         return views, metrics.compare(views, (batch["target"] + 1) / 2, lpips=lpips)
 
 

@@ -62,7 +62,7 @@ def test_the_protocol_on_render_shards_gives_the_table_with_baselines(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["split"] == "protocol" and summary["pairs"] == 4 and summary["objects_count"] == 2
     assert summary["protocol"] == {"views_per_object": 2, "depth": "gt", "half_angle_deg": 45.0}
-    for method in ("model", "partial view alone", "source view copied"):
+    for method in ("model", "partial view alone", "source view copied", "VAE round trip, known pixels kept"):
         for metric in ("psnr", "ssim"):
             entry = summary["methods"][method][metric]
             assert entry["ci95"][0] <= entry["mean"] <= entry["ci95"][1]

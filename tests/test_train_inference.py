@@ -120,13 +120,16 @@ def test_scores_every_view_on_the_same_pixels_and_the_vae_ceiling_on_request() -
     m, _ = model("empty_prompt")
     b = batch(2)
     views, scores = m.score(b, steps=2, seed=3)
-    assert set(views) == {"generated", "composite", "partial", "source", "vae"}
+    assert set(views) == {"generated", "composite", "partial", "source", "vae", "vae_composite"}
     assert float(scores["psnr_source"].min()) > 0 and scores["psnr_vae"].shape == (2,)
     target = (b["target"] + 1) / 2
     torch.testing.assert_close(views["partial"], (b["partial"] + 1) / 2)
     assert not torch.allclose(views["vae"], target), "a tiny random VAE does not reproduce its input"
+    keep = (b["mask"] == 0).expand_as(target)  # the composited ceiling: the partial view's pixels where it keeps them
+    assert keep.any() and torch.equal(views["vae_composite"][keep], views["partial"][keep])
+    assert not torch.equal(views["vae_composite"], views["partial"])
     quick, quick_scores = m.score(b, steps=2, seed=3, vae_ceiling=False)  # what validation asks for
-    assert "vae" not in quick and not any(k.endswith("_vae") for k in quick_scores)
+    assert "vae" not in quick and not any("_vae" in k for k in quick_scores)
     torch.testing.assert_close(quick_scores["psnr_generated"], scores["psnr_generated"])
 
 
