@@ -206,6 +206,8 @@ class NovelViewPipeline(DiffusionPipeline):
     def load(cls, uri: str, device: str = "cpu", dtype: torch.dtype | None = None) -> NovelViewPipeline:
         """Load an exported model (a local folder or ``s3://``, read through a temporary folder that is removed);
         :class:`ModelUnavailableError` in one line when ``uri`` is not one."""
+        import inference.conditioning  # noqa: F401  diffusers finds the image_projection's module in sys.modules only
+
         quiet_model_libraries()
         model_index(uri)  # a folder of another format fails here, before anything is downloaded
         with tempfile.TemporaryDirectory(prefix="invs-model-") as tmp:

@@ -4,6 +4,8 @@ exported model reloads (plain diffusers, and with its conditioning) and predicts
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,8 @@ from inference.conditioning import ImageProjection, build_tiny_image_encoder
 from inference.pipeline import NovelViewPipeline, export_model, mask_to_latent
 from invs.models import build_tiny_components
 from invs.standins import standin_spec
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def batch(seed: int = 0, size: int = 32) -> dict[str, torch.Tensor]:
@@ -64,6 +68,10 @@ def test_export_reloads_and_predicts_the_same_views(tmp_path: Path, kind: str) -
     again = NovelViewPipeline.load(str(tmp_path / "model")).predict(b, steps=3, guidance_scale=2.0, seed=4)
     torch.testing.assert_close(again, views, rtol=0, atol=1e-5)
     assert not torch.equal(views, m.predict(b, steps=3, guidance_scale=2.0, seed=5)), "the seed matters"
+    # a fresh process (as inference/evaluate.py and infer.py run) loads it without importing anything first
+    load = f"from inference.pipeline import NovelViewPipeline; NovelViewPipeline.load({str(tmp_path / 'model')!r})"
+    fresh = subprocess.run([sys.executable, "-c", load], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
 
 
 def test_not_an_export_is_one_clear_error(tmp_path: Path) -> None:
