@@ -203,6 +203,7 @@ class TrainConfig(_StageSection):
     tiny: bool = False  # small random-config model built offline instead of `model`
     tiny_vae_fit_steps: int = 0  # tiny: first fit its random VAE on train targets (else predictions decode to noise)
     tiny_vae_learning_rate: float = 1e-3  # Adam, for that fit
+    tiny_unet_levels: int = 2  # tiny: UNet resolution levels (2: 32, 64 channels; each more: 64 more, half the size)
     vae_scaling_factor: float | None = None  # None: the VAE's own (tiny fitted: 1 / std of its latents, measured)
     resolution: int | None = None  # None: the pair shards' size; otherwise they must have this size
     steps: int = 300  # optimizer steps (each of `grad_accumulation` micro-batches per worker)
@@ -305,6 +306,7 @@ RANGES: dict[str, str] = {
     "preprocess.worker_wait_s": "> 0",
     "train.tiny_vae_fit_steps": ">= 0",
     "train.tiny_vae_learning_rate": "> 0",
+    "train.tiny_unet_levels": "[2, 4]",
     "train.vae_scaling_factor": "> 0",
     "train.resolution": ">= 8",
     "train.steps": ">= 1",

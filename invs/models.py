@@ -92,10 +92,12 @@ def build_tiny_tokenizer(max_length: int = TINY_TEXT_MAX_LENGTH) -> Any:
         return CLIPTokenizer.from_pretrained(tmp, local_files_only=True, model_max_length=max_length)
 
 
-def build_tiny_components(seed: int = 0) -> dict[str, Any]:
+def build_tiny_components(seed: int = 0, unet_levels: int = 2) -> dict[str, Any]:
     """Small random-weight inpainting components built from configs, fully offline (for tests and ``--tiny``).
 
-    UNet: 9 input channels, 4 output, ``block_out_channels=(32, 64)``, ``cross_attention_dim=32``. VAE: 4 latent
+    UNet: 9 input channels, 4 output, ``block_out_channels=(32, 64)`` (``unet_levels`` 3 or 4: one or two more
+    levels of 64 channels, each at half the size, the first without attention as in SD), ``cross_attention_dim=32``.
+    VAE: 4 latent
     channels, ``block_out_channels=(16, 32, 64)`` -> downsampling factor 4 (SD: 8), so 64 px images give 16x16
     latents; its ``scaling_factor`` is SD's 0.18215 until :func:`fit_tiny_vae` measures its own. Text encoder:
     2-layer CLIP, hidden size 32, 77 positions. Scheduler: ``DDPMScheduler`` with :data:`SD_SCHEDULER_CONFIG`.
@@ -107,16 +109,19 @@ def build_tiny_components(seed: int = 0) -> dict[str, Any]:
     tokenizer = build_tiny_tokenizer()
     hidden = 32
     torch.manual_seed(seed)
+    if unet_levels not in (2, 3, 4):
+        raise ValueError(f"unet_levels must be 2, 3 or 4, got {unet_levels}")
+    channels = (32, 64, 64, 64)[:unet_levels]
     unet = UNet2DConditionModel(
         sample_size=16,
         in_channels=9,
         out_channels=4,
         layers_per_block=1,
-        block_out_channels=(32, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=channels,
+        down_block_types=("DownBlock2D", *["CrossAttnDownBlock2D"] * (unet_levels - 1)),
+        up_block_types=(*["CrossAttnUpBlock2D"] * (unet_levels - 1), "UpBlock2D"),
         cross_attention_dim=hidden,
-        attention_head_dim=(2, 4),
+        attention_head_dim=tuple(c // 16 for c in channels),
         use_linear_projection=True,  # as SD 2
         norm_num_groups=16,
     )

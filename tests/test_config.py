@@ -73,6 +73,7 @@ def test_overrides_parse_values_as_yaml() -> None:
         (["camera.elevation_range_deg=[-95, 60]"], "camera.elevation_range_deg must be [-90, 90]"),
         (["train.ema_decay=1"], "train.ema_decay must be [0, 1), got 1.0"),
         (["train.vae_scaling_factor=-1"], "train.vae_scaling_factor must be > 0"),
+        (["train.tiny_unet_levels=5"], "train.tiny_unet_levels must be [2, 4]"),
     ],
 )
 def test_bad_overrides_are_one_line_errors(overrides: list[str], message: str) -> None:

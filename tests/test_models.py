@@ -78,6 +78,24 @@ def test_tiny_unet_forward_and_backward(tiny: dict[str, Any]) -> None:
     unet.zero_grad(set_to_none=True)
 
 
+@pytest.mark.parametrize("levels", [3, 4])
+def test_a_deeper_tiny_unet_keeps_its_interface_and_the_other_parts(levels: int) -> None:
+    """More levels (64 channels each, half the size) make a larger UNet with the same input and output; the VAE
+    and text encoder stay those of the default, so a VAE fitted for one loads into the other."""
+    parts, default = build_tiny_components(0, levels), build_tiny_components(0)
+    unet = parts["unet"]
+    assert unet.config.block_out_channels == (32, 64, 64, 64)[:levels]
+    size = sum(p.numel() for p in unet.parameters())
+    assert size > sum(p.numel() for p in default["unet"].parameters())
+    out = unet(torch.randn(2, 9, 16, 16), torch.tensor([10, 900]), encoder_hidden_states=torch.zeros(2, 77, 32))
+    assert out.sample.shape == (2, 4, 16, 16)
+    for name in ("vae", "text_encoder"):
+        for a, b in zip(parts[name].state_dict().values(), default[name].state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="unet_levels"):
+        build_tiny_components(0, 5)
+
+
 def test_pipeline_runs_and_round_trips(tiny: dict[str, Any], tmp_path: Path) -> None:
     pipe = _pipeline(tiny)
     assert pipe.vae_scale_factor == 4

@@ -87,7 +87,7 @@ def model_parts(tc: TrainConfig) -> dict[str, Any]:
     """The frozen and trainable components for this config (tiny offline, or loaded), scheduler as configured."""
     from invs.models import build_tiny_components, load_components
 
-    parts = build_tiny_components(seed=tc.seed) if tc.tiny else load_components(tc.model)
+    parts = build_tiny_components(tc.seed, tc.tiny_unet_levels) if tc.tiny else load_components(tc.model)
     if tc.conditioning == "clip_image":
         parts["image_encoder"] = build_tiny_image_encoder(tc.seed) if tc.tiny else load_image_encoder(tc.image_encoder)
     if tc.prediction_type != "scheduler":
