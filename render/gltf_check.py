@@ -10,16 +10,18 @@ decoded. Every check and limit, in the order they run:
 * The file is at most :data:`MAX_FILE_BYTES` (a ``.glb``) and its JSON at most :data:`MAX_JSON_BYTES`.
 * GLB: a 12-byte header with magic ``glTF``, version 2 and a declared length equal to the file's size; the
   first chunk is ``JSON``, an optional second chunk ``BIN``; every chunk lies inside the file.
-* The JSON is UTF-8, an object, with ``asset.version`` ``2.x``; every top-level property that holds a list is
-  a list of objects.
+* The JSON is UTF-8, an object, with ``asset.version`` exactly ``"2.0"`` (Blender's importer refuses any
+  other, ``"2.1"`` included); every top-level property that holds a list is a list of objects.
+* Every extension in ``extensionsRequired`` is also in ``extensionsUsed`` and is one that Blender's importer
+  loads (:data:`BLENDER_EXTENSIONS`); the importer refuses the others only after Blender has started.
 
 **Files it may read** (buffers and images)
 
 * A URI is a base64 ``data:`` URI, or a relative path (percent-decoded) that resolves, symlinks followed, to a
   file inside the object's own folder (the folder of the model file). Absolute paths, ``..`` that leave the
   folder, drive letters, backslash paths and any other scheme (``http:``, ``file:``, ...) are rejected.
-* A buffer without a URI is the GLB's BIN chunk (buffer 0 only) or an ``EXT_meshopt_compression`` fallback
-  (never read); otherwise it is rejected.
+* A buffer without a URI is the GLB's BIN chunk (buffer 0 only) or a meshopt fallback (``EXT_`` or
+  ``KHR_meshopt_compression``, never read); otherwise it is rejected.
 * A buffer's data (BIN chunk, decoded data URI or file) holds at least its ``byteLength`` bytes.
 * A missing image file inside the folder is allowed (Blender counts it as a missing texture); a missing
   buffer file is not.
@@ -74,6 +76,32 @@ MAX_IMAGE_SIDE = 16384
 MAX_IMAGE_PIXELS = 2**29  # 512 M pixels: 32 textures of 4096 x 4096, 2 GiB as 8-bit RGBA
 ACCESSOR_BYTES_PER_DATA_BYTE = 64
 ACCESSOR_BYTES_SLACK = 64 * 2**20
+#: The extensions that the glTF importer of the pinned Blender (5.0) loads when a file requires them
+#: (``io_scene_gltf2/io/imp/gltf2_io_gltf.py``, ``extensions_managed``; a test compares it with the installed one).
+BLENDER_EXTENSIONS = frozenset(
+    {
+        "KHR_materials_pbrSpecularGlossiness",
+        "KHR_lights_punctual",
+        "KHR_materials_unlit",
+        "KHR_texture_transform",
+        "KHR_materials_clearcoat",
+        "KHR_mesh_quantization",
+        "EXT_mesh_gpu_instancing",
+        "KHR_draco_mesh_compression",
+        "KHR_materials_variants",
+        "KHR_materials_emissive_strength",
+        "KHR_materials_transmission",
+        "KHR_materials_specular",
+        "KHR_materials_sheen",
+        "KHR_materials_ior",
+        "KHR_animation_pointer",
+        "KHR_materials_volume",
+        "EXT_texture_webp",
+        "KHR_materials_anisotropy",
+    }
+)
+#: Extensions whose buffers may have no data: a fallback that decoders never read.
+MESHOPT_EXTENSIONS = ("EXT_meshopt_compression", "KHR_meshopt_compression")
 
 COMPONENT_BYTES = {5120: 1, 5121: 1, 5122: 2, 5123: 2, 5125: 4, 5126: 4}
 TYPE_COMPONENTS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
@@ -330,9 +358,23 @@ def _load(path: Path) -> tuple[dict[str, Any], int | None, int]:
         gltf, bin_len = _parse_json(path.read_bytes()), None
     asset = gltf.get("asset")
     version = asset.get("version") if isinstance(asset, dict) else None
-    if not isinstance(version, str) or not version.startswith("2."):
-        raise GltfError(f"glTF asset.version is {str(version)[:20]!r}, only 2.x is supported")
+    if version != "2.0":
+        raise GltfError(f"glTF asset.version is {str(version)[:20]!r}; Blender's importer reads only '2.0'")
+    _check_required_extensions(gltf)
     return gltf, bin_len, size
+
+
+def _check_required_extensions(gltf: dict[str, Any]) -> None:
+    """Every required extension is used and one that Blender's importer loads (:data:`BLENDER_EXTENSIONS`)."""
+    required, used = gltf.get("extensionsRequired", []), gltf.get("extensionsUsed", [])
+    for name, value in (("extensionsRequired", required), ("extensionsUsed", used)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise GltfError(f"glTF {name} must be a list of extension names")
+    for extension in required:
+        if extension not in used:
+            raise GltfError(f"glTF requires extension {extension[:80]!r} but does not list it in extensionsUsed")
+        if extension not in BLENDER_EXTENSIONS:
+            raise GltfError(f"glTF requires extension {extension[:80]!r}, which Blender's glTF importer cannot load")
 
 
 def _check_buffers(
@@ -351,7 +393,8 @@ def _check_buffers(
                 if bin_len < length:
                     raise GltfError(f"{what} claims {length} bytes, the GLB's BIN chunk holds {bin_len}")
                 continue
-            if (buf.get("extensions") or {}).get("EXT_meshopt_compression", {}).get("fallback"):
+            extensions = buf.get("extensions") if isinstance(buf.get("extensions"), dict) else {}
+            if any(isinstance(extensions.get(n), dict) and extensions[n].get("fallback") for n in MESHOPT_EXTENSIONS):
                 continue
             raise GltfError(f"{what} has no uri and is not the GLB's BIN chunk")
         source = resolve_uri(buf["uri"], folder, what)

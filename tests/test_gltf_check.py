@@ -228,3 +228,55 @@ def test_a_decompression_bomb_texture_is_rejected(tmp_path: Path) -> None:
     many = write_gltf(tmp_path / "many.gltf", image_uri="a.png", image_bytes=png_header(16384, 16384))
     edit_json(many, lambda g: g.update(images=[{"uri": "a.png"}] * 3))
     assert rejected(many).startswith("images hold more than 536870912 pixels together")
+
+
+def test_what_blender_cannot_import_is_refused_before_it_starts(tmp_path: Path) -> None:
+    """A version other than 2.0 and required extensions that Blender's importer lacks are refused naming them (the
+    importer refuses them only after Blender's start-up); required extensions it loads pass."""
+
+    def requiring(*names: str, used: tuple[str, ...] | None = None):
+        return lambda g: g.update(extensionsRequired=list(names), extensionsUsed=list(names if used is None else used))
+
+    changes = {
+        "v21": (lambda g: g["asset"].update(version="2.1"), "asset.version is '2.1'; Blender's importer reads only"),
+        "meshopt": (requiring("KHR_meshopt_compression"), "extension 'KHR_meshopt_compression', which Blender"),
+        "basisu": (requiring("KHR_texture_basisu"), "extension 'KHR_texture_basisu', which Blender"),
+        "iridescence": (requiring("KHR_materials_iridescence"), "'KHR_materials_iridescence', which Blender"),
+        "unused": (requiring("KHR_materials_unlit", used=()), "does not list it in extensionsUsed"),
+        "not_a_list": (lambda g: g.update(extensionsRequired="KHR_materials_unlit"), "must be a list of extension"),
+    }
+    for name, (change, expected) in changes.items():
+        model = edit_json(write_gltf(tmp_path / f"{name}.gltf"), change)
+        assert expected in rejected(model), name
+    loadable = requiring("KHR_materials_unlit", "KHR_draco_mesh_compression", "KHR_texture_transform")
+    assert check_gltf(edit_json(write_gltf(tmp_path / "loadable.gltf"), loadable)).primitives == 1
+
+
+def test_the_extension_list_is_the_installed_importers(tmp_path: Path) -> None:
+    """:data:`BLENDER_EXTENSIONS` is the ``extensions_managed`` list of the glTF importer installed with bpy."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec("bpy")
+    assert spec is not None and spec.origin is not None
+    sources = list(Path(spec.origin).parent.glob("*/scripts/addons_core/io_scene_gltf2/io/imp/gltf2_io_gltf.py"))
+    assert len(sources) == 1, sources
+    lists = [
+        node.value
+        for node in ast.walk(ast.parse(sources[0].read_text()))
+        if isinstance(node, ast.Assign)
+        and any(isinstance(t, ast.Attribute) and t.attr == "extensions_managed" for t in node.targets)
+    ]
+    assert len(lists) == 1
+    assert set(ast.literal_eval(lists[0])) == gltf_check.BLENDER_EXTENSIONS
+
+
+@pytest.mark.parametrize("extension", ["EXT_meshopt_compression", "KHR_meshopt_compression"])
+def test_a_meshopt_fallback_buffer_has_no_data_to_check(tmp_path: Path, extension: str) -> None:
+    def fallback(g: dict) -> None:
+        g["buffers"].append({"byteLength": 64, "extensions": {extension: {"fallback": True}}})
+        g["extensionsUsed"] = [extension]
+
+    assert check_gltf(edit_json(write_gltf(tmp_path / "fallback.gltf"), fallback)).primitives == 1
+    model = edit_json(write_gltf(tmp_path / "neither.gltf"), lambda g: g["buffers"].append({"byteLength": 64}))
+    assert rejected(model) == "buffer 1 has no uri and is not the GLB's BIN chunk"
