@@ -23,8 +23,9 @@ decoded. Every check and limit, in the order they run:
 * A buffer without a URI is the GLB's BIN chunk (buffer 0 only) or a meshopt fallback (``EXT_`` or
   ``KHR_meshopt_compression``, never read); otherwise it is rejected.
 * A buffer's data (BIN chunk, decoded data URI or file) holds at least its ``byteLength`` bytes.
-* A missing image file inside the folder is allowed (Blender counts it as a missing texture); a missing
-  buffer file is not.
+* A missing image file inside the folder is allowed (Blender counts it as a missing texture), except as a
+  specular-glossiness material's ``specularGlossinessTexture`` (Blender's importer fails the whole file on that
+  one); a missing buffer file is not.
 
 **Indices and ranges**
 
@@ -34,7 +35,9 @@ decoded. Every check and limit, in the order they run:
 * Buffer views lie inside their buffer (``byteOffset + byteLength <= buffer.byteLength``); a ``byteStride``
   is 4-252 and a multiple of 4 (the specification's range).
 * Accessors have a known ``componentType`` and ``type`` and ``count >= 1``. One with a buffer view fits in it:
-  ``byteOffset + byteStride * (count - 1) + element size <= bufferView.byteLength``; sparse indices and values
+  ``byteOffset + byteStride * (count - 1) + element size <= bufferView.byteLength``, where the stride of byte and
+  short MAT2/MAT3 elements counts the padding of every column to 4 bytes and the last element's size does not
+  count the padding after its last column; sparse indices and values
   fit in theirs and ``sparse.count <= count``.
 * All accessors together declare at most :data:`ACCESSOR_BYTES_PER_DATA_BYTE` times the object's data (GLB size,
   or JSON plus buffers) plus :data:`ACCESSOR_BYTES_SLACK`: accessors without a buffer view (zeros, sparse,
@@ -139,6 +142,16 @@ def element_bytes(component_type: int, type_: str) -> int:
         column = (rows * size + 3) // 4 * 4
         return column * rows
     return size * TYPE_COMPONENTS[type_]
+
+
+def last_element_bytes(component_type: int, type_: str) -> int:
+    """Bytes the last element of an accessor occupies: :func:`element_bytes` without the padding after its last
+    column (the specification pads each column to 4 bytes; nothing follows the last one)."""
+    size = COMPONENT_BYTES[component_type]
+    if type_ in ("MAT2", "MAT3") and size < 4:
+        rows = 2 if type_ == "MAT2" else 3
+        return element_bytes(component_type, type_) - (rows * size + 3) // 4 * 4 + rows * size
+    return element_bytes(component_type, type_)
 
 
 # ------------------------------------------------------------------------------------------------ container
@@ -330,6 +343,7 @@ def check_gltf(path: str | os.PathLike[str]) -> Report:
     accessors, declared = _check_accessors(gltf, views, model_bytes + file_bytes)
     images, materials = _check_textures_and_materials(gltf)
     pixels = _check_images(images, path, buffers, views, bin_len, files)
+    _check_specular_glossiness(gltf, materials, images, path.parent)
     meshes, primitives = _check_meshes(gltf, accessors, materials, views)
     nodes, skins, depth = _check_nodes(gltf, meshes)
     _check_skins(skins, nodes, accessors)
@@ -452,7 +466,7 @@ def _check_accessors(
             v = _index(acc["bufferView"], views, f"{what} bufferView")
             offset = _int(acc.get("byteOffset", 0), f"{what} byteOffset")
             stride = views[v].get("byteStride") or elem
-            needed = offset + stride * (count - 1) + elem
+            needed = offset + stride * (count - 1) + last_element_bytes(ctype, atype)
             if needed > views[v]["byteLength"]:
                 raise GltfError(
                     f"{what} claims {count} elements of {elem} bytes ({needed} bytes), its bufferView {v} holds "
@@ -547,6 +561,30 @@ def _check_images(
         if pixels > MAX_IMAGE_PIXELS:
             raise GltfError(f"images hold more than {MAX_IMAGE_PIXELS} pixels together (at {what}: {w} x {h})")
     return pixels
+
+
+def _check_specular_glossiness(
+    gltf: dict[str, Any], materials: list[dict[str, Any]], images: list[dict[str, Any]], folder: Path
+) -> None:
+    """A ``KHR_materials_pbrSpecularGlossiness`` material's ``specularGlossinessTexture`` has its image file:
+    Blender's importer packs that image while converting the material and fails the whole import when it is
+    missing (a missing image anywhere else only counts as a missing texture)."""
+    textures = _list(gltf, "textures")
+    for i, material in enumerate(materials):
+        extensions = material.get("extensions") if isinstance(material.get("extensions"), dict) else {}
+        extension = extensions.get("KHR_materials_pbrSpecularGlossiness")
+        ref = extension.get("specularGlossinessTexture") if isinstance(extension, dict) else None
+        if not isinstance(ref, dict) or "source" not in textures[ref["index"]]:
+            continue
+        image = images[textures[ref["index"]]["source"]]
+        if "uri" not in image:
+            continue
+        source = resolve_uri(image["uri"], folder, f"material {i} specularGlossinessTexture")
+        if isinstance(source, Path) and not source.is_file():
+            raise GltfError(
+                f"material {i}: its specularGlossinessTexture image {image['uri'][:120]!r} is missing, which fails "
+                "Blender's whole import"
+            )
 
 
 def _check_meshes(

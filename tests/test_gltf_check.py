@@ -280,3 +280,59 @@ def test_a_meshopt_fallback_buffer_has_no_data_to_check(tmp_path: Path, extensio
     assert check_gltf(edit_json(write_gltf(tmp_path / "fallback.gltf"), fallback)).primitives == 1
     model = edit_json(write_gltf(tmp_path / "neither.gltf"), lambda g: g["buffers"].append({"byteLength": 64}))
     assert rejected(model) == "buffer 1 has no uri and is not the GLB's BIN chunk"
+
+
+@pytest.mark.parametrize(
+    ("component", "type_", "stride", "last"),
+    [
+        (5121, "MAT2", 8, 6),
+        (5121, "MAT3", 12, 11),
+        (5123, "MAT3", 24, 22),
+        (5123, "MAT2", 8, 8),
+        (5126, "MAT3", 36, 36),
+    ],
+)
+def test_small_matrices_are_padded_per_column_but_not_after_the_last(
+    tmp_path: Path, component: int, type_: str, stride: int, last: int
+) -> None:
+    """Two matrix elements need one padded element and the last without the padding after its last column."""
+    assert gltf_check.element_bytes(component, type_) == stride
+
+    def matrices(view_bytes: int):
+        def change(g: dict) -> None:
+            g["bufferViews"].append({"buffer": 0, "byteOffset": 0, "byteLength": view_bytes})
+            g["accessors"].append(
+                {"bufferView": len(g["bufferViews"]) - 1, "componentType": component, "type": type_, "count": 2}
+            )
+
+        return change
+
+    assert check_gltf(edit_json(write_gltf(tmp_path / "fits.gltf"), matrices(stride + last))).primitives == 1
+    short = edit_json(write_gltf(tmp_path / "short.gltf"), matrices(stride + last - 1))
+    assert f"claims 2 elements of {stride} bytes ({stride + last} bytes)" in rejected(short)
+
+
+def test_a_missing_specular_glossiness_texture_is_refused_as_blender_fails_on_it(tmp_path: Path) -> None:
+    """Blender 5.0's importer fails the whole file when a specular-glossiness material's specularGlossinessTexture
+    image is missing (measured), and imports it with a missing diffuseTexture or base-colour texture."""
+
+    def spec_gloss(key: str):
+        def change(g: dict) -> None:
+            texture = g["materials"][0]["pbrMetallicRoughness"].pop("baseColorTexture")
+            g["materials"][0]["extensions"] = {"KHR_materials_pbrSpecularGlossiness": {key: texture}}
+            g["extensionsUsed"] = ["KHR_materials_pbrSpecularGlossiness"]
+
+        return change
+
+    def model(name: str, key: str | None, image: bytes | None = None) -> Path:
+        path = write_gltf(tmp_path / name / "cube.gltf", image_uri="tex.png", image_bytes=image)
+        return edit_json(path, spec_gloss(key)) if key else path
+
+    reason = rejected(model("sg", "specularGlossinessTexture"))
+    assert (
+        reason
+        == "material 0: its specularGlossinessTexture image 'tex.png' is missing, which fails Blender's whole import"
+    )
+    assert check_gltf(model("sg_present", "specularGlossinessTexture", png_header(8, 8))).image_pixels == 64
+    assert check_gltf(model("diffuse", "diffuseTexture")).image_pixels == 0
+    assert check_gltf(model("metallic_roughness", None)).image_pixels == 0
