@@ -26,20 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from invs import shards, storage, tables
+from invs import shards, tables
 from invs.errors import InvsError
 from invs.images import on_white, to_uint8
 from invs.model_spec import ModelSpec
-
-
-def render_shards(renders: str) -> list[str]:
-    """The render shards holding objects the manifest marks ``ok``; InvsError when there are none."""
-    manifest = tables.read_table(storage.join(renders, tables.MANIFEST_DIR), tables.MANIFEST_SCHEMA)
-    latest = tables.latest_by_uid(manifest)
-    found = sorted({r["shard"] for r in latest.values() if r["status"] == "ok" and r["shard"]})
-    if not found:
-        raise InvsError(f"no rendered objects under {renders}: --renders must be the --out of render/main.py")
-    return found
 
 
 def protocol_views(sample: shards.RenderSample, views_per_object: int) -> list[int]:
@@ -72,7 +62,7 @@ def protocol_pairs(
     elif depth != "gt":
         raise InvsError(f"depth must be gt or zoedepth, got {depth!r}")
     res, count = spec.resolution, 0
-    for sample in shards.iter_render_samples(render_shards(renders)):
+    for sample in shards.iter_render_samples(tables.rendered_shards(renders)):
         targets = protocol_views(sample, views_per_object)
         if not targets:
             continue

@@ -21,16 +21,14 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 import numpy as np
 
-from invs import cli, shards
+from invs import cli, shards, tables
 from invs.errors import InvsError
 
 
 def find_sample(renders: str, uid: str | None) -> shards.RenderSample | list[str]:
     """The render sample of ``uid``, or (``uid`` None) the uids the shards hold."""
-    from inference.protocol import render_shards
-
     uids = []
-    for sample in shards.iter_render_samples(render_shards(renders)):
+    for sample in shards.iter_render_samples(tables.rendered_shards(renders)):
         found = str(sample.meta.get("uid", sample.key))
         if uid is None:
             uids.append(found)

@@ -158,3 +158,15 @@ def split_for_uid(uid: str, val_fraction: float, salt: str = "invs-split-v1") ->
         raise ValueError(f"val_fraction must lie in [0, 1], got {val_fraction}")
     h = int.from_bytes(hashlib.sha256(f"{salt}:{uid}".encode()).digest()[:8], "big") / 2.0**64
     return "val" if h < val_fraction else "train"
+
+
+def rendered_shards(renders: str) -> list[str]:
+    """The render shards under ``renders`` (the render stage's ``--out``) that hold objects its manifest marks
+    ``ok``; InvsError when there are none."""
+    from invs.errors import InvsError
+
+    manifest = read_table(storage.join(renders, MANIFEST_DIR), MANIFEST_SCHEMA)
+    found = sorted({r["shard"] for r in latest_by_uid(manifest).values() if r["status"] == "ok" and r["shard"]})
+    if not found:
+        raise InvsError(f"no rendered objects under {renders}: --renders must be the --out of render/main.py")
+    return found

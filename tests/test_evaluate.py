@@ -75,13 +75,14 @@ def test_the_protocol_on_render_shards_gives_the_table_with_baselines(
 
 def test_protocol_pairs_match_what_the_preprocess_stage_builds(renders: str) -> None:
     """The same source view, depth and target camera give the partial view and mask of the training data."""
-    from inference.protocol import protocol_pairs, render_shards
+    from inference.protocol import protocol_pairs
     from invs.config import load_config
     from invs.pair_builder import pair_to_tensors
+    from invs.tables import rendered_shards
     from preprocess.object_pairs import object_pairs
 
     config = load_config("local", {"preprocess.resolution": 32, "preprocess.pairs_per_object": 12})
-    (sample,) = [s for s in shards.iter_render_samples(render_shards(renders)) if s.key == "SpotCow"]
+    (sample,) = [s for s in shards.iter_render_samples(rendered_shards(renders)) if s.key == "SpotCow"]
     made = object_pairs(sample, config, "x", None, "cpu", None)
     stage = {key: pair_to_tensors(shards.decode_pair_sample(key, m), 32) for key, m in made.pairs}
     ours = {key: t for key, _, t in protocol_pairs(renders, standin_spec(32), views_per_object=3) if key in stage}
