@@ -70,6 +70,20 @@ def render(objects: str, out: str, *extra: str, env: dict[str, str] | None = Non
     return proc
 
 
+def render_real_objects(
+    real_objects: Path, names: tuple[str, ...], factory: Any, views: int = 4, samples: int = 16
+) -> str:
+    """Render the named real objects (copied to a folder of their own) at 64 px; the render ``--out``."""
+    objects = factory.mktemp("objects")
+    for name in names:
+        shutil.copy(real_objects / name, objects / name)
+    out = str(factory.mktemp("renders"))
+    extra = ("--views", str(views), "--resolution", "64", "--set", f"render.samples={samples}")
+    proc = render(str(objects), out, *extra)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
 #: What a job prints when Ray's runtime-env agents of the local nodes, which share one session directory on this
 #: host, removed the unpacked working directory under the running job (not a fault of the job).
 WORKING_DIR_RACE = "runtime_resources/working_dir_files/"

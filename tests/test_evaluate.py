@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from inference.pipeline import export_model
 from invs import shards
 from invs.models import build_tiny_components
 from invs.standins import standin_spec
-from tests.helpers import local_env, render
+from tests.helpers import local_env, render_real_objects
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.blender
@@ -25,13 +24,7 @@ pytestmark = pytest.mark.blender
 
 @pytest.fixture(scope="module")
 def renders(real_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    objects = tmp_path_factory.mktemp("objects")
-    for name in ("SpotCow.glb", "BoxTextured.glb"):
-        shutil.copy(real_objects / name, objects / name)
-    out = str(tmp_path_factory.mktemp("renders"))
-    proc = render(str(objects), out, "--views", "4", "--resolution", "64", "--set", "render.samples=16")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
+    return render_real_objects(real_objects, ("SpotCow.glb", "BoxTextured.glb"), tmp_path_factory, samples=16)
 
 
 @pytest.fixture(scope="module")

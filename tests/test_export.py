@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from PIL import Image
 
 from invs import shards, tables
 from invs.cameras import zero123_relative_pose
-from tests.helpers import render
+from tests.helpers import render_real_objects
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.blender
@@ -24,13 +23,7 @@ pytestmark = pytest.mark.blender
 
 @pytest.fixture(scope="module")
 def renders(real_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    objects = tmp_path_factory.mktemp("objects")
-    for name in ("Fox.glb", "SpotCow.glb"):
-        shutil.copy(real_objects / name, objects / name)
-    out = str(tmp_path_factory.mktemp("renders"))
-    proc = render(str(objects), out, "--views", "4", "--resolution", "64", "--set", "render.samples=4")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
+    return render_real_objects(real_objects, ("Fox.glb", "SpotCow.glb"), tmp_path_factory, samples=4)
 
 
 def export(renders: str, fmt: str, out: Path) -> subprocess.CompletedProcess[str]:
