@@ -43,26 +43,32 @@ def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(rows, kernel.view(3, 1, -1, 1), groups=3)
 
 
-def loss_shares(view: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, dict[str, float]]:
-    """Of the squared error and of the SSIM loss summed over all pairs: the share in the region to generate on the
-    target's object, on its background, and elsewhere."""
+def regions(target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Weights ``(B, 1, H, W)`` of the region to generate (mask >= 0.5) on the target's object, on its background,
+    and of the rest."""
+    on_object = (target.min(1, keepdim=True).values < OBJECT_BELOW).float()
+    generate = (mask >= 0.5).float()
+    return {
+        "generate_object": generate * on_object,
+        "generate_background": generate * (1 - on_object),
+        "kept": 1 - generate,
+    }
+
+
+def loss_shares(
+    view: torch.Tensor, target: torch.Tensor, where: dict[str, torch.Tensor]
+) -> dict[str, dict[str, float]]:
+    """Of the squared error and of the SSIM loss summed over all pairs: the share in each of :func:`regions`."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     _, ssim_map = structural_similarity_index_measure(
         view, target, data_range=1.0, reduction="none", return_full_image=True
     )
     losses = {"squared_error": ((view - target) ** 2).mean(1, keepdim=True), "ssim_loss": 1 - ssim_map.mean(1, True)}
-    on_object = (target.min(1, keepdim=True).values < OBJECT_BELOW).float()
-    generate = (mask >= 0.5).float()
-    regions = {
-        "generate_object": generate * on_object,
-        "generate_background": generate * (1 - on_object),
-        "kept": 1 - generate,
-    }
     shares: dict[str, dict[str, float]] = {}
     for name, loss in losses.items():
         total = float(loss.sum())
-        shares[name] = {r: round(float((loss * w).sum()) / total, 3) for r, w in regions.items()} | {
+        shares[name] = {r: round(float((loss * w).sum()) / total, 3) for r, w in where.items()} | {
             "total": round(total, 1)
         }
     return shares
@@ -106,22 +112,22 @@ def main(argv: list[str] | None = None) -> int:
     target = (batch["target"] + 1) / 2
     views = oracle_views(model, batch, args.steps)
     scores = metrics.compare(views, target)
+    where = regions(target, batch["mask"])
     rows = {
         name: {
             "psnr": round(float(scores[f"psnr_{name}"].mean()), 3),
             "ssim": round(float(scores[f"ssim_{name}"].mean()), 4),
-            "shares": loss_shares(view, target, batch["mask"]),
+            "shares": loss_shares(view, target, where),
         }
         for name, view in views.items()
     }
-    generate = (batch["mask"] >= 0.5).float()
-    on_object = (target.min(1, keepdim=True).values < OBJECT_BELOW).float()
+    generate = 1 - where["kept"]
     results = {
         "model": args.model,
         "renders": args.renders,
         "pairs": len(pairs),
         "generate_fraction": round(float(generate.mean()), 4),
-        "generate_on_background": round(float((generate * (1 - on_object)).sum() / generate.sum()), 4),
+        "generate_on_background": round(float(where["generate_background"].sum() / generate.sum()), 4),
         "views": rows,
     }
     write_results(results, args.results)

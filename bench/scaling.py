@@ -57,13 +57,13 @@ def run(step: str, args: list[str], log: Path) -> None:
         raise SystemExit(f"{step} failed (exit {code}); see {log}")
 
 
-def render(objects: str, out: Path, args: argparse.Namespace, logs: Path, name: str) -> Path:
+def render(objects: str, out: Path, args: argparse.Namespace, logs: Path, name: str, tag: str = "") -> Path:
     if not (out / "summary.json").is_file():
         command = ["render/main.py", "--objects", objects, "--out", str(out), "--views", str(args.views)]
         run(
-            f"render {name}",
+            f"render {name}{tag}",
             [*command, "--resolution", str(args.render_px), "--set", "render.samples=16"],
-            logs / f"render_{name.split()[0]}.log",
+            logs / f"render_{name}.log",
         )
     return out
 
@@ -75,10 +75,10 @@ def paired(rows: list[dict[str, str]], a: str, b: str, metric: str) -> list[floa
     return [by[(k, a)] - by[(k, b)] for k in keys if (k, a) in by and (k, b) in by]
 
 
-def score(model: Path, renders: Path, out: Path, logs: Path, name: str) -> dict[str, Any]:
+def score(model: Path, renders: Path, out: Path, logs: Path, name: str, tag: str = "") -> dict[str, Any]:
     """The protocol on ``renders``: per method mean and interval, and the paired margins over the baselines."""
     command = ["inference/evaluate.py", "--model", str(model), "--renders", str(renders), "--out", str(out)]
-    run(f"evaluate {name}", [*command, "--views-per-object", "4"], logs / f"evaluate_{name.split()[0]}.log")
+    run(f"evaluate {name}{tag}", [*command, "--views-per-object", "4"], logs / f"evaluate_{name}.log")
     summary = json.loads((out / "summary.json").read_text())
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     result: dict[str, Any] = {"pairs": summary["pairs"], "objects": summary["objects_count"]}
@@ -100,24 +100,25 @@ def one_n(n: int, root: Path, real: Path, held_out: Path, args: argparse.Namespa
     logs.mkdir(parents=True, exist_ok=True)
     print(f"N = {n}: {folder}", flush=True)
     started = time.monotonic()
-    renders = render(f"procedural:{n}", folder / "renders", args, logs, f"train N={n}")
+    tag = f" N={n}"
+    renders = render(f"procedural:{n}", folder / "renders", args, logs, "train", tag)
     pairs = folder / "pairs"
     if not (pairs / "summary.json").is_file():
         command = ["preprocess/main.py", "--renders", str(renders), "--out", str(pairs), "--depth", "gt"]
-        run(f"preprocess N={n}", [*command, "--set", "preprocess.val_fraction=0"], logs / "preprocess.log")
+        run(f"preprocess{tag}", [*command, "--set", "preprocess.val_fraction=0"], logs / "preprocess.log")
     model = folder / "train" / "model"
     if not (model / "model_index.json").is_file():
         command = ["train/run.py", "--data", str(pairs), "--out", str(folder / "train"), "--steps", str(args.steps)]
         fixed = ["train.validate_every=0", f"train.tiny_vae_fit_steps={args.vae_fit_steps}"]
         settings = [x for setting in [*fixed, *args.set] for x in ("--set", setting)]
-        run(f"train N={n}", [*command, *settings], logs / "train.log")
+        run(f"train{tag}", [*command, *settings], logs / "train.log")
     return {
         "objects": n,
         "steps": args.steps,
         "vae_fit_steps": args.vae_fit_steps,
         "settings": args.set,
-        "real": score(model, real, folder / "eval_real", logs, f"real N={n}"),
-        "generated": score(model, held_out, folder / "eval_generated", logs, f"generated N={n}"),
+        "real": score(model, real, folder / "eval_real", logs, "real", tag),
+        "generated": score(model, held_out, folder / "eval_generated", logs, "generated", tag),
         "model_dir": str(model),
         "seconds": round(time.monotonic() - started, 1),
     }

@@ -97,11 +97,10 @@ def build_tiny_components(seed: int = 0, unet_levels: int = 2) -> dict[str, Any]
 
     UNet: 9 input channels, 4 output, ``block_out_channels=(32, 64)`` (``unet_levels`` 3 or 4: one or two more
     levels of 64 channels, each at half the size, the first without attention as in SD), ``cross_attention_dim=32``.
-    VAE: 4 latent
-    channels, ``block_out_channels=(16, 32, 64)`` -> downsampling factor 4 (SD: 8), so 64 px images give 16x16
-    latents; its ``scaling_factor`` is SD's 0.18215 until :func:`fit_tiny_vae` measures its own. Text encoder:
-    2-layer CLIP, hidden size 32, 77 positions. Scheduler: ``DDPMScheduler`` with :data:`SD_SCHEDULER_CONFIG`.
-    Weights depend only on ``seed``.
+    VAE: 4 latent channels, ``block_out_channels=(16, 32, 64)`` -> downsampling factor 4 (SD: 8), so 64 px images
+    give 16x16 latents; its ``scaling_factor`` is SD's 0.18215 until :func:`fit_tiny_vae` measures its own. Text
+    encoder: 2-layer CLIP, hidden size 32, 77 positions. Scheduler: ``DDPMScheduler`` with
+    :data:`SD_SCHEDULER_CONFIG`. Weights depend only on ``seed`` (and the UNet's on ``unet_levels``).
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel

@@ -20,7 +20,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from invs import storage
-from invs.errors import ShardFormatError
+from invs.errors import InvsError, ShardFormatError
 
 MANIFEST_DIR = "manifest"
 INDEX_DIR = "index"
@@ -163,8 +163,6 @@ def split_for_uid(uid: str, val_fraction: float, salt: str = "invs-split-v1") ->
 def rendered_shards(renders: str) -> list[str]:
     """The render shards under ``renders`` (the render stage's ``--out``) that hold objects its manifest marks
     ``ok``; InvsError when there are none."""
-    from invs.errors import InvsError
-
     manifest = read_table(storage.join(renders, MANIFEST_DIR), MANIFEST_SCHEMA)
     found = sorted({r["shard"] for r in latest_by_uid(manifest).values() if r["status"] == "ok" and r["shard"]})
     if not found:

@@ -38,7 +38,6 @@ from invs import cli, shards, tables
 from invs.cameras import invert_rigid, opencv_c2w_to_blender
 from invs.errors import InvsError
 
-FORMATS = ("zero123", "nerfstudio")
 #: nerfstudio's default ``depth_unit_scale_factor``: stored depth x this = depth in scene units.
 DEPTH_UNIT = 1e-3
 
@@ -97,6 +96,7 @@ WRITERS: dict[str, Callable[[shards.RenderSample, Path], None]] = {
     "zero123": write_zero123,
     "nerfstudio": write_nerfstudio,
 }
+FORMATS = tuple(WRITERS)
 
 
 def export(renders: str, fmt: str, out: str | Path) -> list[str]:

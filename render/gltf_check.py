@@ -134,24 +134,26 @@ def is_gltf(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith((".gltf", ".glb"))
 
 
-def element_bytes(component_type: int, type_: str) -> int:
-    """Bytes of one accessor element, with the column padding the specification requires for small matrices."""
+def _column_padding(component_type: int, type_: str) -> tuple[int, int]:
+    """(columns, padding bytes after each column): the specification pads every column of a byte or short MAT2 or
+    MAT3 to 4 bytes; other types have no padding (one column of all their components)."""
     size = COMPONENT_BYTES[component_type]
     if type_ in ("MAT2", "MAT3") and size < 4:
         rows = 2 if type_ == "MAT2" else 3
-        column = (rows * size + 3) // 4 * 4
-        return column * rows
-    return size * TYPE_COMPONENTS[type_]
+        return rows, -(rows * size) % 4
+    return 1, 0
+
+
+def element_bytes(component_type: int, type_: str) -> int:
+    """Bytes of one accessor element, with the column padding the specification requires for small matrices."""
+    columns, padding = _column_padding(component_type, type_)
+    return COMPONENT_BYTES[component_type] * TYPE_COMPONENTS[type_] + columns * padding
 
 
 def last_element_bytes(component_type: int, type_: str) -> int:
     """Bytes the last element of an accessor occupies: :func:`element_bytes` without the padding after its last
-    column (the specification pads each column to 4 bytes; nothing follows the last one)."""
-    size = COMPONENT_BYTES[component_type]
-    if type_ in ("MAT2", "MAT3") and size < 4:
-        rows = 2 if type_ == "MAT2" else 3
-        return element_bytes(component_type, type_) - (rows * size + 3) // 4 * 4 + rows * size
-    return element_bytes(component_type, type_)
+    column (nothing follows the last one)."""
+    return element_bytes(component_type, type_) - _column_padding(component_type, type_)[1]
 
 
 # ------------------------------------------------------------------------------------------------ container
