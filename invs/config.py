@@ -130,6 +130,9 @@ class RenderConfig(_StageSection):
     lighting: Literal["uniform", "zero123_area", "four_suns"] = "uniform"
     seed: int = 0
     depth_dtype: Literal["float16", "float32"] = "float16"
+    # What each view's shard sample holds (invs.passes): rgba and depth (what iNVS needs) and optionally normal
+    # (camera-frame unit normals) and albedo (base colour without lighting).
+    passes: list[str] = field(default_factory=lambda: ["rgba", "depth"])
     objects_per_shard: int = 64
     shard_flush_s: float = 300.0  # publish a shard at least this often, so progress is durable
     workers: int | None = None  # Blender processes; None: CPUs // threads_per_worker
@@ -185,6 +188,9 @@ class PreprocessConfig(_StageSection):
     device: Literal["cpu", "gpu"] = "cpu"  # depth, splatting and masks (gpu: one CUDA device per pair maker)
     workers: int | None = None  # actors in the pair-making pool; None: CPUs - 1 (at least 1)
     objects_per_shard: int = 16  # all pairs of an object share one shard
+    # Leave out rendered objects carrying any of these quality flags (invs.quality: empty, nearly_empty, too_small,
+    # cropped, constant_color, missing_texture, no_material), as the render manifest records them
+    skip_flags: list[str] = field(default_factory=list)
     node_resource: str | None = None  # custom Ray resource (ray_cluster.yaml) the pair makers need; None: any node
     latents: str | None = None  # also store VAE latents of target and partial: "tiny" or a diffusers model id/path
     # Stop with one line when no node can hold a pair maker (e.g. device cuda and no GPU node) for this long
@@ -362,6 +368,13 @@ def check_ranges(config: Config) -> None:
     for first, second in ORDERED:
         if setting(config, first) > setting(config, second):
             raise ConfigError(f"{first} must be <= {second}, got {setting(config, first)} > {setting(config, second)}")
+    from invs import passes, quality
+
+    try:
+        config.render.passes = list(passes.check(config.render.passes))
+        config.preprocess.skip_flags = quality.check(config.preprocess.skip_flags)
+    except ValueError as exc:
+        raise ConfigError(f"preprocess.skip_flags: {exc}" if "flag" in str(exc) else str(exc)) from None
 
 
 # ------------------------------------------------------------------------------------------------ type checks

@@ -7,6 +7,9 @@ Render shard sample (one per object, all views together), members ``KEY.<field>`
   4x4 OpenCV, ``blender_matrix_world`` 4x4, ``azimuth_deg``, ``elevation_deg``, ``radius``).
 * ``rgba.000.png`` ... — 8-bit RGBA, straight (not premultiplied) alpha.
 * ``depth.000.npy`` ... — float16/float32 (H, W) planar z-depth in normalised-object units, **0 where alpha is 0**.
+* with ``render.passes`` asking for them (``meta.json``'s ``renderer.passes`` lists what a sample holds):
+  ``normal.000.png`` (camera-frame OpenCV unit normals, RGB-encoded) and ``albedo.000.png`` (sRGB base colour);
+  encodings in :mod:`invs.passes`.
 
 Pair shard sample (one per (object, source view, target view)), key ``{uid}_{src:03d}_{tgt:03d}``:
 
@@ -38,7 +41,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from invs import storage
+from invs import passes, storage
 from invs.errors import ShardFormatError, StorageError
 
 KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -128,12 +131,20 @@ RENDER_VIEW_KEYS = ("index", "K", "c2w", "blender_matrix_world", "azimuth_deg", 
 
 @dataclass
 class RenderSample:
-    """All views of one object. ``rgba[i]`` is (H, W, 4) uint8; ``depth[i]`` is (H, W) planar z, 0 off-object."""
+    """All views of one object. ``rgba[i]`` is (H, W, 4) uint8; ``depth[i]`` is (H, W) planar z, 0 off-object;
+    ``images[pass][i]`` (H, W, 3) uint8 for the optional image passes (``normal``, ``albedo``; :mod:`invs.passes`)."""
 
     key: str
     meta: dict[str, Any]
     rgba: list[np.ndarray]
     depth: list[np.ndarray]
+    images: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def normals(self, i: int) -> np.ndarray:
+        """View ``i``'s unit camera-frame normals (H, W, 3) float32, 0 off-object; needs the ``normal`` pass."""
+        if "normal" not in self.images:
+            raise ShardFormatError(f"{self.key}: rendered without the normal pass (render.passes)")
+        return passes.decode_normals(self.images["normal"][i], self.rgba[i][..., 3])
 
     @property
     def num_views(self) -> int:
@@ -180,6 +191,13 @@ def encode_render_sample(sample: RenderSample) -> dict[str, bytes]:
             raise ShardFormatError(f"{sample.key}: depth must be float16 or float32, got {depth.dtype}")
         members[f"rgba.{i:03d}.png"] = encode_png(rgba, "RGBA")
         members[f"depth.{i:03d}.npy"] = encode_npy(depth)
+    for name, images in sample.images.items():
+        if name not in passes.IMAGE_PASSES or len(images) != n:
+            raise ShardFormatError(f"{sample.key}: {len(images)} {name!r} images for {n} views")
+        for i, image in enumerate(images):
+            if image.shape[:2] != (h, w):
+                raise ShardFormatError(f"{sample.key}: view {i} {name} is {image.shape}, meta says {h}x{w}")
+            members[f"{name}.{i:03d}.png"] = encode_png(image, passes.IMAGE_PASSES[name])
     return members
 
 
@@ -197,7 +215,15 @@ def decode_render_sample(key: str, members: dict[str, bytes], where: str = "") -
         rgba.append(decode_png(members[f"rgba.{i:03d}.png"], "RGBA"))
         depth.append(decode_npy(members[f"depth.{i:03d}.npy"]))
     _check_render_meta(meta, len(rgba), at)
-    return RenderSample(key=key, meta=meta, rgba=rgba, depth=depth)
+    images: dict[str, list[np.ndarray]] = {}
+    for name in (meta.get("renderer") or {}).get("passes", []):
+        if name in passes.IMAGE_PASSES:
+            names = [f"{name}.{i:03d}.png" for i in range(len(views))]
+            absent = [m for m in names if m not in members]
+            if absent:
+                raise ShardFormatError(f"{at}: meta.json lists the {name} pass but {absent[0]} is missing")
+            images[name] = [decode_png(members[m], passes.IMAGE_PASSES[name]) for m in names]
+    return RenderSample(key=key, meta=meta, rgba=rgba, depth=depth, images=images)
 
 
 # ------------------------------------------------------------------------------------------------ pair samples

@@ -39,6 +39,15 @@ MANIFEST_SCHEMA = pa.schema(
         ("num_views", pa.int32()),
         ("sha256", pa.string()),
         ("finished_at", pa.timestamp("ms", tz="UTC")),
+        # Quality flags of the object (invs.quality) and its provenance: model file size in bytes, triangles,
+        # materials and textures as Blender imported them, the source's licence and annotations (JSON) if it has any.
+        ("flags", pa.list_(pa.string())),
+        ("file_bytes", pa.int64()),
+        ("triangles", pa.int64()),
+        ("materials", pa.int32()),
+        ("textures", pa.int32()),
+        ("license", pa.string()),
+        ("annotations", pa.string()),
     ]
 )
 

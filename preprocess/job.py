@@ -4,7 +4,8 @@
                                                                                                        + index rows
 
 Rows between the stages are plain Arrow columns (:data:`OBJECT_SCHEMA`, :data:`PAIRS_SCHEMA`). Only render
-shards that the render manifest marks ``ok`` are read. Each object's pairs go into one pair shard together, and
+shards that the render manifest marks ``ok`` are read, less the objects whose quality flags
+(:mod:`invs.quality`, the manifest's ``flags``) include one of ``preprocess.skip_flags``. Each object's pairs go into one pair shard together, and
 the write task writes that shard's index rows right after publishing it (:class:`PairShardSink`), so an object
 is either wholly in the index or not at all. Resume: a re-run skips objects already in the index or recorded as failed,
 and first deletes *orphan* pair shards (published by a run that died before writing their index rows).
@@ -25,9 +26,9 @@ import logging
 import re
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -358,6 +359,7 @@ class Work:
     by_shard: dict[str, list[str]]
     done_keys: set[str]
     orphans: list[str]
+    skipped: dict[str, int] = field(default_factory=dict)  # rendered objects left out, by skip flag they carry
 
     @property
     def todo(self) -> dict[str, list[str]]:
@@ -384,23 +386,35 @@ def check_models(p: Any) -> None:
         check_model_available(p.latents, parts=("vae",))
 
 
-def plan_work(renders: str, out: str) -> Work:
-    """Compare the render manifest with the pair index and failures; remove orphan pair shards."""
+def plan_work(renders: str, out: str, skip_flags: Sequence[str] = ()) -> Work:
+    """Compare the render manifest with the pair index and failures; leave out objects flagged with any of
+    ``skip_flags``; remove orphan pair shards."""
     manifest = tables.latest_by_uid(
         tables.read_table(storage.join(renders, tables.MANIFEST_DIR), tables.MANIFEST_SCHEMA)
     )
     by_shard: dict[str, list[str]] = defaultdict(list)
+    skipped: Counter[str] = Counter()
+    rendered = 0
     for row in manifest.values():
         if row["status"] == "ok" and row["shard"]:
+            rendered += 1
+            hit = [f for f in skip_flags if f in (row.get("flags") or [])]
+            if hit:
+                skipped.update(hit)
+                continue
             by_shard[row["shard"]].append(row["key"])
-    if not by_shard:
+    if not rendered:
         raise InvsError(f"preprocess.renders: no rendered objects under {renders} (run render/main.py first)")
+    if not by_shard:
+        raise InvsError(
+            f"preprocess.skip_flags: every rendered object under {renders} carries one of {', '.join(skip_flags)}"
+        )
     index = tables.read_table(storage.join(out, tables.INDEX_DIR), tables.INDEX_SCHEMA)
     failed = tables.read_table(storage.join(out, tables.FAILURES_DIR), tables.FAILURE_SCHEMA)
     done_keys = {shards.safe_key(u) for u in index.column("uid").to_pylist()}
     done_keys |= {shards.safe_key(u) for u in failed.column("uid").to_pylist() if u}
     orphans = shards.remove_orphan_shards(out, set(index.column("shard").to_pylist()))
-    return Work(dict(by_shard), done_keys, orphans)
+    return Work(dict(by_shard), done_keys, orphans, dict(skipped))
 
 
 def run_pair_makers(config: Config, work: Work) -> dict[str, Any]:
@@ -451,7 +465,7 @@ def make_pairs(config: Config) -> dict[str, Any]:
     started = time.monotonic()
     p = config.preprocess
     check_models(p)
-    work = plan_work(p.renders, p.out)
+    work = plan_work(p.renders, p.out, p.skip_flags)
     save_resolved(config, p.out)
     print(
         f"preprocess: {work.total_objects} objects in {len(work.by_shard)} render shards; "
@@ -476,6 +490,7 @@ def make_pairs(config: Config) -> dict[str, Any]:
         "depth": p.depth,
         "resolution": p.resolution,
         "empty_views_skipped": sum(e["skipped_views"] for e in law),
+        "objects_skipped_by_flag": work.skipped,
         "law": _aggregate_law(law),
         "wall_s": round(wall, 2),
         "pairs_per_s": round(written / wall, 3) if written else None,
@@ -490,6 +505,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         f"{summary['pairs_written']} pairs from {summary['objects_done']} objects, {len(summary['failures'])} "
         f"failures, {summary['pairs_per_s'] or 0:.2f} pairs/s"
     ]
+    skipped = summary.get("objects_skipped_by_flag") or {}
+    if skipped:
+        lines.append("skipped by flag: " + ", ".join(f"{n} {flag}" for flag, n in sorted(skipped.items())))
     law = summary["law"]
     if law:
         lines.append(

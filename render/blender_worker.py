@@ -9,9 +9,10 @@ Per object, in one scene load: reset to an empty scene, check a glTF/GLB's struc
 (:mod:`render.gltf_check`) before Blender opens it, import the model (glTF/GLB incl. Draco, OBJ, FBX, PLY, STL,
 .blend with auto-run scripts off), refuse it if it refers to a file outside its own folder, delete imported cameras
 and lights, pose animations at the first frame, normalise (largest bounding-box side 1, centre at the origin:
-``p_norm = scale * p_world + offset``), light, then render every view: an 8-bit straight-alpha RGBA PNG and planar
+``p_norm = scale * p_world + offset``), light, then render every view: an 8-bit straight-alpha RGBA PNG, planar
 z-depth (Cycles' Depth pass through the compositor, written as EXR, converted to ``.npy``; 0 where alpha is 0 or
-the depth sample missed the object).
+the depth sample missed the object) and the request's other passes (:mod:`invs.passes`: camera-frame normals,
+albedo), all from the same render.
 Camera conventions: :mod:`invs.cameras` (OpenCV ``c2w``; Blender ``matrix_world`` stored alongside).
 """
 
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from invs import cameras
+from invs import cameras, passes
 from render import gltf_check
 from render.request import RenderRequest
 
@@ -225,6 +226,27 @@ def count_missing_textures() -> int:
     return missing
 
 
+def count_contents() -> dict[str, int]:
+    """What the imported scene holds: ``materials`` used by its geometry, ``textures`` (images those materials
+    load), and ``meshes_without_material`` (geometry objects drawn with the renderer's default surface)."""
+    bpy = _bpy()
+    materials, without = set(), 0
+    for obj in bpy.context.scene.objects:
+        if obj.type not in _GEOMETRY_TYPES:
+            continue
+        used = {slot.material.name for slot in obj.material_slots if slot.material is not None}
+        materials |= used
+        without += not used
+    images = {
+        node.image.name
+        for name in materials
+        if bpy.data.materials[name].node_tree is not None
+        for node in bpy.data.materials[name].node_tree.nodes
+        if node.type == "TEX_IMAGE" and node.image is not None
+    }
+    return {"materials": len(materials), "textures": len(images), "meshes_without_material": without}
+
+
 def export_mesh(path: Path) -> None:
     """Write the normalised, posed triangle mesh (world units) as .npz (``vertices``, ``faces``) for checks."""
     verts, faces, base = [], [], 0
@@ -295,8 +317,40 @@ def setup_lighting(mode: str, rng: np.random.Generator) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ render set-up
 
 
-def setup_render(req: RenderRequest, depth_dir: Path) -> tuple[Any, Any]:
-    """Engine, film, colour management, camera and the compositor that writes the depth pass; (camera, output)."""
+#: Pass -> (render layer output, file output item type, view layer switch).
+_PASS_SOCKETS = {
+    "depth": ("Depth", "FLOAT", "use_pass_z"),
+    "normal": ("Normal", "VECTOR", "use_pass_normal"),
+    "albedo": ("albedo", "RGBA", None),  # a shader AOV (see add_albedo_aov)
+}
+
+
+def add_albedo_aov() -> int:
+    """Write each material's base colour, as its shader computes it (texture x factor x vertex colour), into a
+    colour AOV named ``albedo``: what feeds a Principled BSDF's Base Color, else an Emission's Color (glTF unlit
+    materials). Returns the materials that have neither (their pixels' albedo is 0)."""
+    bpy = _bpy()
+    bpy.context.view_layer.aovs.add().name = "albedo"
+    without = 0
+    for material in bpy.data.materials:
+        tree = material.node_tree if material.use_nodes else None
+        nodes = list(tree.nodes) if tree else []
+        source = next((n.inputs["Base Color"] for n in nodes if n.type == "BSDF_PRINCIPLED"), None)
+        source = source or next((n.inputs["Color"] for n in nodes if n.type == "EMISSION"), None)
+        if source is None:
+            without += 1
+            continue
+        aov = tree.nodes.new("ShaderNodeOutputAOV")
+        aov.aov_name = "albedo"
+        if source.is_linked:
+            tree.links.new(source.links[0].from_socket, aov.inputs["Color"])
+        else:
+            aov.inputs["Color"].default_value = source.default_value
+    return without
+
+
+def setup_render(req: RenderRequest, pass_dir: Path) -> tuple[Any, Any]:
+    """Engine, film, colour management, camera and the compositor that writes the EXR passes; (camera, output)."""
     bpy = _bpy()
     scene = bpy.context.scene
     res = req.resolution
@@ -348,7 +402,6 @@ def setup_render(req: RenderRequest, depth_dir: Path) -> tuple[Any, Any]:
     scene.collection.objects.link(camera)
     scene.camera = camera
 
-    scene.view_layers[0].use_pass_z = True
     tree = bpy.data.node_groups.new("invs_compositor", "CompositorNodeTree")
     scene.compositing_node_group = tree
     layers = tree.nodes.new("CompositorNodeRLayers")
@@ -356,9 +409,14 @@ def setup_render(req: RenderRequest, depth_dir: Path) -> tuple[Any, Any]:
     output.format.media_type = "IMAGE"
     output.format.file_format = "OPEN_EXR"
     output.format.color_depth = "32"
-    output.directory = str(depth_dir)
-    output.file_output_items.new("FLOAT", "depth")
-    tree.links.new(layers.outputs["Depth"], output.inputs["depth"])
+    output.directory = str(pass_dir)
+    for name in req.passes:
+        if name in _PASS_SOCKETS:
+            socket, kind, switch = _PASS_SOCKETS[name]
+            if switch:
+                setattr(scene.view_layers[0], switch, True)
+            output.file_output_items.new(kind, name)
+            tree.links.new(layers.outputs[socket], output.inputs[name])
     group_out = tree.nodes.new("NodeGroupOutput")
     tree.interface.new_socket(name="Image", in_out="OUTPUT", socket_type="NodeSocketColor")
     tree.links.new(layers.outputs["Image"], group_out.inputs[0])
@@ -383,12 +441,36 @@ def _enable_gpu() -> None:
     raise RenderFailure("device 'gpu' requested but Cycles found no CUDA or OptiX device")
 
 
-def read_depth(exr_path: Path) -> np.ndarray:
+def read_exr(exr_path: Path) -> np.ndarray:
+    """The pixels of a one-layer EXR: (H, W) for one channel, (H, W, C) for more (vectors X, Y, Z then A; colours
+    R, G, B, A); the file is removed."""
     import OpenEXR
 
     channels = OpenEXR.File(str(exr_path)).channels()
-    pixels = next(iter(channels.values())).pixels
-    return np.asarray(pixels[..., 0] if pixels.ndim == 3 else pixels, dtype=np.float32)
+    exr_path.unlink()
+    if len(channels) == 1:
+        return np.asarray(next(iter(channels.values())).pixels, dtype=np.float32)
+    names = sorted(channels, key=lambda c: ("XYZRGBA".index(c) if c in "XYZRGBA" else 7, c))
+    return np.stack([np.asarray(channels[c].pixels, dtype=np.float32) for c in names], axis=-1)
+
+
+def write_passes(out_dir: Path, i: int, req: RenderRequest, c2w: np.ndarray, dtype: Any) -> np.ndarray:
+    """Turn view ``i``'s EXR passes into its shard files (:mod:`invs.passes`); returns its uint8 alpha."""
+    from PIL import Image
+
+    alpha = np.asarray(Image.open(out_dir / f"rgba_{i:03d}.png"))[..., 3]
+    exr = {name: read_exr(out_dir / f"passes_{i:03d}{name}.exr") for name in req.passes if name in _PASS_SOCKETS}
+    depth = exr["depth"][..., 0] if exr["depth"].ndim == 3 else exr["depth"]
+    depth[(alpha == 0) | ~(depth < DEPTH_MISS)] = 0.0
+    np.save(out_dir / f"depth_{i:03d}.npy", depth.astype(dtype))
+    if "normal" in exr:
+        world = exr["normal"]
+        world = world[..., :3] if world.shape[-1] >= 3 else world
+        camera_frame = world @ np.asarray(c2w)[:3, :3]  # R^T n per pixel: world -> OpenCV camera axes
+        Image.fromarray(passes.encode_normals(camera_frame, alpha > 0)).save(out_dir / f"normal_{i:03d}.png")
+    if "albedo" in exr:
+        Image.fromarray(passes.encode_albedo(exr["albedo"], alpha)).save(out_dir / f"albedo_{i:03d}.png")
+    return alpha
 
 
 # ------------------------------------------------------------------------------------------------ one object
@@ -396,8 +478,6 @@ def read_depth(exr_path: Path) -> np.ndarray:
 
 def render_object(req: RenderRequest) -> dict[str, Any]:
     """Render every view of one object into ``req.out_dir``; returns the per-view metadata and stats."""
-    from PIL import Image
-
     bpy = _bpy()
     t_start = time.perf_counter()
     out_dir = Path(req.out_dir)
@@ -408,12 +488,15 @@ def render_object(req: RenderRequest) -> dict[str, Any]:
     import_s = time.perf_counter() - t0
     removed = clean_scene()
     missing_textures = count_missing_textures()
+    contents = count_contents()
     normalization = normalize_scene()
     if req.export_mesh:
         export_mesh(out_dir / "mesh.npz")
     rng = np.random.default_rng(req.light_seed)
     lighting = setup_lighting(req.lighting, rng)
-    camera, depth_output = setup_render(req, out_dir)
+    if "albedo" in req.passes:
+        contents["materials_without_base_color"] = add_albedo_aov()
+    camera, pass_output = setup_render(req, out_dir)
     res = req.resolution
     K = cameras.intrinsics_from_lens(float(req.lens_mm), float(req.sensor_width_mm), res, res)
     dtype = np.float16 if req.depth_dtype == "float16" else np.float32
@@ -424,17 +507,12 @@ def render_object(req: RenderRequest) -> dict[str, Any]:
         spec = cameras.CameraSpec(float(view["azimuth_deg"]), float(view["elevation_deg"]), float(view["radius"]))
         c2w = spec.c2w()
         camera.matrix_world = Matrix(cameras.opencv_c2w_to_blender(c2w).tolist())
-        depth_output.file_name = f"depth_{i:03d}"
+        pass_output.file_name = f"passes_{i:03d}"
         bpy.context.scene.render.filepath = str(out_dir / f"rgba_{i:03d}.png")
         t0 = time.perf_counter()
         bpy.ops.render.render(write_still=True)
         render_s += time.perf_counter() - t0
-        exr = out_dir / f"depth_{i:03d}depth.exr"
-        depth = read_depth(exr)
-        exr.unlink()
-        alpha = np.asarray(Image.open(out_dir / f"rgba_{i:03d}.png"))[..., 3]
-        depth[(alpha == 0) | ~(depth < DEPTH_MISS)] = 0.0
-        np.save(out_dir / f"depth_{i:03d}.npy", depth.astype(dtype))
+        alpha = write_passes(out_dir, i, req, c2w, dtype)
         border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
         views.append(
             {
@@ -456,6 +534,7 @@ def render_object(req: RenderRequest) -> dict[str, Any]:
         "lighting": lighting,
         "removed": removed,
         "missing_textures": missing_textures,
+        "contents": contents,
         "blender_version": bpy.app.version_string,
         "import_s": import_s,
         "render_s": render_s,

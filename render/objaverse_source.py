@@ -496,22 +496,68 @@ def _lvis_uids(where: _Where, categories: Sequence[str]) -> set[str]:
     return {uid for c in categories for uid in lvis[c]}
 
 
-def _filter_licenses(where: _Where, paths: dict[str, str], uids: list[str], licenses: Sequence[str]) -> list[str]:
-    """The uids whose metadata licence is one of ``licenses``; one metadata shard in memory at a time."""
-    wanted = {lic.strip().lower() for lic in licenses}
+def _metadata(where: _Where, paths: dict[str, str], uids: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(uid, its Objaverse metadata) for those of ``uids`` the metadata lists; one metadata shard in memory at a
+    time."""
     by_shard: dict[str, list[str]] = {}
     for uid in uids:
         if uid in paths:  # a uid without an object path has no metadata either
             by_shard.setdefault(paths[uid].split("/")[1], []).append(uid)
-    keep: set[str] = set()
     for shard, members in sorted(by_shard.items()):
         rel = f"metadata/{shard}.json.gz"
         meta: dict[str, Any] = _index_call(
             f"metadata shard {shard}", where, [rel], lambda r=rel: _read_gz_json(where.root / r)
         )
-        keep.update(u for u in members if str((meta.get(u) or {}).get("license") or "").strip().lower() in wanted)
+        yield from ((u, meta[u]) for u in members if isinstance(meta.get(u), dict))
         del meta
+
+
+def _filter_licenses(where: _Where, paths: dict[str, str], uids: list[str], licenses: Sequence[str]) -> list[str]:
+    """The uids whose metadata licence is one of ``licenses``."""
+    wanted = {lic.strip().lower() for lic in licenses}
+    keep = {u for u, m in _metadata(where, paths, uids) if str(m.get("license") or "").strip().lower() in wanted}
     return [u for u in uids if u in keep]
+
+
+#: Objaverse metadata fields kept as an object's annotations (the rest, e.g. thumbnails, is bulky).
+ANNOTATION_FIELDS = (
+    "name",
+    "viewerUrl",
+    "tags",
+    "categories",
+    "user",
+    "faceCount",
+    "vertexCount",
+    "animationCount",
+    "publishedAt",
+    "isAgeRestricted",
+)
+
+
+def _annotation(meta: dict[str, Any]) -> dict[str, Any]:
+    kept = {k: meta[k] for k in ANNOTATION_FIELDS if meta.get(k) is not None}
+    for k in ("tags", "categories"):  # lists of {"name": ..., "slug": ..., ...}
+        if isinstance(kept.get(k), list):
+            kept[k] = [t.get("name") if isinstance(t, dict) else t for t in kept[k]]
+    if isinstance(kept.get("user"), dict):
+        kept["user"] = kept["user"].get("username")
+    return kept
+
+
+def object_annotations(
+    uids: Iterable[str],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    mirror: str | None = None,
+    store: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> dict[str, tuple[str | None, dict[str, Any]]]:
+    """uid -> (licence, annotations) from Objaverse's metadata for those of ``uids`` it lists: the licence string
+    as published (``by``, ``by-nc``, ``cc0``, ...) and :data:`ANNOTATION_FIELDS` (tags and categories as names, the
+    user as a username)."""
+    with objaverse_session(cache_dir, mirror) as root:
+        where = _Where(root, mirror, store, retry or RetryPolicy())
+        return {u: (m.get("license"), _annotation(m)) for u, m in _metadata(where, _object_paths(where), uids)}
 
 
 # ------------------------------------------------------------------------------------------------ objects

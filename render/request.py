@@ -40,6 +40,7 @@ class RenderRequest:
     lighting: str
     threads: int  # 0: Blender's default (all cores)
     depth_dtype: str
+    passes: list[str]  # invs.passes names, rgba and depth included
     export_mesh: bool = False  # also write mesh.npz (the normalised scene's triangles; for tests and benchmarks)
 
     @classmethod
@@ -67,6 +68,7 @@ class RenderRequest:
             lighting=r.lighting,
             threads=threads,
             depth_dtype=r.depth_dtype,
+            passes=list(r.passes),
         )
 
     def message(self) -> dict[str, Any]:
@@ -97,4 +99,5 @@ class RenderRequest:
             "denoise": self.denoise,
             "limited_bounces": self.limited_bounces,
             "device": self.device,
+            "passes": list(self.passes),
         }

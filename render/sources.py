@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -132,15 +133,27 @@ def resolve_objects(config: Config) -> list[ObjectRef]:
     elif src == "objaverse":
         from render import objaverse_source
 
+        where = _objaverse_where(source)
         selected = objaverse_source.select_objects(
             uids_file=source.uids_file,
             lvis_categories=source.lvis_categories,
             licenses=source.licenses,
             num_objects=cfg.num_objects,
             seed=cfg.seed,
-            **_objaverse_where(source),
+            **where,
         )
-        refs = [ObjectRef(uid=u, uri=f"objaverse:{u}", source="objaverse", object_path=p) for u, p in selected]
+        about = objaverse_source.object_annotations([u for u, _ in selected], **where)
+        refs = [
+            ObjectRef(
+                uid=u,
+                uri=f"objaverse:{u}",
+                source="objaverse",
+                object_path=p,
+                license=about[u][0] if u in about else None,
+                annotations=json.dumps(about[u][1], sort_keys=True) if u in about else None,
+            )
+            for u, p in selected
+        ]
     elif src.endswith(".txt"):
         if not storage.exists(src):
             raise InvsError(f"objects: list file {src} does not exist")

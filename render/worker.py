@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from invs import shards, storage, tables
+from invs import passes, quality, shards, storage, tables
 from invs.config import Config, apply_storage_settings
 from invs.images import MIN_ALPHA_FRACTION
 from render import objaverse_source
@@ -190,7 +190,10 @@ class RenderWorker:
         tables.append_rows(self.manifest_uri, rows, tables.MANIFEST_SCHEMA)
         self._shard_opened = None
 
-    def _fail(self, ref: ObjectRef, attempt: int, error: str, seconds: float, sha: str | None = None) -> dict:
+    def _fail(
+        self, ref: ObjectRef, attempt: int, error: str, seconds: float, sha: str | None = None, **known: Any
+    ) -> dict:
+        """Record a failed attempt; ``known``: manifest columns measured before it failed (provenance, flags)."""
         row = tables.manifest_row(
             ref.uid,
             "failed",
@@ -201,6 +204,9 @@ class RenderWorker:
             seconds=seconds,
             num_views=0,
             sha256=sha,
+            license=ref.license,
+            annotations=ref.annotations,
+            **known,
         )
         self._failures.append(row)
         return {"uid": ref.uid, "status": "failed", "error": error, "seconds": seconds}
@@ -211,9 +217,14 @@ class RenderWorker:
         self, ref: ObjectRef, sha: str, request: RenderRequest, result: dict[str, Any], out_dir: Path
     ) -> shards.RenderSample:
         """The render shard's sample: the images Blender wrote, described by the request it rendered and its answer."""
-        views = result["views"]
-        rgba = [np.asarray(Image.open(out_dir / f"rgba_{i:03d}.png")) for i in range(len(views))]
+        rgba = [np.asarray(Image.open(out_dir / f"rgba_{i:03d}.png")) for i in range(len(result["views"]))]
+        views = [dict(v, flags=quality.view_flags(image)) for v, image in zip(result["views"], rgba, strict=True)]
         depth = [np.load(out_dir / f"depth_{i:03d}.npy") for i in range(len(views))]
+        images = {
+            name: [np.asarray(Image.open(out_dir / f"{name}_{i:03d}.png")) for i in range(len(views))]
+            for name in request.passes
+            if name in passes.IMAGE_PASSES
+        }
         meta = {
             "uid": ref.uid,
             "source": ref.uri,
@@ -230,12 +241,17 @@ class RenderWorker:
                 "convention": "opencv_c2w",
             },
             "depth": {"kind": "planar_z", "units": "normalized_object", "background": 0.0},
+            **{name: passes.DESCRIPTIONS[name] for name in request.passes if name in passes.IMAGE_PASSES},
             "missing_textures": result["missing_textures"],
+            "contents": result["contents"],
             "removed": result["removed"],
             "empty_views": sum(v["alpha_fraction"] < MIN_ALPHA_FRACTION for v in views),
             "cropped_views": sum(v["cropped"] for v in views),
+            "flags": quality.object_flags(
+                [v["flags"] for v in views], result["missing_textures"], result["contents"]["meshes_without_material"]
+            ),
         }
-        return shards.RenderSample(key=ref.key, meta=meta, rgba=rgba, depth=depth)
+        return shards.RenderSample(key=ref.key, meta=meta, rgba=rgba, depth=depth, images=images)
 
     def _render_one(self, ref: ObjectRef, attempt: int, fetched: Future[Path]) -> dict[str, Any]:
         started = time.monotonic()
@@ -246,6 +262,7 @@ class RenderWorker:
             return self._fail(ref, attempt, f"fetch failed: {exc}", time.monotonic() - started)
         self.stats["fetch_wait_s"] += time.monotonic() - t0
         sha = sha256_file(model)
+        file_bytes = model.stat().st_size
         out_dir = self.tmp / "views" / ref.key
         shutil.rmtree(out_dir, ignore_errors=True)
         try:
@@ -254,7 +271,16 @@ class RenderWorker:
             result = self.blender.render(request, timeout_s=self.cfg.timeout_s)
             self.stats["blender_s"] += time.monotonic() - t0
             if not result.get("ok"):
-                return self._fail(ref, attempt, result.get("error", "unknown error"), time.monotonic() - started, sha)
+                error = result.get("error", "unknown error")
+                return self._fail(ref, attempt, error, time.monotonic() - started, sha, file_bytes=file_bytes)
+            provenance = {
+                "file_bytes": file_bytes,
+                "triangles": result["normalization"]["triangles"],
+                "materials": result["contents"]["materials"],
+                "textures": result["contents"]["textures"],
+                "license": ref.license,
+                "annotations": ref.annotations,
+            }
             self.stats["render_s"] += result["render_s"]
             coverage = max(v["alpha_fraction"] for v in result["views"])
             if coverage < MIN_ALPHA_FRACTION:
@@ -265,6 +291,8 @@ class RenderWorker:
                     "(out of frame or invisible materials)",
                     time.monotonic() - started,
                     sha,
+                    flags=["empty"],
+                    **{k: v for k, v in provenance.items() if k not in ("license", "annotations")},
                 )
             sample = self._sample(ref, sha, request, result, out_dir)
             with self._lock:
@@ -280,6 +308,8 @@ class RenderWorker:
                     seconds=time.monotonic() - started,
                     num_views=sample.num_views,
                     sha256=sha,
+                    flags=sample.meta["flags"],
+                    **provenance,
                 )
                 self.writer.write(ref.key, shards.encode_render_sample(sample))
             self.stats["objects"] += 1
@@ -291,6 +321,7 @@ class RenderWorker:
                 "seconds": time.monotonic() - started,
                 "missing_textures": result["missing_textures"],
                 "cropped_views": sample.meta["cropped_views"],
+                "flags": sample.meta["flags"],
                 "views": sample.num_views,
             }
         except BlenderError as exc:

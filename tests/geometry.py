@@ -46,3 +46,27 @@ def point_mesh_distance(points: np.ndarray, vertices: np.ndarray, faces: np.ndar
         closest = _closest_on_triangles(p, a, b, c)
         out[s : s + chunk] = np.sqrt(((closest - p) ** 2).sum(-1)).min(axis=1)
     return out
+
+
+def normals_from_depth(depth: np.ndarray, K: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-frame (OpenCV) unit normals (H, W, 3) from planar depth by central differences, facing the camera,
+    and where they are defined (H, W): the pixel and its four neighbours fully covered, no depth jump (> 2%)."""
+    from invs import cameras
+
+    points = cameras.unproject_depth(depth, K, np.eye(4))
+    du = np.zeros_like(points)
+    dv = np.zeros_like(points)
+    du[:, 1:-1] = points[:, 2:] - points[:, :-2]
+    dv[1:-1] = points[2:] - points[:-2]
+    n = np.cross(dv, du)  # x (right) cross y (down) is +z (away): reversed so a surface facing the camera has z < 0
+    n /= np.maximum(np.linalg.norm(n, axis=-1, keepdims=True), 1e-12)
+    covered = alpha == 255
+    z = np.asarray(depth, dtype=np.float64)
+    valid = np.zeros_like(covered)
+    inner = (slice(1, -1), slice(1, -1))
+    valid[inner] = covered[inner] & covered[:-2, 1:-1] & covered[2:, 1:-1] & covered[1:-1, :-2] & covered[1:-1, 2:]
+    jump = np.zeros_like(covered)
+    jump[inner] = (np.abs(z[2:, 1:-1] - z[:-2, 1:-1]) > 0.02 * z[inner]) | (
+        np.abs(z[1:-1, 2:] - z[1:-1, :-2]) > 0.02 * z[inner]
+    )
+    return n, valid & ~jump

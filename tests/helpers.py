@@ -215,6 +215,7 @@ def write_gltf(
     image_uri: str | None = None,
     image_bytes: bytes | None = None,
     last_index: int | None = None,
+    material: dict | None = None,
 ) -> Path:
     """A glTF 2.0 cube at ``path`` (``.gltf``: JSON; ``.glb``: binary with the buffer in its BIN chunk).
 
@@ -224,7 +225,8 @@ def write_gltf(
     vertices). ``last_index``: the value of the last triangle index (out of range: a file that passes every
     structural check and still breaks an importer). ``image_uri`` / ``image_bytes``: a base-colour texture read from
     that URI (``image_bytes`` written there when it is a relative path; URIs are percent-decoded into file names)
-    or, with ``image_bytes`` alone, stored in the buffer.
+    or, with ``image_bytes`` alone, stored in the buffer. ``material``: the cube's glTF material (none: Blender's
+    default surface).
     """
     import base64
     import json
@@ -276,6 +278,9 @@ def write_gltf(
             "textures": [{"source": 0}],
             "materials": [{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}],
         }
+        primitive["material"] = 0
+    elif material is not None:
+        gltf["materials"] = [material]
         primitive["material"] = 0
     data += b"\0" * (-len(data) % 4)
     buffer: dict = {"byteLength": len(data)}

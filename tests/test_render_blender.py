@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from invs import cameras
+from invs import cameras, passes
 from render.blender_process import BlenderError, BlenderProcess
-from tests.geometry import point_mesh_distance
+from tests.geometry import normals_from_depth, point_mesh_distance
 from tests.helpers import blender_request, heavy_ply, make_blend, png_header, write_gltf
 
 pytestmark = pytest.mark.blender
@@ -85,6 +85,57 @@ def test_depth_unprojects_onto_the_mesh_and_into_every_other_silhouette(
     # Metadata for the manifest.
     assert result["normalization"]["triangles"] > 0
     assert 0 < result["views"][0]["alpha_fraction"] < 1
+
+
+ALL_PASSES = ["rgba", "depth", "normal", "albedo"]
+
+
+@pytest.mark.parametrize("name", ["SpotCow.glb", "Fox.glb", "kenney_alien.glb"])
+def test_normals_agree_with_the_depth_of_the_same_view_and_leave_alpha_and_depth_alone(
+    blender: BlenderProcess, real_objects: Path, tmp_path: Path, name: str
+) -> None:
+    result = blender.render(request(real_objects / name, tmp_path / "all", name, passes=ALL_PASSES), timeout_s=120)
+    plain = blender.render(request(real_objects / name, tmp_path / "plain", name), timeout_s=120)
+    assert result["ok"] and plain["ok"], (result, plain)
+    angles = []
+    for view in result["views"]:
+        i = view["index"]
+        rgba = np.asarray(Image.open(tmp_path / "all" / f"rgba_{i:03d}.png"))
+        depth = np.load(tmp_path / "all" / f"depth_{i:03d}.npy")
+        assert np.array_equal(rgba[..., 3], np.asarray(Image.open(tmp_path / "plain" / f"rgba_{i:03d}.png"))[..., 3])
+        assert np.array_equal(depth, np.load(tmp_path / "plain" / f"depth_{i:03d}.npy"))
+        on = rgba[..., 3] > 0
+        normals = passes.decode_normals(np.asarray(Image.open(tmp_path / "all" / f"normal_{i:03d}.png")), on)
+        assert np.allclose(np.linalg.norm(normals[on], axis=-1), 1.0, atol=1e-3)
+        assert (normals[on][:, 2] < 0).mean() > 0.98  # OpenCV camera frame: visible surfaces face -z
+        from_depth, valid = normals_from_depth(depth.astype(np.float64), np.asarray(view["K"]), rgba[..., 3])
+        angles.append(np.degrees(np.arccos(np.clip((normals * from_depth).sum(-1), -1, 1)))[valid])
+    angles = np.concatenate(angles)  # a wrong frame or axis order gives medians of 45-135 degrees
+    assert len(angles) > 300 and np.median(angles) < 6.0, (len(angles), np.median(angles))
+
+
+@pytest.mark.parametrize("metallic", [0.0, 1.0])
+def test_albedo_is_the_base_colour_whatever_the_lighting(
+    blender: BlenderProcess, tmp_path: Path, metallic: float
+) -> None:
+    base = [0.8, 0.25, 0.05, 1.0]  # linear, as glTF states factors
+    pbr = {"baseColorFactor": base, "metallicFactor": metallic, "roughnessFactor": 0.5}
+    model = write_gltf(tmp_path / "flat.gltf", material={"pbrMetallicRoughness": pbr})
+    expected = np.round(passes.linear_to_srgb(np.array(base[:3])) * 255)
+    seen = {}
+    for lighting in ("four_suns", "zero123_area"):
+        out = tmp_path / lighting
+        result = blender.render(request(model, out, "flat", passes=ALL_PASSES, lighting=lighting), timeout_s=120)
+        assert result["ok"], result
+        i = 0
+        rgba = np.asarray(Image.open(out / f"rgba_{i:03d}.png")).astype(int)
+        albedo = np.asarray(Image.open(out / f"albedo_{i:03d}.png")).astype(int)
+        inside = rgba[..., 3] == 255
+        assert inside.sum() > 500
+        assert np.abs(albedo[inside] - expected).max() <= 2, np.abs(albedo[inside] - expected).max()
+        assert (albedo[rgba[..., 3] == 0] == 0).all()
+        seen[lighting] = rgba[..., :3][inside].mean(0)
+    assert np.abs(seen["four_suns"] - seen["zero123_area"]).max() > 10, seen  # the lighting did change the colours
 
 
 def test_a_wrong_convention_would_be_caught(blender: BlenderProcess, real_objects: Path, tmp_path: Path) -> None:

@@ -25,7 +25,24 @@ def test_the_request_carries_the_config_and_reads_back_exactly() -> None:
         "denoise": False,
         "limited_bounces": True,
         "device": "cpu",
+        "passes": ["rgba", "depth"],
     }
+
+
+def test_passes_are_checked_and_put_in_shard_order() -> None:
+    from invs.errors import ConfigError
+
+    config = load_config("local", {"render.passes": ["albedo", "depth", "normal", "rgba"]})
+    assert RenderRequest.from_config(config, "u", Path("/m.glb"), Path("/o"), threads=0).passes == [
+        "rgba",
+        "depth",
+        "normal",
+        "albedo",
+    ]
+    with pytest.raises(ConfigError, match="unknown render pass 'specular'"):
+        load_config("local", {"render.passes": ["rgba", "depth", "specular"]})
+    with pytest.raises(ConfigError, match="must include depth"):
+        load_config("local", {"render.passes": ["rgba", "normal"]})
 
 
 @pytest.mark.parametrize(
