@@ -7,8 +7,9 @@ Rows between the stages are plain Arrow columns (:data:`OBJECT_SCHEMA`, :data:`P
 shards that the render manifest marks ``ok`` are read, less the objects whose quality flags
 (:mod:`invs.quality`, the manifest's ``flags``) include one of ``preprocess.skip_flags``. Each object's pairs go
 into one pair shard together, and the write task writes that shard's index rows right after publishing it
-(:class:`PairShardSink`), so an object is either wholly in the index or not at all. Resume: a re-run skips objects already in the index or recorded as failed,
-and first deletes *orphan* pair shards (published by a run that died before writing their index rows).
+(:class:`PairShardSink`), so an object is either wholly in the index or not at all. Resume: a re-run skips objects
+already in the index or recorded as failed, and first deletes *orphan* pair shards (published by a run that died
+before writing their index rows).
 Bad input (a corrupt render shard, a sample missing members, no usable view pair) becomes a row in
 ``OUT/failures/*.parquet`` with the reason; the job carries on.
 
