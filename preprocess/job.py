@@ -83,13 +83,13 @@ def read_objects(batch: pa.Table, config: Config | None = None) -> pa.Table:
     if config is not None:
         apply_storage_settings(config)
     rows: list[dict[str, Any]] = []
-    for uri, skip in zip(batch["render_shard"].to_pylist(), batch["skip"].to_pylist(), strict=True):
-        rows += _shard_objects(uri, set(skip))
+    for uri, keys in zip(batch["render_shard"].to_pylist(), batch["keys"].to_pylist(), strict=True):
+        rows += _shard_objects(uri, set(keys))
     return pa.Table.from_pylist([{"error": ""} | r for r in rows], schema=OBJECT_SCHEMA)
 
 
-def _shard_objects(uri: str, skip: set[str]) -> list[dict[str, Any]]:
-    """The rows of one render shard's objects not in ``skip``; a corrupt or truncated shard is one error row.
+def _shard_objects(uri: str, keys: set[str]) -> list[dict[str, Any]]:
+    """The rows of one render shard's objects named in ``keys``; a corrupt or truncated shard is one error row.
 
     A connection that breaks while the shard streams (S3 down mid-read) is not a corrupt shard: the whole shard is
     read again under the storage retry policy (one ``warning:`` line per retry), then it is a :class:`StorageError`.
@@ -101,7 +101,7 @@ def _shard_objects(uri: str, skip: set[str]) -> list[dict[str, Any]]:
             return [
                 {"render_shard": uri, "key": key, "names": list(members), "payloads": list(members.values())}
                 for key, members in shards.iter_tar_samples(uri)
-                if key not in skip
+                if key in keys
             ]
         except StorageError:
             raise  # opening the shard was retried already
@@ -430,7 +430,7 @@ def run_pair_makers(config: Config, work: Work) -> dict[str, Any]:
     p = config.preprocess
     init_ray(config)
     todo = work.todo
-    items = [{"render_shard": s, "skip": sorted(set(keys) & work.done_keys)} for s, keys in sorted(todo.items())]
+    items = [{"render_shard": s, "keys": sorted(set(keys) - work.done_keys)} for s, keys in sorted(todo.items())]
     bundle = fleet.worker_bundle(config.preprocess)
     wait_for_a_pair_maker_node(bundle, p.worker_wait_s, objects=work.left)
     actors = pair_maker_pool(config, bundle, fleet.alive_workers(bundle))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,3 +91,19 @@ def ray_cluster() -> Iterator[local_ray.LocalRayCluster]:
             yield cluster
     finally:
         local_ray.stop_cluster()
+
+
+@pytest.fixture(scope="session")
+def flagged_renders(real_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, list[str]]]:
+    """A render output (``--out``) of two real objects and the generated faulty ones of
+    :func:`tests.helpers.write_faulty_objects`, with every pass; and the flags each faulty one must get."""
+    from tests.helpers import render, write_faulty_objects
+
+    objects = tmp_path_factory.mktemp("flagged-objects")
+    expected = write_faulty_objects(objects)
+    for name in ("BoxTextured.glb", "SpotCow.glb"):
+        shutil.copy(real_objects / name, objects / name)
+    out = str(tmp_path_factory.mktemp("flagged-renders"))
+    proc = render(str(objects), out, "--views", "3", "--set", "render.passes=[rgba,depth,normal,albedo]")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, expected

@@ -314,3 +314,33 @@ def write_gltf(
         chunks += struct.pack("<I4s", len(data), b"BIN\0") + data
     path.write_bytes(b"glTF" + struct.pack("<II", 2, 12 + len(chunks)) + chunks)
     return path
+
+
+def write_faulty_objects(folder: Path) -> dict[str, list[str]]:
+    """Generated glTF cubes that each carry one fault the quality flags name (:mod:`invs.quality`); returns the
+    file stem -> the object flags its render must get (``ghost`` renders empty and fails)."""
+    import json
+
+    colour = {"pbrMetallicRoughness": {"baseColorFactor": [0.8, 0.3, 0.1, 1.0], "metallicFactor": 0.0}}
+    write_gltf(folder / "no_material.gltf")
+    write_gltf(folder / "missing_texture.gltf", image_uri="absent.png")
+    unlit = write_gltf(folder / "unlit.gltf", material=colour | {"extensions": {"KHR_materials_unlit": {}}})
+    gltf = json.loads(unlit.read_text())
+    unlit.write_text(json.dumps(gltf | {"extensionsUsed": ["KHR_materials_unlit"]}))
+    hidden = {"pbrMetallicRoughness": {"baseColorFactor": [1, 1, 1, 0.0]}, "alphaMode": "BLEND"}
+    write_gltf(folder / "ghost.gltf", material=hidden)
+    # A visible cube beside an invisible one 10 times its size: normalisation shrinks the visible one to a speck.
+    speck = write_gltf(folder / "speck.gltf", material=colour)
+    gltf = json.loads(speck.read_text())
+    gltf["materials"].append(hidden)
+    gltf["meshes"].append({"primitives": [dict(gltf["meshes"][0]["primitives"][0], material=1)]})
+    gltf["nodes"].append({"mesh": 1, "scale": [10, 10, 10], "translation": [0, 0, 0]})
+    gltf["scenes"][0]["nodes"].append(len(gltf["nodes"]) - 1)
+    speck.write_text(json.dumps(gltf))
+    return {
+        "no_material": ["no_material"],
+        "missing_texture": ["missing_texture"],
+        "unlit": ["constant_color"],
+        "ghost": ["empty"],
+        "speck": ["nearly_empty", "too_small"],
+    }

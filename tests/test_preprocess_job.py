@@ -421,7 +421,7 @@ def test_a_render_shard_cut_mid_read_is_read_again_not_recorded_as_corrupt(
         for i in range(4):
             writer.write(f"obj{i}", {"blob.bin": os.urandom(5 * 2**20)})  # 20 MiB: more than two 8 MiB read blocks
     (uri,) = shards.list_shards(f"{s3_bucket}/renders")
-    batch = pa.table({"render_shard": [uri], "skip": [["obj3"]]})
+    batch = pa.table({"render_shard": [uri], "keys": [["obj0", "obj1", "obj2"]]})
     stream, passes, outage_passes = shards.iter_tar_samples, [], [1]
 
     def cut_mid_read(shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
