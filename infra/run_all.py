@@ -103,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs += [
         (storage.join(config.preprocess.out, "shards"), "pair shards (webdataset) and index/ (parquet)"),
         (pairs_uri, "source | partial | mask | epipolar region | target, one pair per object"),
+        (dataset_report(config, out), "the dataset report: counts, failures, quality flags, passes, the law"),
     ]
     outputs += run_train_and_evaluate(config, out)
     print(f"{len(STAGES)} stages ran; finished in {time.monotonic() - started:.1f} s")
@@ -198,6 +199,24 @@ def _evaluate_with_settings(config: Config, request: Any) -> dict:
 
     apply_storage_settings(config)
     return evaluate(request)
+
+
+def dataset_report(config: Config, out: str) -> str:
+    """``render/report.py`` on this run's renders and pairs, into ``OUT/report/``; returns its ``index.html``."""
+    import tempfile
+    from pathlib import Path
+
+    from render.report import build_report
+
+    target = storage.join(out, "report")
+    if not storage.is_s3(target):
+        return str(build_report(config.render.out, target, config.preprocess.out))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = build_report(config.render.out, Path(tmp) / "report", config.preprocess.out).parent
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                storage.upload_file(path, storage.join(target, path.relative_to(folder).as_posix()))
+    return storage.join(target, "index.html")
 
 
 def pairs_sheet_png(pairs_uri: str, max_rows: int = 8) -> bytes:

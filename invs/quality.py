@@ -36,6 +36,16 @@ MAJORITY: Final = 0.5
 VIEW_FLAGS: Final = ("empty", "nearly_empty", "too_small", "cropped", "constant_color")
 OBJECT_FLAGS: Final = ("missing_texture", "no_material")
 ALL: Final = (*VIEW_FLAGS, *OBJECT_FLAGS)
+#: Each flag's rule in one line (for reports).
+RULES: Final = {
+    "empty": f"object pixels (alpha > 0) < {MIN_ALPHA_FRACTION:.1%} of the view",
+    "nearly_empty": f"object pixels < {NEARLY_EMPTY:.0%} of the view (not empty)",
+    "too_small": f"object's box spans < {TOO_SMALL:.0%} of the view's side",
+    "cropped": "object pixels on the image border",
+    "constant_color": f"RGB std of opaque pixels < {CONSTANT_STD:g} levels",
+    "missing_texture": "a material's image could not be loaded",
+    "no_material": "a mesh drawn with the renderer's default surface",
+}
 
 
 def view_flags(rgba: np.ndarray) -> list[str]:

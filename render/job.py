@@ -389,6 +389,7 @@ def _summary(
         "failures": [{"uid": r["uid"], "error": r["error"]} for r in results if r["status"] == "failed"],
         "missing_textures": sum(r.get("missing_textures", 0) for r in results),
         "cropped_views": sum(r.get("cropped_views", 0) for r in results),
+        "flags": dict(sorted(Counter(f for r in results for f in r.get("flags", [])).items())),  # objects by flag
         "views": views,
         "wall_s": round(wall_s, 2),
         "seconds_per_view": round(blender_s / timed_views, 4) if timed_views else None,

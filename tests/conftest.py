@@ -107,3 +107,20 @@ def flagged_renders(real_objects: Path, tmp_path_factory: pytest.TempPathFactory
     proc = render(str(objects), out, "--views", "3", "--set", "render.passes=[rgba,depth,normal,albedo]")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out, expected
+
+
+@pytest.fixture(scope="session")
+def flagged_pairs(flagged_renders: tuple[str, dict], tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """The preprocess stage run on :func:`flagged_renders` leaving out three flags; (its --out, its stdout)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, local_env
+
+    out = str(tmp_path_factory.mktemp("flagged-pairs"))
+    command = [sys.executable, str(REPO / "preprocess/main.py"), "--renders", flagged_renders[0], "--out", out]
+    command += ["--resolution", "64", "--pairs-per-object", "2", "--set", "preprocess.min_angle_deg=10"]
+    command += ["--set", "preprocess.skip_flags=[no_material,too_small,constant_color]"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=local_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from invs import quality, shards, storage, tables
-from tests.helpers import REPO, local_env
+from tests.helpers import REPO
 
 
 def view(size: int = 64, box: tuple[int, int, int, int] | None = (16, 48, 16, 48), noise: float = 20.0) -> np.ndarray:
@@ -68,17 +68,11 @@ def test_generated_faults_are_flagged_in_the_manifest_and_meta(flagged_renders: 
     assert metas["unlit"]["contents"]["meshes_without_material"] == 0
 
 
-def test_preprocessing_skips_flagged_objects_and_counts_them(flagged_renders: tuple[str, dict], tmp_path: Path) -> None:
-    renders, _ = flagged_renders
-    out = str(tmp_path / "pairs")
-    command = [sys.executable, str(REPO / "preprocess/main.py"), "--renders", renders, "--out", out]
-    command += ["--resolution", "64", "--pairs-per-object", "2", "--set", "preprocess.min_angle_deg=10"]
-    command += ["--set", "preprocess.skip_flags=[no_material,too_small,constant_color]"]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=local_env())
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_preprocessing_skips_flagged_objects_and_counts_them(flagged_pairs: tuple[str, str]) -> None:
+    out, stdout = flagged_pairs  # skip_flags: no_material, too_small, constant_color
     summary = json.loads(storage.read_text(f"{out}/summary.json"))
     assert summary["objects_skipped_by_flag"] == {"no_material": 1, "too_small": 1, "constant_color": 1}
-    assert "skipped by flag: 1 constant_color, 1 no_material, 1 too_small" in proc.stdout
+    assert "skipped by flag: 1 constant_color, 1 no_material, 1 too_small" in stdout
     uids = {r["uid"] for r in tables.read_table(storage.join(out, "index"), tables.INDEX_SCHEMA).to_pylist()}
     assert uids == {"BoxTextured", "SpotCow", "missing_texture"}
 

@@ -79,6 +79,9 @@ def test_pipeline_runs_every_stage_and_leaves_pictures(tmp_path: Path) -> None:
     pairs = list(shards.iter_pair_samples(shards.list_shards(str(tmp_path / "run" / "pairs"))))
     assert sorted({p.meta["uid"] for p in pairs}) == sorted(s.key for s in samples)
     assert Image.open(tmp_path / "run" / "pairs.png").size[1] > 5 * 128
+    report = tmp_path / "run" / "report" / "index.html"  # listed among the outputs, its images beside it
+    assert str(report) in proc.stdout and "sample_mug-rgba.png" in report.read_text()
+    assert (report.parent / "img" / "sample_mug-depth.png").is_file()
     # Train read the pairs, evaluate the exported model on the held-out object (sample_mug, by the uid hash).
     assert "[train] 6 steps" in proc.stdout and (tmp_path / "run" / "train" / "model" / "model_index.json").is_file()
     assert "train: std of the scaled target latents" in proc.stdout  # the latent scale is measured and shown
