@@ -16,6 +16,12 @@ with its ``core_s_per_view``, ``object_psnr_db`` and ``speedup_vs_64spp_denoise`
 setting). ``pareto``: the settings no other is both cheaper and better on object pixels (edges aside). Not
 varied: persistent data and tile size (one Blender process already renders every view of an object, and a 512 px
 frame is one CPU tile). Timings and quality, not tests.
+
+    .venv/bin/python bench/render_quality.py --passes-cost   # writes bench/results/render_passes.json
+
+The cost of the optional passes (:mod:`invs.passes`): the paper preset's setting with ``rgba, depth`` (the
+baseline) and with ``normal`` and ``albedo`` added, in alternating rounds on the same objects and views; core-seconds
+per view of each, their ratio, and whether the RGBA views stay the same.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import write_results
 from invs.config import load_config
+from invs.passes import ALL as ALL_PASSES
 from render.blender_process import BlenderProcess
 from render.object_ref import ObjectRef
 from render.worker import build_request, fetch
@@ -58,6 +65,7 @@ GRID = {
     "32spp,no-adaptive": {"samples": 32, "denoise": False, "adaptive_threshold": 0.0},
 }
 MIN_OBJECT_PSNR = 36.0
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "render_quality.json"
 TIE = 0.05
 
 
@@ -167,15 +175,51 @@ def summary_of(results: dict[str, dict[str, Any]]) -> tuple[dict[str, Any] | Non
     }, front
 
 
+def passes_cost(args: argparse.Namespace) -> int:
+    """Core-seconds per view without and with the optional passes (see the module docstring)."""
+    refs = [ObjectRef(uid=n, uri=str(OBJECTS / f"{n}.glb"), source="local") for n in args.objects]
+    settings = {"rgba+depth": {"passes": ["rgba", "depth"]}, "all passes": {"passes": list(ALL_PASSES)}}
+    costs: dict[str, list[float]] = {name: [] for name in settings}
+    views: dict[str, list[np.ndarray]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        render_views({"samples": 4}, refs[:1], args, tmp)  # warm-up
+        for _ in range(args.rounds):
+            for name, extra in settings.items():
+                views[name], core_s = render_views(extra, refs, args, tmp)
+                costs[name].append(core_s)
+                print(f"{name:12} {core_s:6.3f} core-s/view", flush=True)
+    base, full = (float(np.median(costs[n])) for n in settings)
+    diff = max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(*views.values(), strict=True))
+    out = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "threads": args.threads},
+        "objects": args.objects,
+        "views_per_object": args.views,
+        "resolution": args.resolution,
+        "setting": "the paper preset's",
+        "core_s_per_view": {n: [round(c, 3) for c in costs[n]] for n in settings},
+        "median_core_s_per_view": {"rgba+depth": round(base, 3), "all passes": round(full, 3)},
+        "cost_ratio_all_vs_rgba_depth": round(full / base, 3),
+        "rgba_max_abs_diff": diff,
+    }
+    print(f"all passes cost {full / base:.3f}x rgba+depth; RGBA differs by at most {diff} levels")
+    write_results(out, args.out if args.out != str(DEFAULT_OUT) else str(DEFAULT_OUT.with_name("render_passes.json")))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", nargs="+", default=list(DEFAULT_OBJECTS), help="names in tests/assets/objects")
     parser.add_argument("--views", type=int, default=2, help="views per object (the paper preset's cameras)")
     parser.add_argument("--resolution", type=int, default=512)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "render_quality.json"))
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--rechoose", action="store_true", help="only recompute chosen/pareto of --out's results")
+    parser.add_argument("--passes-cost", action="store_true", help="measure the normal and albedo passes' cost")
+    parser.add_argument("--rounds", type=int, default=3, help="--passes-cost: alternating rounds of each")
     args = parser.parse_args()
+    if args.passes_cost:
+        return passes_cost(args)
     if args.rechoose:
         import json
 
