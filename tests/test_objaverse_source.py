@@ -679,6 +679,9 @@ def test_the_render_job_fetches_objaverse_objects_through_the_mirror_then_the_st
         CORRUPT: "failed",
     }
     assert "404" in rows[MISSING]["error"] and "corrupt" in rows[CORRUPT]["error"]
+    for uid in good:  # provenance from Objaverse's metadata, read by the driver
+        assert rows[uid]["license"] == mirror.licenses[uid]
+        assert json.loads(rows[uid]["annotations"]) == {"name": f"object {uid[:6]}"}
     for sample in shards.iter_render_samples(shards.list_shards(out)):
         original = mirror.originals[sample.meta["uid"]]
         assert sample.meta["sha256"] == hashlib.sha256(original.read_bytes()).hexdigest()

@@ -367,6 +367,7 @@ def assert_every_object_once(out: str) -> None:
     assert held == Counter({r["key"]: 1 for r in rows})
 
 
+@pytest.mark.slow  # `make test-all`: the same retries in test_storage.py's outage tests and the re-read test below
 @pytest.mark.ray
 @pytest.mark.s3
 def test_preprocess_on_s3_rides_out_an_outage_within_the_configured_retries(

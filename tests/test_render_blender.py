@@ -95,15 +95,20 @@ def test_normals_agree_with_the_depth_of_the_same_view_and_leave_alpha_and_depth
     blender: BlenderProcess, real_objects: Path, tmp_path: Path, name: str
 ) -> None:
     result = blender.render(request(real_objects / name, tmp_path / "all", name, passes=ALL_PASSES), timeout_s=120)
-    plain = blender.render(request(real_objects / name, tmp_path / "plain", name), timeout_s=120)
-    assert result["ok"] and plain["ok"], (result, plain)
+    assert result["ok"], result
+    if name == "SpotCow.glb":  # the passes leave what iNVS reads as it was (one object is enough for that)
+        assert blender.render(request(real_objects / name, tmp_path / "plain", name), timeout_s=120)["ok"]
+        for i in range(len(result["views"])):
+            rgba, depth = (f"rgba_{i:03d}.png", f"depth_{i:03d}.npy")
+            assert np.array_equal(
+                np.asarray(Image.open(tmp_path / "all" / rgba)), np.asarray(Image.open(tmp_path / "plain" / rgba))
+            )
+            assert np.array_equal(np.load(tmp_path / "all" / depth), np.load(tmp_path / "plain" / depth))
     angles = []
     for view in result["views"]:
         i = view["index"]
         rgba = np.asarray(Image.open(tmp_path / "all" / f"rgba_{i:03d}.png"))
         depth = np.load(tmp_path / "all" / f"depth_{i:03d}.npy")
-        assert np.array_equal(rgba[..., 3], np.asarray(Image.open(tmp_path / "plain" / f"rgba_{i:03d}.png"))[..., 3])
-        assert np.array_equal(depth, np.load(tmp_path / "plain" / f"depth_{i:03d}.npy"))
         on = rgba[..., 3] > 0
         normals = passes.decode_normals(np.asarray(Image.open(tmp_path / "all" / f"normal_{i:03d}.png")), on)
         assert np.allclose(np.linalg.norm(normals[on], axis=-1), 1.0, atol=1e-3)
