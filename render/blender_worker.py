@@ -153,13 +153,35 @@ def clean_scene() -> dict[str, int]:
     return removed
 
 
+def rendered_geometry() -> list[Any]:
+    """The geometry objects a render draws: not hidden for rendering themselves, and in at least one collection
+    that is neither excluded from the view layer nor hidden for rendering (nor under one that is). Importers park
+    helpers in such collections (Blender's glTF importer: bone shapes in ``glTF_not_exported``)."""
+    bpy = _bpy()
+    hidden: set[str] = set()
+
+    def walk(layer: Any, above_hidden: bool) -> None:
+        here = above_hidden or layer.exclude or layer.collection.hide_render
+        if here:
+            hidden.add(layer.collection.name)
+        for child in layer.children:
+            walk(child, here)
+
+    walk(bpy.context.view_layer.layer_collection, False)
+    return [
+        obj
+        for obj in bpy.context.scene.objects
+        if obj.type in _GEOMETRY_TYPES
+        and not obj.hide_render
+        and any(c.name not in hidden for c in obj.users_collection)
+    ]
+
+
 def _evaluated_meshes() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(world-space vertices (N, 3), triangles (T, 3)) of every renderable geometry object, posed and modified."""
+    """(world-space vertices (N, 3), triangles (T, 3)) of every rendered geometry object, posed and modified."""
     bpy = _bpy()
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    for obj in bpy.context.scene.objects:
-        if obj.type not in _GEOMETRY_TYPES or obj.hide_render:
-            continue
+    for obj in rendered_geometry():
         evaluated = obj.evaluated_get(depsgraph)
         mesh = evaluated.to_mesh()
         try:
@@ -227,13 +249,11 @@ def count_missing_textures() -> int:
 
 
 def count_contents() -> dict[str, int]:
-    """What the imported scene holds: ``materials`` used by its geometry, ``textures`` (images those materials
-    load), and ``meshes_without_material`` (geometry objects drawn with the renderer's default surface)."""
+    """What the imported scene draws: ``materials`` used by its rendered geometry, ``textures`` (images those
+    materials load), and ``meshes_without_material`` (geometry drawn with the renderer's default surface)."""
     bpy = _bpy()
     materials, without = set(), 0
-    for obj in bpy.context.scene.objects:
-        if obj.type not in _GEOMETRY_TYPES:
-            continue
+    for obj in rendered_geometry():
         used = {slot.material.name for slot in obj.material_slots if slot.material is not None}
         materials |= used
         without += not used

@@ -90,6 +90,17 @@ def test_depth_unprojects_onto_the_mesh_and_into_every_other_silhouette(
 ALL_PASSES = ["rgba", "depth", "normal", "albedo"]
 
 
+def test_helpers_the_importer_hides_are_neither_measured_nor_flagged(
+    blender: BlenderProcess, real_objects: Path, tmp_path: Path
+) -> None:
+    """Blender's glTF importer parks the Fox's bone shape (an 80-triangle icosphere without a material) in a
+    collection hidden for rendering: it is not drawn, so it counts in no triangle, material or bounding box."""
+    result = blender.render(request(real_objects / "Fox.glb", tmp_path, "fox", views=1), timeout_s=120)
+    assert result["ok"], result
+    assert result["normalization"]["triangles"] == 576  # the fox's own (its glTF accessors)
+    assert result["contents"] == {"materials": 1, "textures": 1, "meshes_without_material": 0}
+
+
 @pytest.mark.parametrize("name", ["SpotCow.glb", "Fox.glb", "kenney_alien.glb"])
 def test_normals_agree_with_the_depth_of_the_same_view_and_leave_alpha_and_depth_alone(
     blender: BlenderProcess, real_objects: Path, tmp_path: Path, name: str
