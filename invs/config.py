@@ -133,6 +133,11 @@ class RenderConfig(_StageSection):
     # What each view's shard sample holds (invs.passes): rgba and depth (what iNVS needs) and optionally normal
     # (camera-frame unit normals) and albedo (base colour without lighting).
     passes: list[str] = field(default_factory=lambda: ["rgba", "depth"])
+    # > 0: each view's alpha from a second render of coverage alone (every surface an unlit emission, no bounces)
+    # with this many samples, so the colour render can take few samples and be denoised; objects with a
+    # transparent material keep the colour render's alpha. 0: alpha from the colour render.
+    coverage_samples: int = 0
+    persistent_data: bool = True  # Cycles keeps the synced scene (BVH, images, shaders) across an object's views
     objects_per_shard: int = 64
     shard_flush_s: float = 300.0  # publish a shard at least this often, so progress is durable
     workers: int | None = None  # Blender processes; None: CPUs // threads_per_worker
@@ -331,6 +336,7 @@ RANGES: dict[str, str] = {
     "train.checkpoint_every": ">= 1",
     "train.keep_checkpoints": ">= 1",
     "train.max_failures": ">= 0",
+    "render.coverage_samples": ">= 0",
     "train.validate_every": ">= 0",
     "train.val_pairs": ">= 0",
     "train.val_inference_steps": ">= 1",

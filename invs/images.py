@@ -159,3 +159,34 @@ def frame_object(rgba: np.ndarray, size: int, fraction: float) -> np.ndarray:
     resample = Image.BOX if side >= size else Image.BILINEAR
     framed = Image.fromarray(canvas, "RGBA").resize((size, size), resample, box=shifted)
     return np.asarray(framed)
+
+
+def extend_into(values: np.ndarray, known: np.ndarray, wanted: np.ndarray, steps: int = 8) -> np.ndarray:
+    """``values`` (H, W) or (H, W, C) with the pixels of ``wanted`` that are not ``known`` (both (H, W) bool) set
+    to the mean of their known 8-neighbours, grown ring by ring (at most ``steps`` rings; farther ones get the mean
+    of all known values). Known pixels are unchanged; the dtype is kept."""
+    v = np.asarray(values)
+    flat = v.astype(np.float64).reshape(*v.shape[:2], -1)
+    have = np.asarray(known, dtype=bool).copy()
+    need = np.asarray(wanted, dtype=bool) & ~have
+    for _ in range(steps):
+        if not need.any():
+            break
+        total = np.zeros_like(flat)
+        count = np.zeros(have.shape)
+        padded_v = np.pad(flat * have[..., None], ((1, 1), (1, 1), (0, 0)))
+        padded_h = np.pad(have.astype(np.float64), 1)
+        h, w = have.shape
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if dy or dx:
+                    total += padded_v[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+                    count += padded_h[1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+        grow = need & (count > 0)
+        flat[grow] = total[grow] / count[grow][:, None]
+        have |= grow
+        need &= ~grow
+    if need.any():
+        flat[need] = flat[have].mean(axis=0) if have.any() else 0.0
+    out = flat.reshape(v.shape)
+    return np.round(out).astype(v.dtype) if np.issubdtype(v.dtype, np.integer) else out.astype(v.dtype)

@@ -382,6 +382,7 @@ def setup_render(req: RenderRequest, pass_dir: Path) -> tuple[Any, Any]:
     scene.render.image_settings.color_depth = "8"
     scene.view_settings.view_transform = "Standard"
     scene.view_settings.look = "None"
+    scene.render.use_persistent_data = req.persistent_data
     if req.threads > 0:
         scene.render.threads_mode = "FIXED"
         scene.render.threads = req.threads
@@ -474,38 +475,105 @@ def read_exr(exr_path: Path) -> np.ndarray:
     return np.stack([np.asarray(channels[c].pixels, dtype=np.float32) for c in names], axis=-1)
 
 
-def write_passes(out_dir: Path, i: int, req: RenderRequest, c2w: np.ndarray, dtype: Any) -> np.ndarray:
-    """Turn view ``i``'s EXR passes into its shard files (:mod:`invs.passes`); returns its uint8 alpha."""
+def write_passes(
+    out_dir: Path, i: int, req: RenderRequest, c2w: np.ndarray, dtype: Any, coverage: bool = False
+) -> np.ndarray:
+    """Turn view ``i``'s render outputs into its shard files (:mod:`invs.passes`); returns its uint8 alpha.
+
+    With ``coverage``, the alpha is the coverage render's (``coverage_NNN.png``), and the colour render's values
+    (RGB, normals, albedo) are extended into the pixels only the coverage render reached."""
     from PIL import Image
 
-    alpha = np.asarray(Image.open(out_dir / f"rgba_{i:03d}.png"))[..., 3]
+    from invs.images import extend_into
+
+    rgba_path = out_dir / f"rgba_{i:03d}.png"
+    rgba = np.asarray(Image.open(rgba_path))
+    reached = rgba[..., 3] > 0  # where the colour render saw the object
+    alpha = rgba[..., 3]
+    if coverage:
+        cover_path = out_dir / f"coverage_{i:03d}.png"
+        alpha = np.asarray(Image.open(cover_path))[..., 3]
+        cover_path.unlink()
+        rgb = extend_into(rgba[..., :3], reached, alpha > 0)
+        Image.fromarray(np.dstack([rgb, alpha])).save(rgba_path, compress_level=1)
     exr = {name: read_exr(out_dir / f"passes_{i:03d}{name}.exr") for name in req.passes if name in _PASS_SOCKETS}
     depth = exr["depth"][..., 0] if exr["depth"].ndim == 3 else exr["depth"]
     depth[(alpha == 0) | ~(depth < DEPTH_MISS)] = 0.0
     np.save(out_dir / f"depth_{i:03d}.npy", depth.astype(dtype))
     if "normal" in exr:
-        world = exr["normal"]
-        world = world[..., :3] if world.shape[-1] >= 3 else world
+        world = exr["normal"][..., :3]
         camera_frame = world @ np.asarray(c2w)[:3, :3]  # R^T n per pixel: world -> OpenCV camera axes
+        if coverage:
+            camera_frame = extend_into(camera_frame, reached, alpha > 0)
         Image.fromarray(passes.encode_normals(camera_frame, alpha > 0)).save(out_dir / f"normal_{i:03d}.png")
     if "albedo" in exr:
-        Image.fromarray(passes.encode_albedo(exr["albedo"], alpha)).save(out_dir / f"albedo_{i:03d}.png")
+        albedo = exr["albedo"][..., :3]
+        if coverage:  # the pass holds colour x the colour render's coverage: straighten, extend, re-apply
+            a = rgba[..., 3:4].astype(np.float32) / 255.0
+            straight = extend_into(np.where(a > 0, albedo / np.maximum(a, 1e-6), 0.0), reached, alpha > 0)
+            albedo = straight * (alpha[..., None].astype(np.float32) / 255.0)
+        Image.fromarray(passes.encode_albedo(albedo, alpha)).save(out_dir / f"albedo_{i:03d}.png")
     return alpha
 
 
 # ------------------------------------------------------------------------------------------------ one object
 
 
+def has_transparency() -> bool:
+    """Whether a rendered material can let light through its surface (alpha below 1, an alpha texture, a
+    transparent BSDF): its silhouette then needs its shader, so a coverage render cannot stand in for it."""
+    for obj in rendered_geometry():
+        for slot in obj.material_slots:
+            tree = slot.material.node_tree if slot.material is not None and slot.material.use_nodes else None
+            for node in tree.nodes if tree is not None else ():
+                if node.type == "BSDF_TRANSPARENT":
+                    return True
+                if node.type == "BSDF_PRINCIPLED":
+                    alpha = node.inputs["Alpha"]
+                    if alpha.is_linked or alpha.default_value < 1.0:
+                        return True
+    return False
+
+
+def setup_coverage(req: RenderRequest, pass_output: Any) -> None:
+    """Switch the scene to the coverage render: every surface an unlit emission (no BSDF: no light sampling, no
+    bounce), ``req.coverage_samples`` anti-aliasing samples, no denoising or adaptive stop, no pass files."""
+    bpy = _bpy()
+    scene = bpy.context.scene
+    material = bpy.data.materials.new("invs_coverage")
+    material.use_nodes = True
+    nodes = material.node_tree.nodes
+    nodes.clear()
+    emission = nodes.new("ShaderNodeEmission")
+    output = nodes.new("ShaderNodeOutputMaterial")
+    material.node_tree.links.new(emission.outputs["Emission"], output.inputs["Surface"])
+    scene.view_layers[0].material_override = material
+    scene.cycles.samples = req.coverage_samples
+    scene.cycles.use_denoising = False
+    scene.cycles.use_adaptive_sampling = False
+    scene.cycles.max_bounces = 0
+    pass_output.mute = True
+
+
 def render_object(req: RenderRequest) -> dict[str, Any]:
-    """Render every view of one object into ``req.out_dir``; returns the per-view metadata and stats."""
+    """Render every view of one object into ``req.out_dir``; returns the per-view metadata and stats.
+
+    With ``req.coverage_samples`` > 0 (and no transparent material), each view's alpha comes from a second, cheap
+    render of coverage alone (:func:`setup_coverage`) after all colour renders; the colour, depth, normal and
+    albedo of pixels that only the coverage render reached are taken from their nearest covered neighbours.
+    ``cpu_s`` records the process's CPU time (all threads) by phase: import, setup, each view's colour and
+    coverage renders.
+    """
     bpy = _bpy()
     t_start = time.perf_counter()
+    cpu = {"start": time.process_time()}
     out_dir = Path(req.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     reset_scene()
     t0 = time.perf_counter()
     import_model(Path(req.model_path))
     import_s = time.perf_counter() - t0
+    cpu["import"] = time.process_time()
     removed = clean_scene()
     missing_textures = count_missing_textures()
     contents = count_contents()
@@ -517,23 +585,38 @@ def render_object(req: RenderRequest) -> dict[str, Any]:
     if "albedo" in req.passes:
         contents["materials_without_base_color"] = add_albedo_aov()
     camera, pass_output = setup_render(req, out_dir)
+    coverage = req.coverage_samples > 0 and not has_transparency()
     res = req.resolution
     K = cameras.intrinsics_from_lens(float(req.lens_mm), float(req.sensor_width_mm), res, res)
     dtype = np.float16 if req.depth_dtype == "float16" else np.float32
-    views, render_s = [], 0.0
+    render_s = 0.0
+    cpu["setup"] = time.process_time()
     from mathutils import Matrix
 
-    for i, view in enumerate(req.views):
-        spec = cameras.CameraSpec(float(view["azimuth_deg"]), float(view["elevation_deg"]), float(view["radius"]))
-        c2w = spec.c2w()
+    def render(i: int, c2w: np.ndarray, name: str) -> float:
         camera.matrix_world = Matrix(cameras.opencv_c2w_to_blender(c2w).tolist())
         pass_output.file_name = f"passes_{i:03d}"
-        bpy.context.scene.render.filepath = str(out_dir / f"rgba_{i:03d}.png")
-        t0 = time.perf_counter()
+        bpy.context.scene.render.filepath = str(out_dir / f"{name}_{i:03d}.png")
+        t0, c0 = time.perf_counter(), time.process_time()
         bpy.ops.render.render(write_still=True)
+        nonlocal render_s
         render_s += time.perf_counter() - t0
-        alpha = write_passes(out_dir, i, req, c2w, dtype)
+        return time.process_time() - c0
+
+    specs = [
+        cameras.CameraSpec(float(v["azimuth_deg"]), float(v["elevation_deg"]), float(v["radius"])) for v in req.views
+    ]
+    colour_cpu = [render(i, spec.c2w(), "rgba") for i, spec in enumerate(specs)]
+    coverage_cpu = []
+    if coverage:
+        setup_coverage(req, pass_output)
+        coverage_cpu = [render(i, spec.c2w(), "coverage") for i, spec in enumerate(specs)]
+    views = []
+    for i, spec in enumerate(specs):
+        c2w = spec.c2w()
+        alpha = write_passes(out_dir, i, req, c2w, dtype, coverage=coverage)
         border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
+        camera.matrix_world = Matrix(cameras.opencv_c2w_to_blender(c2w).tolist())
         views.append(
             {
                 "index": i,
@@ -547,6 +630,7 @@ def render_object(req: RenderRequest) -> dict[str, Any]:
                 "cropped": bool((border > 0).any()),
             }
         )
+    cpu["end"] = time.process_time()
     return {
         "ok": True,
         "views": views,
@@ -555,10 +639,18 @@ def render_object(req: RenderRequest) -> dict[str, Any]:
         "removed": removed,
         "missing_textures": missing_textures,
         "contents": contents,
+        "alpha_from": "coverage render" if coverage else "colour render",
         "blender_version": bpy.app.version_string,
         "import_s": import_s,
         "render_s": render_s,
         "total_s": time.perf_counter() - t_start,
+        "cpu_s": {
+            "import": cpu["import"] - cpu["start"],
+            "setup": cpu["setup"] - cpu["import"],
+            "colour": colour_cpu,
+            "coverage": coverage_cpu,
+            "total": cpu["end"] - cpu["start"],
+        },
     }
 
 

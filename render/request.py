@@ -41,6 +41,8 @@ class RenderRequest:
     threads: int  # 0: Blender's default (all cores)
     depth_dtype: str
     passes: list[str]  # invs.passes names, rgba and depth included
+    coverage_samples: int  # > 0: alpha from a coverage render with this many samples (render.coverage_samples)
+    persistent_data: bool  # keep Cycles' scene (BVH, images, shaders) between the renders of one object
     export_mesh: bool = False  # also write mesh.npz (the normalised scene's triangles; for tests and benchmarks)
 
     @classmethod
@@ -69,6 +71,8 @@ class RenderRequest:
             threads=threads,
             depth_dtype=r.depth_dtype,
             passes=list(r.passes),
+            coverage_samples=r.coverage_samples,
+            persistent_data=r.persistent_data,
         )
 
     def message(self) -> dict[str, Any]:
@@ -100,4 +104,5 @@ class RenderRequest:
             "limited_bounces": self.limited_bounces,
             "device": self.device,
             "passes": list(self.passes),
+            "coverage_samples": self.coverage_samples,
         }

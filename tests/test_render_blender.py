@@ -320,6 +320,47 @@ def test_cheaper_sampling_settings_keep_depth_and_alpha(
         assert (a & b).sum() / (a | b).sum() > 0.98
 
 
+def test_alpha_from_a_coverage_render_keeps_depth_alpha_and_passes_in_place(
+    blender: BlenderProcess, real_objects: Path, tmp_path: Path
+) -> None:
+    """Colour from 8 denoised samples, alpha from a 32-sample coverage render: the silhouette matches a 64-sample
+    colour render's, depth is the colour render's (on the mesh, 0 off the object), and every pass covers the new
+    alpha (no pixel the coverage render adds is left without a colour or a normal)."""
+    model = real_objects / "SpotCow.glb"
+    ref = request(model, tmp_path / "ref", "cow", views=2, samples=64)
+    cheap = request(model, tmp_path / "cheap", "cow", views=2, samples=8, denoise=True, coverage_samples=32)
+    cheap = cheap.replace(passes=ALL_PASSES)
+    assert blender.render(ref, timeout_s=300)["ok"]
+    result = blender.render(cheap, timeout_s=300)
+    assert result["ok"] and result["alpha_from"] == "coverage render", result
+    assert len(result["cpu_s"]["coverage"]) == 2 and result["cpu_s"]["coverage"][0] > 0
+    V, F = (np.load(tmp_path / "cheap" / "mesh.npz")[k] for k in ("vertices", "faces"))
+    for i, view in enumerate(result["views"]):
+        rgba = np.asarray(Image.open(tmp_path / "cheap" / f"rgba_{i:03d}.png"))
+        alpha, depth = rgba[..., 3], np.load(tmp_path / "cheap" / f"depth_{i:03d}.npy").astype(np.float64)
+        ref_alpha = np.asarray(Image.open(tmp_path / "ref" / f"rgba_{i:03d}.png"))[..., 3]
+        a, b = alpha >= 128, ref_alpha >= 128
+        assert (a & b).sum() / (a | b).sum() > 0.98
+        assert np.abs(alpha.astype(int) - ref_alpha).mean() < 2.0  # soft edges agree too
+        assert (depth[alpha == 0] == 0).all()
+        points = cameras.unproject_depth(depth, np.asarray(view["K"]), np.asarray(view["c2w"]))[depth > 0]
+        assert on_surface(point_mesh_distance(points[::7], V, F))
+        normals = passes.decode_normals(np.asarray(Image.open(tmp_path / "cheap" / f"normal_{i:03d}.png")), alpha)
+        assert np.allclose(np.linalg.norm(normals[alpha > 0], axis=-1), 1.0, atol=1e-3)
+        albedo = np.asarray(Image.open(tmp_path / "cheap" / f"albedo_{i:03d}.png"))
+        assert (albedo[alpha > 0].max(axis=-1) > 0).mean() > 0.99  # the cow has no black-albedo parts
+
+
+def test_a_transparent_material_keeps_the_colour_renders_alpha(blender: BlenderProcess, tmp_path: Path) -> None:
+    glass = {"pbrMetallicRoughness": {"baseColorFactor": [0.2, 0.6, 0.9, 0.4]}, "alphaMode": "BLEND"}
+    model = write_gltf(tmp_path / "glass.gltf", material=glass)
+    req = request(model, tmp_path / "out", "glass", views=1, samples=8, denoise=True, coverage_samples=32)
+    result = blender.render(req, timeout_s=120)
+    assert result["ok"] and result["alpha_from"] == "colour render" and result["cpu_s"]["coverage"] == []
+    alpha = np.asarray(Image.open(tmp_path / "out" / "rgba_000.png"))[..., 3]
+    assert 60 < np.median(alpha[alpha > 0]) < 200  # see-through, as the material says (a coverage render: 255)
+
+
 # ------------------------------------------------------------------------------------------------ hostile files
 
 
