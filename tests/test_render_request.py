@@ -26,6 +26,7 @@ def test_the_request_carries_the_config_and_reads_back_exactly() -> None:
         "limited_bounces": True,
         "device": "cpu",
         "passes": ["rgba", "depth"],
+        "coverage_samples": 0,
     }
 
 
