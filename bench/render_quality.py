@@ -16,7 +16,9 @@ is most of a frame), so the choice uses object and edge pixels.
 The grid prices colour and coverage separately: ``+coverageN`` takes alpha from a second render of coverage alone
 (``render.coverage_samples``: every surface an unlit emission, no bounces, N samples, no denoising), so colour can
 take few samples and OpenImageDenoise (guided by albedo and normals, Blender's default) without losing the
-silhouette; ``no-persistent-data`` rebuilds Cycles' scene for every view as the stage did before.
+silhouette; ``no-persistent-data`` rebuilds Cycles' scene for every view as the stage did before; ``32spp`` and
+``64spp+denoise`` sample the whole frame, as the stage did before ``render.crop_to_object``, and every other setting
+samples only the pixels inside the projection of the object's bounding box (the images are the same).
 
 ``chosen``: the cheapest setting (at the paper preset's views per object) with object PSNR >= 36 dB and edge PSNR
 no worse than 32 spp without denoising in the same run (costs within 5% count as equal, then the better image and
@@ -60,10 +62,15 @@ DEFAULT_OBJECTS = ("SpotCow", "BoxTextured", "CesiumMilkTruck")
 REFERENCE = {"samples": 512, "denoise": False}
 #: name -> render settings; ``64spp+denoise`` was the paper preset's, ``32spp`` the planner's old basis.
 GRID = {
-    "32spp": {"samples": 32, "denoise": False},
-    "64spp+denoise": {"samples": 64, "denoise": True},
+    # the former choice and the former paper setting, rendered as they were (the whole frame sampled)
+    "32spp": {"samples": 32, "denoise": False, "crop_to_object": False},
+    "64spp+denoise": {"samples": 64, "denoise": True, "crop_to_object": False},
+    # from here on, only the pixels the object's bounding box can reach are sampled (render.crop_to_object)
+    "32spp,crop": {"samples": 32, "denoise": False},
+    "64spp+denoise,crop": {"samples": 64, "denoise": True},
     "32spp+denoise": {"samples": 32, "denoise": True},
     "24spp+denoise": {"samples": 24, "denoise": True},
+    "24spp": {"samples": 24, "denoise": False},
     "32spp+denoise,adaptive0.05": {"samples": 32, "denoise": True, "adaptive_threshold": 0.05},
     "16spp+denoise": {"samples": 16, "denoise": True},
     "16spp+denoise(accurate)": {"samples": 16, "denoise": True, "denoise_prefilter": "accurate"},

@@ -72,6 +72,7 @@ class Workload:
     adaptive_threshold: float | None = None
     denoise_prefilter: str = "fast"
     coverage_samples: int = 0  # > 0: alpha from a coverage render with this many samples
+    crop_to_object: bool = True  # sample only the object's bounding box on screen
     render_device: str = "cpu"  # or "gpu"
     pairs_per_object: int = 24
     depth: str = "zoedepth"  # or "gt"
@@ -100,6 +101,7 @@ def workload_from_config(config: Config) -> Workload:
         adaptive_threshold=r.adaptive_threshold,
         denoise_prefilter=r.denoise_prefilter,
         coverage_samples=r.coverage_samples,
+        crop_to_object=r.crop_to_object,
         render_device=r.device,
         pairs_per_object=p.pairs_per_object,
         depth=p.depth,
@@ -141,8 +143,15 @@ def render_figures(work: Workload) -> dict[str, Figure]:
         "denoise_prefilter": work.denoise_prefilter if work.denoise else "fast",
         "coverage_samples": work.coverage_samples,
         "persistent_data": True,
+        "crop_to_object": work.crop_to_object,
     }
-    defaults = {"adaptive_threshold": None, "denoise_prefilter": "fast", "coverage_samples": 0, "persistent_data": True}
+    defaults = {
+        "adaptive_threshold": None,
+        "denoise_prefilter": "fast",
+        "coverage_samples": 0,
+        "persistent_data": True,
+        "crop_to_object": True,
+    }
     for name, r in (quality or {}).get("results", {}).items():
         if quality["resolution"] == int(key) and defaults | r["settings"] == wanted:
             phases = r.get("cpu_s")

@@ -203,6 +203,22 @@ def project_points(points_world: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> 
     return uv[0].numpy(), z[0].numpy()
 
 
+def pixel_bounds(
+    points_world: np.ndarray, K: np.ndarray, c2w: np.ndarray, width: int, height: int, margin: int = 0
+) -> tuple[int, int, int, int] | None:
+    """The pixel rectangle ``(x0, y0, x1, y1)`` (x1, y1 exclusive; clamped to the image) that holds the projections
+    of ``points_world`` (N, 3) grown by ``margin`` pixels, or None when a point is not in front of the camera
+    (its projection is unbounded). Pure numpy (it runs inside Blender too)."""
+    c2w = _check_matrix(c2w, (4, 4), "c2w")
+    cam = (np.asarray(points_world, dtype=np.float64).reshape(-1, 3) - c2w[:3, 3]) @ c2w[:3, :3]
+    if len(cam) == 0 or (cam[:, 2] <= 1e-9).any():
+        return None
+    uv = cam[:, :2] / cam[:, 2:] * np.diag(K)[:2] + np.asarray(K)[:2, 2]
+    x0, y0 = np.floor(uv.min(axis=0)).astype(int) - margin
+    x1, y1 = np.ceil(uv.max(axis=0)).astype(int) + margin
+    return max(int(x0), 0), max(int(y0), 0), min(int(x1), width), min(int(y1), height)
+
+
 def pixel_centers(width: int, height: int) -> np.ndarray:
     """Continuous coordinates (H, W, 2) of every pixel centre, as (u, v) = (column + 0.5, row + 0.5)."""
     import torch

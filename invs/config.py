@@ -138,6 +138,9 @@ class RenderConfig(_StageSection):
     # transparent material keep the colour render's alpha. 0: alpha from the colour render.
     coverage_samples: int = 0
     persistent_data: bool = True  # Cycles keeps the synced scene (BVH, images, shaders) across an object's views
+    # Sample only the pixels inside the projection of the object's bounding box (2 px margin): the rest of the frame
+    # can only be background (alpha 0), so the images are the same and the background's samples are saved.
+    crop_to_object: bool = True
     objects_per_shard: int = 64
     shard_flush_s: float = 300.0  # publish a shard at least this often, so progress is durable
     workers: int | None = None  # Blender processes; None: CPUs // threads_per_worker

@@ -519,6 +519,23 @@ def write_passes(
 # ------------------------------------------------------------------------------------------------ one object
 
 
+#: Pixels added around the projected bounding box: the pixel filter (Blackman-Harris, 1.5 px wide) reaches this far.
+CROP_MARGIN = 2
+
+
+def crop_to(box: tuple[int, int, int, int] | None) -> None:
+    """Render only the pixel rectangle ``box`` (x0, y0, x1, y1; image rows from the top) of the full frame: Cycles
+    takes no sample outside it, which stays transparent (alpha 0, depth 0); None renders the whole frame."""
+    render = _bpy().context.scene.render
+    render.use_border = box is not None
+    render.use_crop_to_border = False  # the written images keep the full frame
+    if box is not None:
+        x0, y0, x1, y1 = box
+        w, h = render.resolution_x, render.resolution_y
+        render.border_min_x, render.border_max_x = x0 / w, x1 / w
+        render.border_min_y, render.border_max_y = 1.0 - y1 / h, 1.0 - y0 / h  # Blender's y runs up
+
+
 def has_transparency() -> bool:
     """Whether a rendered material can let light through its surface (alpha below 1, an alpha texture, a
     transparent BSDF): its silhouette then needs its shader, so a coverage render cannot stand in for it."""
@@ -560,7 +577,9 @@ def render_object(req: RenderRequest) -> dict[str, Any]:
 
     With ``req.coverage_samples`` > 0 (and no transparent material), each view's alpha comes from a second, cheap
     render of coverage alone (:func:`setup_coverage`) after all colour renders; the colour, depth, normal and
-    albedo of pixels that only the coverage render reached are taken from their nearest covered neighbours.
+    albedo of pixels that only the coverage render reached are taken from their nearest covered neighbours. An
+    object with a transparent material takes its alpha from the colour render, which then takes at least
+    ``coverage_samples`` samples.
     ``cpu_s`` records the process's CPU time (all threads) by phase: import, setup, each view's colour and
     coverage renders.
     """
@@ -585,7 +604,11 @@ def render_object(req: RenderRequest) -> dict[str, Any]:
     if "albedo" in req.passes:
         contents["materials_without_base_color"] = add_albedo_aov()
     camera, pass_output = setup_render(req, out_dir)
-    coverage = req.coverage_samples > 0 and not has_transparency()
+    coverage = req.coverage_samples > 0 and req.engine == "cycles" and not has_transparency()
+    if (
+        req.coverage_samples > 0 and not coverage and req.engine == "cycles"
+    ):  # the colour render gives the alpha: it takes the AA samples
+        bpy.context.scene.cycles.samples = max(req.samples, req.coverage_samples)
     res = req.resolution
     K = cameras.intrinsics_from_lens(float(req.lens_mm), float(req.sensor_width_mm), res, res)
     dtype = np.float16 if req.depth_dtype == "float16" else np.float32
@@ -593,8 +616,13 @@ def render_object(req: RenderRequest) -> dict[str, Any]:
     cpu["setup"] = time.process_time()
     from mathutils import Matrix
 
+    lo = np.asarray(normalization["bbox_min"]) * normalization["scale"] + normalization["offset"]
+    hi = np.asarray(normalization["bbox_max"]) * normalization["scale"] + normalization["offset"]
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+
     def render(i: int, c2w: np.ndarray, name: str) -> float:
         camera.matrix_world = Matrix(cameras.opencv_c2w_to_blender(c2w).tolist())
+        crop_to(cameras.pixel_bounds(corners, K, c2w, res, res, CROP_MARGIN) if req.crop_to_object else None)
         pass_output.file_name = f"passes_{i:03d}"
         bpy.context.scene.render.filepath = str(out_dir / f"{name}_{i:03d}.png")
         t0, c0 = time.perf_counter(), time.process_time()
@@ -640,6 +668,7 @@ def render_object(req: RenderRequest) -> dict[str, Any]:
         "missing_textures": missing_textures,
         "contents": contents,
         "alpha_from": "coverage render" if coverage else "colour render",
+        "colour_samples": bpy.context.scene.cycles.samples if not coverage else req.samples,
         "blender_version": bpy.app.version_string,
         "import_s": import_s,
         "render_s": render_s,

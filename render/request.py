@@ -43,6 +43,7 @@ class RenderRequest:
     passes: list[str]  # invs.passes names, rgba and depth included
     coverage_samples: int  # > 0: alpha from a coverage render with this many samples (render.coverage_samples)
     persistent_data: bool  # keep Cycles' scene (BVH, images, shaders) between the renders of one object
+    crop_to_object: bool  # sample only the pixels the object's bounding box can reach (render.crop_to_object)
     export_mesh: bool = False  # also write mesh.npz (the normalised scene's triangles; for tests and benchmarks)
 
     @classmethod
@@ -73,6 +74,7 @@ class RenderRequest:
             passes=list(r.passes),
             coverage_samples=r.coverage_samples,
             persistent_data=r.persistent_data,
+            crop_to_object=r.crop_to_object,
         )
 
     def message(self) -> dict[str, Any]:
@@ -105,4 +107,5 @@ class RenderRequest:
             "device": self.device,
             "passes": list(self.passes),
             "coverage_samples": self.coverage_samples,
+            "crop_to_object": self.crop_to_object,
         }

@@ -259,3 +259,18 @@ def test_conventions_match_blenders_own_projection() -> None:
             assert ndc.x * W == pytest.approx(u, abs=1e-3)
             assert (1.0 - ndc.y) * H == pytest.approx(v, abs=1e-3)
             assert ndc.z == pytest.approx(depth, abs=1e-5)
+
+
+def test_pixel_bounds_hold_every_projection_tightly_and_refuse_points_behind() -> None:
+    cameras = C
+    K = cameras.intrinsics_from_fov(49.1, 320, 240)
+    c2w = cameras.pose_from_spherical(30.0, 20.0, 2.0)
+    cube = np.array([[x, y, z] for x in (-0.25, 0.25) for y in (-0.15, 0.15) for z in (-0.2, 0.2)])
+    uv, _ = cameras.project_points(cube, K, c2w)
+    x0, y0, x1, y1 = cameras.pixel_bounds(cube, K, c2w, 320, 240, margin=2)
+    assert (uv[:, 0] >= x0 + 2).all() and (uv[:, 0] <= x1 - 2).all() and (uv[:, 1] >= y0 + 2).all()
+    assert (uv[:, 1] <= y1 - 2).all()
+    assert uv[:, 0].min() - (x0 + 2) < 1 and (x1 - 2) - uv[:, 0].max() < 1  # tight: within a pixel
+    behind = cameras.camera_center(c2w) * 2  # beyond the camera, seen from the object
+    assert cameras.pixel_bounds(np.vstack([cube, behind]), K, c2w, 320, 240) is None
+    assert cameras.pixel_bounds(cube * 20, K, c2w, 320, 240) is None  # the camera inside: unbounded

@@ -320,6 +320,22 @@ def test_cheaper_sampling_settings_keep_depth_and_alpha(
         assert (a & b).sum() / (a | b).sum() > 0.98
 
 
+def test_sampling_only_the_objects_box_changes_no_pixel(
+    blender: BlenderProcess, real_objects: Path, tmp_path: Path
+) -> None:
+    """render.crop_to_object: the same RGBA, depth and passes as sampling the whole frame, bit for bit."""
+    for name in ("CesiumMilkTruck.glb", "kenney_alien.glb"):
+        outs = {}
+        for crop in (False, True):
+            out = tmp_path / f"{name}-{crop}"
+            req = request(real_objects / name, out, name, views=2, crop_to_object=crop).replace(passes=ALL_PASSES)
+            assert blender.render(req, timeout_s=120)["ok"]
+            outs[crop] = out
+        for kind in ("rgba_000.png", "rgba_001.png", "normal_001.png", "albedo_001.png", "depth_001.npy"):
+            read = np.load if kind.endswith(".npy") else (lambda f: np.asarray(Image.open(f)))
+            assert np.array_equal(read(outs[False] / kind), read(outs[True] / kind)), (name, kind)
+
+
 def test_alpha_from_a_coverage_render_keeps_depth_alpha_and_passes_in_place(
     blender: BlenderProcess, real_objects: Path, tmp_path: Path
 ) -> None:
@@ -357,6 +373,7 @@ def test_a_transparent_material_keeps_the_colour_renders_alpha(blender: BlenderP
     req = request(model, tmp_path / "out", "glass", views=1, samples=8, denoise=True, coverage_samples=32)
     result = blender.render(req, timeout_s=120)
     assert result["ok"] and result["alpha_from"] == "colour render" and result["cpu_s"]["coverage"] == []
+    assert result["colour_samples"] == 32  # the silhouette's anti-aliasing samples, taken by the colour render
     alpha = np.asarray(Image.open(tmp_path / "out" / "rgba_000.png"))[..., 3]
     assert 60 < np.median(alpha[alpha > 0]) < 200  # see-through, as the material says (a coverage render: 255)
 

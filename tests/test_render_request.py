@@ -22,11 +22,12 @@ def test_the_request_carries_the_config_and_reads_back_exactly() -> None:
     assert request.renderer() == {
         "engine": "cycles",
         "samples": 7,
-        "denoise": False,
+        "denoise": True,
         "limited_bounces": True,
         "device": "cpu",
         "passes": ["rgba", "depth"],
-        "coverage_samples": 0,
+        "coverage_samples": 32,
+        "crop_to_object": True,
     }
 
 
