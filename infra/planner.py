@@ -125,16 +125,9 @@ def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def render_figures(work: Workload) -> dict[str, Figure]:
-    """Core-seconds per view (CPU) from the render benchmark closest to the workload's settings, and bytes per view.
-
-    An exact match (resolution, samples, denoise, coverage samples) is ``measured``, with the per-object part
-    (import, set-up) shared by the workload's views per object where the benchmark recorded it; otherwise the
-    nearest run is scaled linearly in samples, and denoising adds an assumed 0.6 core-s/view at 512 px
-    (OpenImageDenoise on CPU), marked ``scaled``.
-    """
-    key = str(512 if work.resolution > 256 else 256)
-    figures: dict[str, Figure] = {}
+def _render_quality_figure(work: Workload, resolution: int) -> Figure | None:
+    """Core-seconds per view from ``bench/results/render_quality.json`` for exactly the workload's settings (None
+    when it has no such run): the per-object part shared by the workload's views per object where recorded."""
     quality = _load(RESULTS / "render_quality.json")
     wanted = {
         "samples": work.samples,
@@ -153,16 +146,33 @@ def render_figures(work: Workload) -> dict[str, Figure]:
         "crop_to_object": True,
     }
     for name, r in (quality or {}).get("results", {}).items():
-        if quality["resolution"] == int(key) and defaults | r["settings"] == wanted:
+        if quality["resolution"] == resolution and defaults | r["settings"] == wanted:
             phases = r.get("cpu_s")
             value = phases["per_object"] / work.views + phases["per_view"] if phases else r["core_s_per_view"]
             shared = f"import shared by {work.views} views; " if phases else ""
-            figures["render_core_s_per_view"] = Figure(
+            return Figure(
                 round(value, 3),
                 "core-s/view",
-                f"measured: bench/results/render_quality.json ({name}, {key} px, {quality['machine']['threads']} "
-                f"threads; {shared}object PSNR {r['psnr_object_db']:.1f} dB vs 512 spp)",
+                f"measured: bench/results/render_quality.json ({name}, {resolution} px, "
+                f"{quality['machine']['threads']} threads; {shared}"
+                f"object PSNR {r['psnr_object_db']:.1f} dB vs 512 spp)",
             )
+    return None
+
+
+def render_figures(work: Workload) -> dict[str, Figure]:
+    """Core-seconds per view (CPU) from the render benchmark closest to the workload's settings, and bytes per view.
+
+    An exact match (resolution, samples, denoise, coverage samples) is ``measured``, with the per-object part
+    (import, set-up) shared by the workload's views per object where the benchmark recorded it; otherwise the
+    nearest run is scaled linearly in samples, and denoising adds an assumed 0.6 core-s/view at 512 px
+    (OpenImageDenoise on CPU), marked ``scaled``.
+    """
+    key = str(512 if work.resolution > 256 else 256)
+    figures: dict[str, Figure] = {}
+    measured = _render_quality_figure(work, int(key))
+    if measured is not None:
+        figures["render_core_s_per_view"] = measured
     runs = []
     for path in sorted(RESULTS.glob("render*.json")):
         data = _load(path) or {}

@@ -572,6 +572,67 @@ def setup_coverage(req: RenderRequest, pass_output: Any) -> None:
     pass_output.mute = True
 
 
+def box_corners(normalization: dict[str, Any]) -> np.ndarray:
+    """The 8 corners (8, 3) of the normalised object's bounding box, in world units."""
+    lo = np.asarray(normalization["bbox_min"]) * normalization["scale"] + normalization["offset"]
+    hi = np.asarray(normalization["bbox_max"]) * normalization["scale"] + normalization["offset"]
+    return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+
+
+def render_views(
+    req: RenderRequest, camera: Any, pass_output: Any, specs: list[Any], K: np.ndarray, corners: np.ndarray
+) -> tuple[list[float], list[float], float]:
+    """Render every view's colour (``rgba_NNN.png`` and EXR passes), then, when the object allows it, every view's
+    coverage (``coverage_NNN.png``). Returns the CPU seconds of each colour render and each coverage render (empty:
+    alpha from the colour render, which then takes at least ``coverage_samples``) and the wall seconds rendering."""
+    from mathutils import Matrix
+
+    bpy = _bpy()
+    scene = bpy.context.scene
+    out_dir, res = Path(req.out_dir), req.resolution
+    coverage = req.coverage_samples > 0 and req.engine == "cycles" and not has_transparency()
+    if req.coverage_samples > 0 and req.engine == "cycles" and not coverage:
+        scene.cycles.samples = max(req.samples, req.coverage_samples)
+    wall = [0.0]
+
+    def render(i: int, c2w: np.ndarray, name: str) -> float:
+        camera.matrix_world = Matrix(cameras.opencv_c2w_to_blender(c2w).tolist())
+        crop_to(cameras.pixel_bounds(corners, K, c2w, res, res, CROP_MARGIN) if req.crop_to_object else None)
+        pass_output.file_name = f"passes_{i:03d}"
+        scene.render.filepath = str(out_dir / f"{name}_{i:03d}.png")
+        t0, c0 = time.perf_counter(), time.process_time()
+        bpy.ops.render.render(write_still=True)
+        wall[0] += time.perf_counter() - t0
+        return time.process_time() - c0
+
+    colour = [render(i, spec.c2w(), "rgba") for i, spec in enumerate(specs)]
+    covered = []
+    if coverage:
+        setup_coverage(req, pass_output)
+        covered = [render(i, spec.c2w(), "coverage") for i, spec in enumerate(specs)]
+    return colour, covered, wall[0]
+
+
+def view_record(i: int, spec: Any, K: np.ndarray, camera: Any, alpha: np.ndarray) -> dict[str, Any]:
+    """What ``meta.json`` says of view ``i`` (cameras in both conventions, coverage, cropping)."""
+    from mathutils import Matrix
+
+    c2w = spec.c2w()
+    camera.matrix_world = Matrix(cameras.opencv_c2w_to_blender(c2w).tolist())
+    border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
+    return {
+        "index": i,
+        "K": K.tolist(),
+        "c2w": c2w.tolist(),
+        "blender_matrix_world": np.array(camera.matrix_world).tolist(),
+        "azimuth_deg": spec.azimuth_deg,
+        "elevation_deg": spec.elevation_deg,
+        "radius": spec.radius,
+        "alpha_fraction": float((alpha > 0).mean()),
+        "cropped": bool((border > 0).any()),
+    }
+
+
 def render_object(req: RenderRequest) -> dict[str, Any]:
     """Render every view of one object into ``req.out_dir``; returns the per-view metadata and stats.
 
@@ -604,60 +665,18 @@ def render_object(req: RenderRequest) -> dict[str, Any]:
     if "albedo" in req.passes:
         contents["materials_without_base_color"] = add_albedo_aov()
     camera, pass_output = setup_render(req, out_dir)
-    coverage = req.coverage_samples > 0 and req.engine == "cycles" and not has_transparency()
-    if (
-        req.coverage_samples > 0 and not coverage and req.engine == "cycles"
-    ):  # the colour render gives the alpha: it takes the AA samples
-        bpy.context.scene.cycles.samples = max(req.samples, req.coverage_samples)
     res = req.resolution
     K = cameras.intrinsics_from_lens(float(req.lens_mm), float(req.sensor_width_mm), res, res)
     dtype = np.float16 if req.depth_dtype == "float16" else np.float32
-    render_s = 0.0
     cpu["setup"] = time.process_time()
-    from mathutils import Matrix
-
-    lo = np.asarray(normalization["bbox_min"]) * normalization["scale"] + normalization["offset"]
-    hi = np.asarray(normalization["bbox_max"]) * normalization["scale"] + normalization["offset"]
-    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
-
-    def render(i: int, c2w: np.ndarray, name: str) -> float:
-        camera.matrix_world = Matrix(cameras.opencv_c2w_to_blender(c2w).tolist())
-        crop_to(cameras.pixel_bounds(corners, K, c2w, res, res, CROP_MARGIN) if req.crop_to_object else None)
-        pass_output.file_name = f"passes_{i:03d}"
-        bpy.context.scene.render.filepath = str(out_dir / f"{name}_{i:03d}.png")
-        t0, c0 = time.perf_counter(), time.process_time()
-        bpy.ops.render.render(write_still=True)
-        nonlocal render_s
-        render_s += time.perf_counter() - t0
-        return time.process_time() - c0
-
     specs = [
         cameras.CameraSpec(float(v["azimuth_deg"]), float(v["elevation_deg"]), float(v["radius"])) for v in req.views
     ]
-    colour_cpu = [render(i, spec.c2w(), "rgba") for i, spec in enumerate(specs)]
-    coverage_cpu = []
-    if coverage:
-        setup_coverage(req, pass_output)
-        coverage_cpu = [render(i, spec.c2w(), "coverage") for i, spec in enumerate(specs)]
+    colour_cpu, coverage_cpu, render_s = render_views(req, camera, pass_output, specs, K, box_corners(normalization))
     views = []
     for i, spec in enumerate(specs):
-        c2w = spec.c2w()
-        alpha = write_passes(out_dir, i, req, c2w, dtype, coverage=coverage)
-        border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
-        camera.matrix_world = Matrix(cameras.opencv_c2w_to_blender(c2w).tolist())
-        views.append(
-            {
-                "index": i,
-                "K": K.tolist(),
-                "c2w": c2w.tolist(),
-                "blender_matrix_world": np.array(camera.matrix_world).tolist(),
-                "azimuth_deg": spec.azimuth_deg,
-                "elevation_deg": spec.elevation_deg,
-                "radius": spec.radius,
-                "alpha_fraction": float((alpha > 0).mean()),
-                "cropped": bool((border > 0).any()),
-            }
-        )
+        alpha = write_passes(out_dir, i, req, spec.c2w(), dtype, coverage=bool(coverage_cpu))
+        views.append(view_record(i, spec, K, camera, alpha))
     cpu["end"] = time.process_time()
     return {
         "ok": True,
@@ -667,8 +686,8 @@ def render_object(req: RenderRequest) -> dict[str, Any]:
         "removed": removed,
         "missing_textures": missing_textures,
         "contents": contents,
-        "alpha_from": "coverage render" if coverage else "colour render",
-        "colour_samples": bpy.context.scene.cycles.samples if not coverage else req.samples,
+        "alpha_from": "coverage render" if coverage_cpu else "colour render",
+        "colour_samples": req.samples if coverage_cpu else bpy.context.scene.cycles.samples,
         "blender_version": bpy.app.version_string,
         "import_s": import_s,
         "render_s": render_s,
