@@ -414,6 +414,9 @@ def plan_work(renders: str, out: str, skip_flags: Sequence[str] = ()) -> Work:
     failed = tables.read_table(storage.join(out, tables.FAILURES_DIR), tables.FAILURE_SCHEMA)
     done_keys = {shards.safe_key(u) for u in index.column("uid").to_pylist()}
     done_keys |= {shards.safe_key(u) for u in failed.column("uid").to_pylist() if u}
+    # a render shard that could not be read at all is one failure row without a uid: its objects are failed too
+    unreadable = {f["render_shard"] for f in failed.to_pylist() if not f["uid"]}
+    done_keys |= {k for shard in unreadable for k in by_shard.get(shard, [])}
     orphans = shards.remove_orphan_shards(out, set(index.column("shard").to_pylist()))
     return Work(dict(by_shard), done_keys, orphans, dict(skipped))
 

@@ -105,18 +105,9 @@ def check_stored_latents(out: str, pairs: list[shards.PairSample]) -> None:
     assert "moments" not in next(iter(PairStream(plan, 0, 1, 0, seed=0, latents_vae=other)))
 
 
-def test_resume_skips_done_objects_and_removes_orphans(renders: str, tmp_path: Path) -> None:
-    out = str(tmp_path / "pairs")
-    assert preprocess(renders, out).returncode == 0
-    first, pairs = shards.list_shards(out), len(index_of(out))
-    shutil.copy(first[0], Path(out) / "shards" / "crashed-00000000-000000.tar")
-    again = preprocess(renders, out)
-    assert "0 to do; 1 orphan shard(s) removed" in again.stdout, again.stdout
-    assert shards.list_shards(out) == first and len(index_of(out)) == pairs
-
-
-def test_bad_render_shards_become_failures(renders: str, tmp_path: Path) -> None:
-    """A truncated shard and a sample without its depth are recorded with reasons; the rest goes on."""
+def test_bad_render_shards_become_failures_and_a_rerun_resumes(renders: str, tmp_path: Path) -> None:
+    """A truncated shard and a sample without its depth are recorded with reasons; the rest goes on. A re-run makes
+    nothing again (done and failed objects are skipped) and deletes a pair shard a crashed run left."""
     broken = tmp_path / "renders"
     shutil.copytree(renders, broken)
     (shard,) = shards.list_shards(str(broken))
@@ -140,6 +131,13 @@ def test_bad_render_shards_become_failures(renders: str, tmp_path: Path) -> None
     assert "missing depth.001.npy" in reasons[damaged[0]]
     assert "truncated" in reasons["shard"] or "truncated" in reasons.get(cut[0], "")
     assert {r["uid"] for r in index_of(out)} == {good[0]}
+
+    first, pairs = shards.list_shards(out), len(index_of(out))
+    shutil.copy(first[0], Path(out) / "shards" / "crashed-00000000-000000.tar")
+    again = preprocess(str(broken), out)
+    assert "0 to do; 1 orphan shard(s) removed" in again.stdout, again.stdout
+    assert shards.list_shards(out) == first and len(index_of(out)) == pairs
+    assert len(tables.read_table(f"{out}/failures", tables.FAILURE_SCHEMA)) == len(failures)
 
 
 @pytest.mark.slow  # `make test-all`; the rehearsal preprocesses with a ZoeDepth directory (alignment checked)
