@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -190,9 +191,46 @@ def remove_node(ip: str, timeout_s: float = 60.0) -> int:
     return len(mine)
 
 
-def stop_cluster(timeout_s: float = 60.0) -> None:
-    """Stop every Ray process on this machine (``ray stop --force``)."""
-    _run([ray_binary(), "stop", "--force"], timeout_s)
+#: The loopback addresses the local cluster's nodes use (the head, then workers from 127.0.0.3 on).
+CLUSTER_IPS = tuple(f"127.0.0.{i}" for i in range(2, 10))
+_SESSION = re.compile(r"session_\d{4}-\d{2}-\d{2}_[\d-]+_\d+_\d+")
+
+
+def cluster_sessions(ips: tuple[str, ...] = CLUSTER_IPS) -> set[str]:
+    """The Ray sessions (``session_<time>_<pid>`` directory names) that have a node on one of ``ips``."""
+    import psutil
+
+    flags = tuple(f"{flag}={ip}" for ip in ips for flag in ("--node_ip_address", "--node-ip-address", "--host"))
+    sessions: set[str] = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if any(f"{flag} " in f"{cmdline} " for flag in flags):
+            sessions.update(_SESSION.findall(cmdline))
+    return sessions
+
+
+def stop_cluster(timeout_s: float = 60.0, ips: tuple[str, ...] = CLUSTER_IPS) -> int:
+    """Stop the local cluster: every process of a Ray session with a node on ``ips`` and every process those
+    started; returns how many. Other Ray instances on this machine (a user's own, ``ray.init()`` of a job) are left
+    running, unlike ``ray stop --force``."""
+    import psutil
+
+    sessions = cluster_sessions(ips)
+    mine: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]) if sessions else ():
+        if any(session in " ".join(proc.info["cmdline"] or []) for session in sessions):
+            mine[proc.pid] = proc
+            try:
+                mine |= {child.pid: child for child in proc.children(recursive=True)}
+            except psutil.NoSuchProcess:
+                continue
+    for proc in mine.values():
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(list(mine.values()), timeout=timeout_s)
+    return len(mine)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,3 +52,31 @@ def test_ray_job_submit_runs_project_code_from_the_working_dir(ray_cluster: loca
     )
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     assert "--objects" in proc.stdout and "succeeded" in proc.stdout
+
+
+def test_stopping_a_cluster_spares_the_other_ray_instances_on_the_machine(
+    ray_cluster: local_ray.LocalRayCluster,
+) -> None:
+    """Another Ray instance (a user's own) on 127.0.0.9 is stopped by its address alone: the session cluster's
+    processes are left running and still take work."""
+    import psutil
+
+    port = local_ray._free_port("127.0.0.9")
+    start = [local_ray.ray_binary(), "start", "--head", "--node-ip-address=127.0.0.9", f"--port={port}"]
+    start += ["--num-cpus=1", "--include-dashboard=false", "--disable-usage-stats", "--object-store-memory=80000000"]
+    proc = subprocess.run(start, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (other,) = local_ray.cluster_sessions(("127.0.0.9",))
+    ours = local_ray.cluster_sessions()
+    assert other in ours and len(ours) == 2  # the session fixture's cluster, and the other instance
+
+    assert local_ray.stop_cluster(ips=("127.0.0.9",)) > 0
+    assert local_ray.cluster_sessions(("127.0.0.9",)) == set()
+    left = [p for p in psutil.process_iter(["cmdline"]) if other in " ".join(p.info["cmdline"] or [])]
+    assert left == []
+    assert local_ray.cluster_sessions() == ours - {other}
+    code = "import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR'); print(ray.get(ray.put(7)))"
+    still = subprocess.run(
+        [sys.executable, "-c", code, ray_cluster.address], capture_output=True, text=True, timeout=120
+    )
+    assert still.returncode == 0 and still.stdout.strip().endswith("7"), still.stderr[-2000:]
