@@ -27,6 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,12 +172,19 @@ def remove_node(ip: str, timeout_s: float = 60.0) -> int:
 
     ``ray stop`` stops every node on the machine; this stops one.
     """
+    return _kill_matching(
+        lambda cmdline: f"--node_ip_address={ip}" in cmdline or f"--node-ip-address={ip}" in cmdline, timeout_s
+    )
+
+
+def _kill_matching(matches: Callable[[str], bool], timeout_s: float) -> int:
+    """Kill every process whose command line ``matches`` and every process those started, at once; wait for them
+    to go (at most ``timeout_s``); returns how many."""
     import psutil
 
     mine: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if f"--node_ip_address={ip}" in cmdline or f"--node-ip-address={ip}" in cmdline:
+        if matches(" ".join(proc.info["cmdline"] or [])):
             mine[proc.pid] = proc
             try:
                 mine |= {child.pid: child for child in proc.children(recursive=True)}
@@ -213,24 +221,10 @@ def stop_cluster(timeout_s: float = 60.0, ips: tuple[str, ...] = CLUSTER_IPS) ->
     """Stop the local cluster: every process of a Ray session with a node on ``ips`` and every process those
     started; returns how many. Other Ray instances on this machine (a user's own, ``ray.init()`` of a job) are left
     running, unlike ``ray stop --force``."""
-    import psutil
-
     sessions = cluster_sessions(ips)
-    mine: dict[int, psutil.Process] = {}
-    for proc in psutil.process_iter(["cmdline"]) if sessions else ():
-        if any(session in " ".join(proc.info["cmdline"] or []) for session in sessions):
-            mine[proc.pid] = proc
-            try:
-                mine |= {child.pid: child for child in proc.children(recursive=True)}
-            except psutil.NoSuchProcess:
-                continue
-    for proc in mine.values():
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            continue
-    psutil.wait_procs(list(mine.values()), timeout=timeout_s)
-    return len(mine)
+    if not sessions:
+        return 0
+    return _kill_matching(lambda cmdline: any(session in cmdline for session in sessions), timeout_s)
 
 
 def main(argv: list[str] | None = None) -> int:
