@@ -248,20 +248,31 @@ def count_missing_textures() -> int:
     return missing
 
 
+def rendered_materials() -> list[Any]:
+    """The materials the rendered geometry uses (each once, by name)."""
+    used = {
+        slot.material.name: slot.material
+        for obj in rendered_geometry()
+        for slot in obj.material_slots
+        if slot.material is not None
+    }
+    return [used[name] for name in sorted(used)]
+
+
+def _shader_nodes(material: Any) -> list[Any]:
+    """The nodes of a material's shader (none for a material without nodes)."""
+    return list(material.node_tree.nodes) if material.use_nodes and material.node_tree is not None else []
+
+
 def count_contents() -> dict[str, int]:
     """What the imported scene draws: ``materials`` used by its rendered geometry, ``textures`` (images those
     materials load), and ``meshes_without_material`` (geometry drawn with the renderer's default surface)."""
-    bpy = _bpy()
-    materials, without = set(), 0
-    for obj in rendered_geometry():
-        used = {slot.material.name for slot in obj.material_slots if slot.material is not None}
-        materials |= used
-        without += not used
+    materials = rendered_materials()
+    without = sum(not any(slot.material for slot in obj.material_slots) for obj in rendered_geometry())
     images = {
         node.image.name
-        for name in materials
-        if bpy.data.materials[name].node_tree is not None
-        for node in bpy.data.materials[name].node_tree.nodes
+        for material in materials
+        for node in _shader_nodes(material)
         if node.type == "TEX_IMAGE" and node.image is not None
     }
     return {"materials": len(materials), "textures": len(images), "meshes_without_material": without}
@@ -348,18 +359,17 @@ _PASS_SOCKETS = {
 def add_albedo_aov() -> int:
     """Write each material's base colour, as its shader computes it (texture x factor x vertex colour), into a
     colour AOV named ``albedo``: what feeds a Principled BSDF's Base Color, else an Emission's Color (glTF unlit
-    materials). Returns the materials that have neither (their pixels' albedo is 0)."""
-    bpy = _bpy()
-    bpy.context.view_layer.aovs.add().name = "albedo"
+    materials) of every rendered material. Returns those that have neither (their pixels' albedo is 0)."""
+    _bpy().context.view_layer.aovs.add().name = "albedo"
     without = 0
-    for material in bpy.data.materials:
-        tree = material.node_tree if material.use_nodes else None
-        nodes = list(tree.nodes) if tree else []
+    for material in rendered_materials():
+        nodes = _shader_nodes(material)
         source = next((n.inputs["Base Color"] for n in nodes if n.type == "BSDF_PRINCIPLED"), None)
         source = source or next((n.inputs["Color"] for n in nodes if n.type == "EMISSION"), None)
         if source is None:
             without += 1
             continue
+        tree = material.node_tree
         aov = tree.nodes.new("ShaderNodeOutputAOV")
         aov.aov_name = "albedo"
         if source.is_linked:
@@ -539,16 +549,14 @@ def crop_to(box: tuple[int, int, int, int] | None) -> None:
 def has_transparency() -> bool:
     """Whether a rendered material can let light through its surface (alpha below 1, an alpha texture, a
     transparent BSDF): its silhouette then needs its shader, so a coverage render cannot stand in for it."""
-    for obj in rendered_geometry():
-        for slot in obj.material_slots:
-            tree = slot.material.node_tree if slot.material is not None and slot.material.use_nodes else None
-            for node in tree.nodes if tree is not None else ():
-                if node.type == "BSDF_TRANSPARENT":
+    for material in rendered_materials():
+        for node in _shader_nodes(material):
+            if node.type == "BSDF_TRANSPARENT":
+                return True
+            if node.type == "BSDF_PRINCIPLED":
+                alpha = node.inputs["Alpha"]
+                if alpha.is_linked or alpha.default_value < 1.0:
                     return True
-                if node.type == "BSDF_PRINCIPLED":
-                    alpha = node.inputs["Alpha"]
-                    if alpha.is_linked or alpha.default_value < 1.0:
-                        return True
     return False
 
 
@@ -614,12 +622,12 @@ def render_views(
 
 
 def view_record(i: int, spec: Any, K: np.ndarray, camera: Any, alpha: np.ndarray) -> dict[str, Any]:
-    """What ``meta.json`` says of view ``i`` (cameras in both conventions, coverage, cropping)."""
+    """What Blender reports of view ``i``: cameras in both conventions and the object's coverage (the host adds
+    the quality flags, :mod:`invs.quality`)."""
     from mathutils import Matrix
 
     c2w = spec.c2w()
     camera.matrix_world = Matrix(cameras.opencv_c2w_to_blender(c2w).tolist())
-    border = np.concatenate([alpha[0], alpha[-1], alpha[:, 0], alpha[:, -1]])
     return {
         "index": i,
         "K": K.tolist(),
@@ -629,7 +637,6 @@ def view_record(i: int, spec: Any, K: np.ndarray, camera: Any, alpha: np.ndarray
         "elevation_deg": spec.elevation_deg,
         "radius": spec.radius,
         "alpha_fraction": float((alpha > 0).mean()),
-        "cropped": bool((border > 0).any()),
     }
 
 

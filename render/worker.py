@@ -152,6 +152,13 @@ def memory_cap_mb(setting: float | None, node_mb: float, workers: int) -> float:
 OBJAVERSE_COUNTS = ("cache", "store", "http", "http_requests")
 
 
+def _row(ref: ObjectRef, status: str, **columns: Any) -> dict[str, Any]:
+    """A manifest row of ``ref`` with what its source says of it (key, URI, licence, annotations) and ``columns``."""
+    return tables.manifest_row(
+        ref.uid, status, key=ref.key, source=ref.uri, license=ref.license, annotations=ref.annotations, **columns
+    )
+
+
 class RenderWorker:
     """Renders objects into ``OUT/shards/{job_id}-w{index}-NNNNNN.tar`` and appends ``OUT/manifest`` rows."""
 
@@ -194,19 +201,8 @@ class RenderWorker:
         self, ref: ObjectRef, attempt: int, error: str, seconds: float, sha: str | None = None, **known: Any
     ) -> dict:
         """Record a failed attempt; ``known``: manifest columns measured before it failed (provenance, flags)."""
-        row = tables.manifest_row(
-            ref.uid,
-            "failed",
-            key=ref.key,
-            source=ref.uri,
-            error=error[:4000],
-            attempts=attempt,
-            seconds=seconds,
-            num_views=0,
-            sha256=sha,
-            license=ref.license,
-            annotations=ref.annotations,
-            **known,
+        row = _row(
+            ref, "failed", error=error[:4000], attempts=attempt, seconds=seconds, num_views=0, sha256=sha, **known
         )
         self._failures.append(row)
         return {"uid": ref.uid, "status": "failed", "error": error, "seconds": seconds}
@@ -218,7 +214,8 @@ class RenderWorker:
     ) -> shards.RenderSample:
         """The render shard's sample: the images Blender wrote, described by the request it rendered and its answer."""
         rgba = [np.asarray(Image.open(out_dir / f"rgba_{i:03d}.png")) for i in range(len(result["views"]))]
-        views = [dict(v, flags=quality.view_flags(image)) for v, image in zip(result["views"], rgba, strict=True)]
+        flags = [quality.view_flags(image) for image in rgba]
+        views = [dict(v, flags=f, cropped="cropped" in f) for v, f in zip(result["views"], flags, strict=True)]
         depth = [np.load(out_dir / f"depth_{i:03d}.npy") for i in range(len(views))]
         images = {
             name: [np.asarray(Image.open(out_dir / f"{name}_{i:03d}.png")) for i in range(len(views))]
@@ -245,10 +242,10 @@ class RenderWorker:
             "missing_textures": result["missing_textures"],
             "contents": result["contents"],
             "removed": result["removed"],
-            "empty_views": sum(v["alpha_fraction"] < MIN_ALPHA_FRACTION for v in views),
-            "cropped_views": sum(v["cropped"] for v in views),
+            "empty_views": sum("empty" in f for f in flags),
+            "cropped_views": sum("cropped" in f for f in flags),
             "flags": quality.object_flags(
-                [v["flags"] for v in views], result["missing_textures"], result["contents"]["meshes_without_material"]
+                flags, result["missing_textures"], result["contents"]["meshes_without_material"]
             ),
         }
         return shards.RenderSample(key=ref.key, meta=meta, rgba=rgba, depth=depth, images=images)
@@ -278,8 +275,6 @@ class RenderWorker:
                 "triangles": result["normalization"]["triangles"],
                 "materials": result["contents"]["materials"],
                 "textures": result["contents"]["textures"],
-                "license": ref.license,
-                "annotations": ref.annotations,
             }
             self.stats["render_s"] += result["render_s"]
             coverage = max(v["alpha_fraction"] for v in result["views"])
@@ -292,17 +287,15 @@ class RenderWorker:
                     time.monotonic() - started,
                     sha,
                     flags=["empty"],
-                    **{k: v for k, v in provenance.items() if k not in ("license", "annotations")},
+                    **provenance,
                 )
             sample = self._sample(ref, sha, request, result, out_dir)
             with self._lock:
                 if self._shard_opened is None:
                     self._shard_opened = time.monotonic()
-                self._pending[ref.key] = tables.manifest_row(
-                    ref.uid,
+                self._pending[ref.key] = _row(
+                    ref,
                     "ok",
-                    key=ref.key,
-                    source=ref.uri,
                     error=None,
                     attempts=attempt,
                     seconds=time.monotonic() - started,
