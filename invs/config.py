@@ -176,6 +176,24 @@ class ObjaverseConfig:
 
 
 @dataclass
+class ObjaverseXLConfig:
+    """The Objaverse-XL source of the render stage (``render.objects: objaverse-xl``): which of its ~10M objects
+    (:mod:`render.objaverse_xl`). The ``objaverse`` section's cache, store, retries and mirror (for Sketchfab
+    objects) serve it too; ``render.num_objects`` and ``render.seed`` draw a sample of the selection."""
+
+    sources: list[Literal["github", "thingiverse", "smithsonian", "sketchfab"]] = field(default_factory=list)  # []: all
+    licenses: list[str] = field(default_factory=list)  # as the annotations write them (CC0, by, MIT License, ...)
+    file_types: list[str] = field(default_factory=list)  # glb, obj, stl, ...; []: every type render/formats.py imports
+    alignment: bool = False  # only the alignment subset (Zero-1-to-3-XL's fine-tuning set: GitHub and Sketchfab)
+    ids_file: str | None = None  # only these: a .txt of fileIdentifiers, sha256s or uids, or a selection.parquet
+    dedupe: bool = True  # keep one object per sha256 (XL repeats files across repositories)
+    # "FROM=TO" URL prefix rewrites for every XL download (annotations, git clones, Thingiverse, Smithsonian), e.g.
+    # "https://github.com/=https://git.example.org/github/"; Sketchfab objects use objaverse.mirror
+    url_rewrites: list[str] = field(default_factory=list)
+    clone_timeout_s: float = 900.0  # per git command of a GitHub clone
+
+
+@dataclass
 class PreprocessConfig(_StageSection):
     _LOCATIONS: typing.ClassVar[tuple[str, ...]] = ("renders", "out")
     WORKER_CPUS: typing.ClassVar[float] = 1.0
@@ -270,6 +288,7 @@ class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     objaverse: ObjaverseConfig = field(default_factory=ObjaverseConfig)
+    objaverse_xl: ObjaverseXLConfig = field(default_factory=ObjaverseXLConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -309,6 +328,7 @@ RANGES: dict[str, str] = {
     "objaverse.download_attempts": ">= 1",
     "objaverse.download_backoff_s": ">= 0",
     "objaverse.download_timeout_s": "> 0",
+    "objaverse_xl.clone_timeout_s": "> 0",
     "preprocess.pairs_per_object": ">= 1",
     "preprocess.resolution": ">= 8",
     "preprocess.min_angle_deg": "[0, 180]",

@@ -13,7 +13,8 @@ Per view (from its RGBA alone; ``coverage`` = fraction of pixels with alpha > 0)
 Per object (from Blender's scene; the render stage records them):
 
 * ``missing_texture`` — a material refers to an image whose pixels could not be loaded.
-* ``no_material`` — a mesh has no material, so the renderer's default grey surface was drawn.
+* ``no_material`` — a mesh has no material of its own (STL, PLY, OBJ without .mtl, ...), so it was drawn with the
+  render stage's stated default material (``render.formats.DEFAULT_MATERIAL``, recorded in ``meta.json``).
 * every view flag that at least half of the object's views carry (:data:`MAJORITY`).
 
 ``meta.json`` holds ``views[i].flags`` and the object's ``flags``; the manifest's ``flags`` column holds the
@@ -44,7 +45,7 @@ RULES: Final = {
     "cropped": "object pixels on the image border",
     "constant_color": f"RGB std of opaque pixels < {CONSTANT_STD:g} levels",
     "missing_texture": "a material's image could not be loaded",
-    "no_material": "a mesh drawn with the renderer's default surface",
+    "no_material": "a mesh drawn with the stated default material",
 }
 
 

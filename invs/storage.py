@@ -25,6 +25,7 @@ import contextlib
 import contextvars
 import errno
 import functools
+import hashlib
 import os
 import re
 import shutil
@@ -539,6 +540,15 @@ def check_writable(uri: str) -> None:
     with single_attempt():
         write_bytes(marker, b"ok")
         delete(marker)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The hex sha256 of a local file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def local_cache_dir() -> Path:

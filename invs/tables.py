@@ -48,6 +48,11 @@ MANIFEST_SCHEMA = pa.schema(
         ("textures", pa.int32()),
         ("license", pa.string()),
         ("annotations", pa.string()),
+        # Where the object comes from: the source that listed it (objaverse, github, thingiverse, smithsonian,
+        # sketchfab, local, s3, ...), its URL there (Objaverse-XL's fileIdentifier) and its file type (extension).
+        ("origin", pa.string()),
+        ("file_identifier", pa.string()),
+        ("file_type", pa.string()),
     ]
 )
 

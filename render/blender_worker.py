@@ -6,9 +6,10 @@ each answer is one JSON line on file descriptor N (Blender prints freely to stdo
 keeps as the log). The process exits on ``{"cmd": "quit"}`` or end of input.
 
 Per object, in one scene load: reset to an empty scene, check a glTF/GLB's structure and the files it refers to
-(:mod:`render.gltf_check`) before Blender opens it, import the model (glTF/GLB incl. Draco, OBJ, FBX, PLY, STL,
-.blend with auto-run scripts off), refuse it if it refers to a file outside its own folder, delete imported cameras
-and lights, pose animations at the first frame, normalise (largest bounding-box side 1, centre at the origin:
+(:mod:`render.gltf_check`) before Blender opens it, import the model (:data:`render.formats.IMPORTERS`: glTF/GLB incl.
+Draco, OBJ, FBX, PLY, STL, USD/USDZ, Alembic, .blend with auto-run scripts off), refuse it if it refers to a file
+outside its own folder, delete imported cameras and lights, pose animations at the first frame, give meshes without a
+material :data:`render.formats.DEFAULT_MATERIAL`, normalise (largest bounding-box side 1, centre at the origin:
 ``p_norm = scale * p_world + offset``), light, then render every view: an 8-bit straight-alpha RGBA PNG, planar
 z-depth (Cycles' Depth pass through the compositor, written as EXR, converted to ``.npy``; 0 where alpha is 0 or
 the depth sample missed the object) and the request's other passes (:mod:`invs.passes`: camera-frame normals,
@@ -33,19 +34,11 @@ from typing import Any
 import numpy as np
 
 from invs import cameras, passes
-from render import gltf_check
+from render import formats, gltf_check
 from render.request import RenderRequest
 
 DEPTH_MISS = 1e9  # Cycles writes ~1e10 where a depth sample hits nothing
 
-_IMPORTERS = {
-    ".glb": ("import_scene", "gltf"),
-    ".gltf": ("import_scene", "gltf"),
-    ".obj": ("wm", "obj_import"),
-    ".fbx": ("import_scene", "fbx"),
-    ".ply": ("wm", "ply_import"),
-    ".stl": ("wm", "stl_import"),
-}
 _GEOMETRY_TYPES = {"MESH", "CURVE", "SURFACE", "FONT", "META"}
 
 
@@ -114,6 +107,7 @@ def import_model(path: Path) -> None:
     """Import a model into the current (empty) scene; raise RenderFailure with the importer's reason."""
     bpy = _bpy()
     suffix = path.suffix.lower()
+    kind = suffix.lstrip(".")
     if not path.is_file():
         raise RenderFailure(f"model file not found: {path}")
     if path.stat().st_size == 0:
@@ -121,18 +115,19 @@ def import_model(path: Path) -> None:
     check_before_import(path)
     before = set(bpy.data.objects)
     try:
-        if suffix == ".blend":
+        reason = formats.unsupported_reason(kind)
+        if reason is not None:
+            raise RenderFailure(reason)
+        if kind == "blend":
             # Never run Python embedded in a .blend file.
             bpy.ops.wm.open_mainfile(filepath=str(path), load_ui=False, use_scripts=False)
             bpy.context.preferences.filepaths.use_scripts_auto_execute = False
             before = set()
-        elif suffix in _IMPORTERS:
-            module, op = _IMPORTERS[suffix]
+        else:
+            module, op = formats.IMPORTERS[kind]
             result = getattr(getattr(bpy.ops, module), op)(filepath=str(path))
             if "FINISHED" not in result:
                 raise RenderFailure(f"Blender's {suffix} importer did not finish ({', '.join(sorted(result))})")
-        else:
-            raise RenderFailure(f"unsupported model format {suffix!r}")
     except RuntimeError as exc:  # bpy reports importer errors as RuntimeError("Error: ...")
         raise RenderFailure(f"import failed: {error_line(str(exc))[:500]}") from None
     check_references(path.parent)
@@ -266,7 +261,8 @@ def _shader_nodes(material: Any) -> list[Any]:
 
 def count_contents() -> dict[str, int]:
     """What the imported scene draws: ``materials`` used by its rendered geometry, ``textures`` (images those
-    materials load), and ``meshes_without_material`` (geometry drawn with the renderer's default surface)."""
+    materials load), and ``meshes_without_material`` (geometry without a material of its own, which
+    :func:`assign_default_material` then gives the default one)."""
     materials = rendered_materials()
     without = sum(not any(slot.material for slot in obj.material_slots) for obj in rendered_geometry())
     images = {
@@ -276,6 +272,48 @@ def count_contents() -> dict[str, int]:
         if node.type == "TEX_IMAGE" and node.image is not None
     }
     return {"materials": len(materials), "textures": len(images), "meshes_without_material": without}
+
+
+def _default_material(color_attribute: str | None) -> Any:
+    """A material of :data:`render.formats.DEFAULT_MATERIAL`, its base colour from ``color_attribute`` if given."""
+    bpy = _bpy()
+    spec = formats.DEFAULT_MATERIAL
+    material = bpy.data.materials.new(str(spec["name"]))
+    tree = material.node_tree  # Blender 5: a new material has a Principled BSDF wired to its output
+    bsdf = next(n for n in tree.nodes if n.type == "BSDF_PRINCIPLED")
+    bsdf.inputs["Base Color"].default_value = (*spec["base_color"], 1.0)  # type: ignore[misc]
+    bsdf.inputs["Roughness"].default_value = spec["roughness"]
+    bsdf.inputs["Metallic"].default_value = spec["metallic"]
+    if color_attribute is not None:
+        node = tree.nodes.new("ShaderNodeVertexColor")
+        node.layer_name = color_attribute
+        tree.links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
+    return material
+
+
+def assign_default_material() -> int:
+    """Give each rendered geometry object without any material :data:`render.formats.DEFAULT_MATERIAL` (STL, PLY,
+    OBJ without .mtl, ...): its mesh's active colour attribute as base colour when it has one (PLY vertex colours),
+    else mid grey. Returns how many objects got it."""
+    made: dict[str, Any] = {}
+    count = 0
+    for obj in rendered_geometry():
+        if any(slot.material for slot in obj.material_slots):
+            continue
+        colors = getattr(obj.data, "color_attributes", None)
+        attribute = None
+        if colors is not None and len(colors):
+            attribute = (colors.active_color or colors[0]).name
+        material = made.get(attribute or "")
+        if material is None:
+            material = made[attribute or ""] = _default_material(attribute)
+        if obj.material_slots:
+            for slot in obj.material_slots:
+                slot.material = material
+        else:
+            obj.data.materials.append(material)
+        count += 1
+    return count
 
 
 def export_mesh(path: Path) -> None:
@@ -664,6 +702,7 @@ def render_object(req: RenderRequest) -> dict[str, Any]:
     removed = clean_scene()
     missing_textures = count_missing_textures()
     contents = count_contents()
+    contents["default_material"] = assign_default_material()
     normalization = normalize_scene()
     if req.export_mesh:
         export_mesh(out_dir / "mesh.npz")

@@ -27,7 +27,7 @@ from invs.config import Config, save_resolved
 from invs.errors import InvsError
 from invs.progress import Progress
 from render.object_ref import ObjectRef
-from render.sources import resolve_objects
+from render.sources import resolve
 
 SUMMARY_NAME = "summary.json"
 
@@ -246,9 +246,11 @@ class _Pool:
                 back.append((ref, attempt))
                 continue
             error = f"the render worker holding it was lost {self.losses[uid]} times (last: {reason})"
+            from render.worker import provenance
+
             given_up.append(
                 tables.manifest_row(
-                    uid, "failed", key=ref.key, source=ref.uri, error=error, attempts=attempt, seconds=0.0, num_views=0
+                    uid, "failed", **provenance(ref), error=error, attempts=attempt, seconds=0.0, num_views=0
                 )
             )
             self.outcome[uid] = {"uid": uid, "status": "failed", "error": error}
@@ -310,7 +312,10 @@ def render_objects(config: Config, chunk_size: int = 2) -> dict[str, Any]:
 
     started = time.monotonic()
     out = config.render.out
-    objects = resolve_objects(config)
+    objects, selection = resolve(config)
+    if selection is not None:  # Objaverse-XL: what was chosen, before anything is downloaded
+        print(selection.describe(), flush=True)
+        print(f"objaverse-xl: selection written to {selection.write(out)}", flush=True)
     p = plan(config, objects)
     orphans = shards.remove_orphan_shards(out, p.referenced_shards)
     if orphans:
@@ -359,6 +364,8 @@ def render_objects(config: Config, chunk_size: int = 2) -> dict[str, Any]:
                 print(f"render: removed {len(lost)} shard(s) a lost worker published without rows", flush=True)
             orphans += lost
     summary = _summary(config, p, orphans, results, worker_stats, time.monotonic() - started) | losses
+    if selection is not None:
+        summary["objaverse_xl"] = selection.counts()
     storage.write_text(storage.join(out, SUMMARY_NAME), json.dumps(summary, indent=2))
     return summary
 

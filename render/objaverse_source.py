@@ -610,36 +610,37 @@ def _glb_header_reason(exc: gltf_check.GlbHeaderError, size: int) -> str:
 
 @dataclass(frozen=True)
 class Fetched:
-    """A verified object file: where it is, where it came from, how many HTTP requests it took (retries included)."""
+    """A verified object file: where it is, where it came from, how many HTTP requests it took (retries included)
+    and how many git repositories were cloned for it."""
 
     path: Path
     origin: Literal["cache", "store", "http"]
     http_requests: int = 0
+    clones: int = 0
 
 
-def fetch_object(
-    uid: str,
-    object_path: str,
+def fetch_file(
+    rel: str,
     root: str | os.PathLike[str],
+    url: str,
+    verify: Callable[[Path], str | None],
     *,
-    mirror: str | None = None,
     store: str | None = None,
     retry: RetryPolicy | None = None,
+    what: str = "object",
 ) -> Fetched:
-    """One verified object at ``root / object_path``: from there, else the store, else over HTTP.
+    """One verified file at ``root / rel``: from there, else ``store / rel``, else downloaded from ``url``.
 
-    ``object_path`` is the object's path in the repository layout (``glbs/NNN-NNN/<uid>.glb``, from the index the
-    driver read). A file that fails :func:`check_glb` is deleted and the next source is tried; a download that fails
-    it is downloaded once more; a verified download is copied to ``store``. Needs no index and no package state,
-    so threads may call it concurrently. Raises :class:`DownloadError` with a one-line reason.
+    ``verify`` returns None for a good file, else the one-line reason it is not. A file that fails it is deleted and
+    the next source is tried; a download that fails it is downloaded once more; a verified download is copied to
+    ``store``. Needs no package state, so threads may call it concurrently. Raises :class:`DownloadError`.
     """
-    rel = _check_rel(object_path)
     local = Path(root) / rel
     if local.exists():
-        reason = check_glb(local)
+        reason = verify(local)
         if reason is None:
             return Fetched(local, "cache")
-        log.warning("deleting bad cached Objaverse object %s (%s); fetching it again", local, reason)
+        log.warning("deleting bad cached %s %s (%s); fetching it again", what, local, reason)
         local.unlink(missing_ok=True)
     uri = _store_uri(store, rel) if store is not None else None
     if uri is not None:
@@ -648,18 +649,17 @@ def fetch_object(
             if found:
                 storage.download_file(uri, local)
         except StorageError as exc:
-            raise DownloadError(f"objaverse store: {exc}") from exc
+            raise DownloadError(f"store: {exc}") from exc
         if found:
-            reason = check_glb(local)
+            reason = verify(local)
             if reason is None:
                 return Fetched(local, "store")
-            log.warning("bad Objaverse object %s in the store (%s); downloading it again", uri, reason)
+            log.warning("bad %s %s in the store (%s); downloading it again", what, uri, reason)
             local.unlink(missing_ok=True)
-    url = source_url(rel, mirror)
     requests = 0
     for tries in (1, 2):
         requests += download(url, local, retry)
-        reason = check_glb(local)
+        reason = verify(local)
         if reason is None:
             break
         local.unlink(missing_ok=True)
@@ -671,8 +671,37 @@ def fetch_object(
             storage.upload_file(local, uri)
         except StorageError as exc:
             local.unlink(missing_ok=True)
-            raise DownloadError(f"objaverse store: {exc}") from exc
+            raise DownloadError(f"store: {exc}") from exc
     return Fetched(local, "http", requests)
+
+
+def fetch_object(
+    uid: str,
+    object_path: str,
+    root: str | os.PathLike[str],
+    *,
+    mirror: str | None = None,
+    store: str | None = None,
+    retry: RetryPolicy | None = None,
+    verify: Callable[[Path], str | None] | None = None,
+) -> Fetched:
+    """One verified Objaverse object at ``root / object_path``: from there, else the store, else over HTTP
+    (:func:`fetch_file`, checked by :func:`check_glb` and then ``verify`` if given).
+
+    ``object_path`` is the object's path in the repository layout (``glbs/NNN-NNN/<uid>.glb``, from the index the
+    driver read). Needs no index. Raises :class:`DownloadError` with a one-line reason.
+    """
+    rel = _check_rel(object_path)
+
+    def check(path: Path) -> str | None:
+        reason = check_glb(path)
+        return reason if reason is not None or verify is None else verify(path)
+
+    try:
+        return fetch_file(rel, root, source_url(rel, mirror), check, store=store, retry=retry, what="Objaverse object")
+    except DownloadError as exc:
+        text = str(exc)
+        raise DownloadError(f"objaverse {text}" if text.startswith("store:") else text) from None
 
 
 def fetch_objects(

@@ -10,7 +10,6 @@ without its rows (death between the two writes) is an orphan that the next run d
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -27,7 +26,7 @@ from PIL import Image
 from invs import passes, quality, shards, storage, tables
 from invs.config import Config, apply_storage_settings
 from invs.images import MIN_ALPHA_FRACTION
-from render import objaverse_source
+from render import formats, objaverse_source, xl_fetch
 from render.blender_process import BlenderError, BlenderProcess
 from render.object_ref import ObjectRef
 from render.request import RenderRequest
@@ -37,26 +36,28 @@ class FetchError(Exception):
     """The model file could not be obtained (missing, download failed, failed verification)."""
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch(
     ref: ObjectRef,
     directory: Path,
     config: Config,
     on_objaverse: Callable[[objaverse_source.Fetched], None] | None = None,
+    xl: xl_fetch.XLFetcher | None = None,
 ) -> Path:
     """A local file for ``ref`` (downloaded or generated into ``directory/KEY/`` when it is not local).
 
     Objaverse objects are fetched by the path in ``ref.object_path`` (no index read here): with a store
     (``objaverse.store``) into ``directory`` (deleted after rendering; the store keeps them), else into
-    the node's Objaverse cache. ``on_objaverse`` is told where each one came from.
+    the node's Objaverse cache. Objaverse-XL objects are fetched by ``xl`` (:mod:`render.xl_fetch`; one is made
+    for the call if not given). ``on_objaverse`` is told where each Objaverse or XL object came from.
     """
+    if ref.uri.startswith("objaverse-xl:"):
+        try:
+            got = (xl or xl_fetch.XLFetcher(config, directory)).fetch(ref)
+        except objaverse_source.DownloadError as exc:
+            raise FetchError(str(exc)) from None
+        if on_objaverse is not None:
+            on_objaverse(got)
+        return got.path
     if ref.uri.startswith(("samples:", "procedural:")):
         from render import procedural, samples
 
@@ -148,15 +149,32 @@ def memory_cap_mb(setting: float | None, node_mb: float, workers: int) -> float:
     return MEMORY_SHARE * node_mb / max(1, workers)
 
 
-#: Keys of a worker's Objaverse fetch counts (summed into the job summary's ``objaverse``).
-OBJAVERSE_COUNTS = ("cache", "store", "http", "http_requests")
+#: Keys of a worker's Objaverse and Objaverse-XL fetch counts (summed into the job summary's ``objaverse``): objects
+#: from the local cache, the store and their source, HTTP requests (retries included) and git repositories fetched.
+OBJAVERSE_COUNTS = ("cache", "store", "http", "http_requests", "clones")
+
+
+def provenance(ref: ObjectRef) -> dict[str, Any]:
+    """What the manifest records of where ``ref`` comes from: its URI (``source``), the source that listed it
+    (``origin``), its ``file_identifier`` (Objaverse objects: their Sketchfab URL), ``file_type``, licence and
+    annotations."""
+    identifier = ref.file_identifier
+    if identifier is None and ref.uri.startswith("objaverse:"):
+        identifier = f"https://sketchfab.com/3d-models/{ref.uid}"  # Objaverse-XL's fileIdentifier of the object
+    return {
+        "key": ref.key,
+        "source": ref.uri,
+        "origin": ref.source,
+        "file_identifier": identifier,
+        "file_type": ref.suffix.lstrip(".") or None,
+        "license": ref.license,
+        "annotations": ref.annotations,
+    }
 
 
 def _row(ref: ObjectRef, status: str, **columns: Any) -> dict[str, Any]:
-    """A manifest row of ``ref`` with what its source says of it (key, URI, licence, annotations) and ``columns``."""
-    return tables.manifest_row(
-        ref.uid, status, key=ref.key, source=ref.uri, license=ref.license, annotations=ref.annotations, **columns
-    )
+    """A manifest row of ``ref`` with its :func:`provenance` and ``columns``."""
+    return tables.manifest_row(ref.uid, status, **provenance(ref), **columns)
 
 
 class RenderWorker:
@@ -183,6 +201,9 @@ class RenderWorker:
         self._shard_opened: float | None = None
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fetch")
+        # Objaverse-XL: GitHub checkouts live as long as the worker (in the node's cache without a store)
+        store = config.objaverse.store
+        self.xl = xl_fetch.XLFetcher(config, self.tmp / "fetch", self.tmp / "repos" if store else None)
         self.stats = {"render_s": 0.0, "blender_s": 0.0, "fetch_wait_s": 0.0, "objects": 0, "views": 0}
         # Objaverse objects by origin (local cache, store, HTTP) and HTTP requests made for them (retries included)
         self.objaverse = dict.fromkeys(OBJAVERSE_COUNTS, 0)
@@ -222,10 +243,12 @@ class RenderWorker:
             for name in request.passes
             if name in passes.IMAGE_PASSES
         }
+        about = provenance(ref)
         meta = {
             "uid": ref.uid,
             "source": ref.uri,
             "sha256": sha,
+            "provenance": {k: about[k] for k in ("origin", "file_identifier", "file_type", "license")},
             "width": request.resolution,
             "height": request.resolution,
             "normalization": result["normalization"],
@@ -241,6 +264,7 @@ class RenderWorker:
             **{name: passes.DESCRIPTIONS[name] for name in request.passes if name in passes.IMAGE_PASSES},
             "missing_textures": result["missing_textures"],
             "contents": result["contents"],
+            "default_material": formats.DEFAULT_MATERIAL if result["contents"]["default_material"] else None,
             "removed": result["removed"],
             "empty_views": sum("empty" in f for f in flags),
             "cropped_views": sum("cropped" in f for f in flags),
@@ -258,7 +282,7 @@ class RenderWorker:
         except FetchError as exc:
             return self._fail(ref, attempt, f"fetch failed: {exc}", time.monotonic() - started)
         self.stats["fetch_wait_s"] += time.monotonic() - t0
-        sha = sha256_file(model)
+        sha = storage.sha256_file(model)
         file_bytes = model.stat().st_size
         out_dir = self.tmp / "views" / ref.key
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -321,7 +345,9 @@ class RenderWorker:
             return self._fail(ref, attempt, str(exc), time.monotonic() - started, sha)
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
-            if model.is_relative_to(self.tmp / "fetch"):  # a download of ours, not a cached or local file
+            if model.is_relative_to(self.tmp / "fetch" / ref.key):  # an object's own scratch folder (XL, store)
+                shutil.rmtree(self.tmp / "fetch" / ref.key, ignore_errors=True)
+            elif model.is_relative_to(self.tmp / "fetch"):  # a download of ours, not a cached or local file
                 model.unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
                     model.parent.rmdir()  # the object's own folder, once empty
@@ -334,12 +360,15 @@ class RenderWorker:
         with self._objaverse_lock:  # two fetch threads
             self.objaverse[got.origin] += 1
             self.objaverse["http_requests"] += got.http_requests
+            self.objaverse["clones"] += got.clones
 
     def render_batch(self, items: list[tuple[ObjectRef, int]]) -> list[dict[str, Any]]:
         """Render ``(object, attempt number)`` pairs; downloads of the next objects overlap with rendering."""
         fetch_dir = self.tmp / "fetch"
         fetch_dir.mkdir(exist_ok=True)
-        futures = [self._pool.submit(fetch, ref, fetch_dir, self.config, self._count_objaverse) for ref, _ in items]
+        futures = [
+            self._pool.submit(fetch, ref, fetch_dir, self.config, self._count_objaverse, self.xl) for ref, _ in items
+        ]
         results = [self._render_one(ref, attempt, fut) for (ref, attempt), fut in zip(items, futures, strict=True)]
         if self._shard_opened is not None and time.monotonic() - self._shard_opened > self.cfg.shard_flush_s:
             self.flush()
