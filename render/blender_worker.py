@@ -92,11 +92,12 @@ def check_references(folder: Path) -> None:
     """Refuse a scene that refers to files (images, linked libraries, ...) outside the model's folder.
 
     Runs right after the import, before anything is rendered, so nothing read from outside reaches an output.
-    Packed (embedded) data is not a reference.
+    Packed (embedded) data is not a reference, whatever path it was unpacked from (the USD importer packs USDZ
+    textures from a temporary folder).
     """
     root = folder.resolve()
     outside = sorted(
-        p for p in _bpy().utils.blend_paths(absolute=True, packed=True) if not Path(p).resolve().is_relative_to(root)
+        p for p in _bpy().utils.blend_paths(absolute=True, packed=False) if not Path(p).resolve().is_relative_to(root)
     )
     if outside:
         more = f" and {len(outside) - 1} more" if len(outside) > 1 else ""

@@ -187,6 +187,41 @@ bpy.ops.wm.save_as_mainfile(filepath={str(path)!r})
     return path
 
 
+def export_with_blender(source: Path, targets: list[Path]) -> list[Path]:
+    """``source`` (a GLB) exported by Blender's own exporters to each of ``targets``, by extension: ``.fbx`` (textures
+    embedded), ``.usdz``/``.usd``/``.usdc``/``.usda``, ``.abc``, ``.ply`` (with vertex colours), ``.obj`` (with an
+    ``.mtl`` and copied textures)."""
+    code = f"""
+import bpy
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.import_scene.gltf(filepath={str(source)!r})
+for target in {[str(t) for t in targets]!r}:
+    ext = target.rsplit(".", 1)[-1]
+    if ext == "fbx":
+        bpy.ops.export_scene.fbx(filepath=target, path_mode="COPY", embed_textures=True)
+    elif ext in ("usd", "usdc", "usda", "usdz"):
+        bpy.ops.wm.usd_export(filepath=target)
+    elif ext == "abc":
+        bpy.ops.wm.alembic_export(filepath=target)
+    elif ext == "ply":
+        bpy.ops.wm.ply_export(filepath=target, export_colors="SRGB")
+    elif ext == "obj":
+        import os
+        for image in bpy.data.images:  # textures as files beside the .obj, named by its .mtl
+            if image.packed_file is not None:
+                image.filepath_raw = os.path.join(os.path.dirname(target), os.path.splitext(image.name)[0] + ".png")
+                image.file_format = "PNG"
+                image.save()
+                image.unpack(method="REMOVE")
+        bpy.ops.wm.obj_export(filepath=target, path_mode="STRIP")
+    else:
+        raise SystemExit("no exporter for " + ext)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return targets
+
+
 # ------------------------------------------------------------------------------------------------ generated glTF
 
 #: A unit cube: 8 corners and 12 triangles (counter-clockwise seen from outside).

@@ -18,7 +18,7 @@ from PIL import Image
 from invs import cameras, passes
 from render.blender_process import BlenderError, BlenderProcess
 from tests.geometry import normals_from_depth, point_mesh_distance
-from tests.helpers import blender_request, heavy_ply, make_blend, png_header, write_gltf
+from tests.helpers import blender_request, export_with_blender, heavy_ply, make_blend, png_header, write_gltf
 
 pytestmark = pytest.mark.blender
 RES = 96
@@ -270,6 +270,71 @@ def test_other_formats_import_and_normalise(
     V = np.load(tmp_path / "out" / "mesh.npz")["vertices"]
     assert (V.max(0) - V.min(0)).max() == pytest.approx(1.0, abs=1e-5)
     assert result["views"][0]["alpha_fraction"] > 0.02
+
+
+@pytest.fixture(scope="module")
+def exported(real_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """BoxTextured (a textured glTF) exported by Blender to every other format Objaverse-XL lists that Blender
+    reads: FBX (texture embedded), USDZ, Alembic, OBJ with its .mtl and texture file beside it."""
+    folder = tmp_path_factory.mktemp("exported")
+    targets = {ext: folder / ext / f"box.{ext}" for ext in ("fbx", "usdz", "abc", "obj")}
+    for path in targets.values():
+        path.parent.mkdir()
+    export_with_blender(real_objects / "BoxTextured.glb", list(targets.values()))
+    return targets
+
+
+@pytest.mark.parametrize("fmt", ["fbx", "usdz", "abc", "obj"])
+def test_every_xl_file_type_blender_reads_renders_the_object(
+    blender: BlenderProcess, exported: dict[str, Path], tmp_path: Path, fmt: str
+) -> None:
+    """Each format renders the same box, normalised; the formats that carry the texture (FBX embeds it, USDZ packs
+    it, the OBJ's .mtl names the file beside it) show it; Alembic has no materials, so it gets the default one."""
+    result = blender.render(request(exported[fmt], tmp_path / "out", f"box-{fmt}", views=1), timeout_s=120)
+    assert result["ok"], result
+    V = np.load(tmp_path / "out" / "mesh.npz")["vertices"]
+    assert (V.max(0) - V.min(0)).max() == pytest.approx(1.0, abs=1e-4)
+    assert result["views"][0]["alpha_fraction"] > 0.05
+    textured = fmt != "abc"
+    assert (result["contents"]["textures"] >= 1) == textured, result["contents"]
+    assert result["missing_textures"] == 0
+    assert result["contents"]["default_material"] == (0 if textured else result["contents"]["meshes_without_material"])
+    assert result["contents"]["default_material"] >= int(not textured)
+
+
+def test_untextured_files_get_the_stated_default_material_or_their_vertex_colours(
+    blender: BlenderProcess, tmp_path: Path
+) -> None:
+    """STL carries no colour: mid-grey default material (flat albedo 0.8, linear). A PLY with vertex colours: the
+    default material takes them (a red PLY has red albedo). A COLLADA file fails with one line: Blender 5.0 cannot
+    read it."""
+    import trimesh
+
+    from render.formats import DEFAULT_MATERIAL
+
+    box = trimesh.creation.box()
+    box.export(tmp_path / "box.stl")
+    red = trimesh.creation.box()
+    red.visual.vertex_colors = np.tile([230, 20, 20, 255], (len(red.vertices), 1)).astype(np.uint8)
+    red.export(tmp_path / "red.ply")
+    albedo: dict[str, np.ndarray] = {}
+    for name in ("box.stl", "red.ply"):
+        out = tmp_path / f"out-{name}"
+        result = blender.render(
+            request(tmp_path / name, out, name, views=1, passes=["rgba", "depth", "albedo"]), timeout_s=120
+        )
+        assert result["ok"], result
+        assert result["contents"]["meshes_without_material"] == result["contents"]["default_material"] == 1
+        rgba = np.asarray(Image.open(out / "rgba_000.png"))
+        covered = rgba[..., 3] == 255
+        albedo[name] = np.asarray(Image.open(out / "albedo_000.png"))[covered][:, :3].astype(float).mean(0) / 255
+    grey = (DEFAULT_MATERIAL["base_color"][0] ** (1 / 2.4)) * 1.055 - 0.055  # linear 0.8 as 8-bit sRGB
+    assert albedo["box.stl"] == pytest.approx([grey] * 3, abs=0.03)
+    r, g, b = albedo["red.ply"]
+    assert r > 0.8 and g < 0.2 and b < 0.2, albedo["red.ply"]
+    (tmp_path / "box.dae").write_text("<COLLADA/>")
+    result = blender.render(request(tmp_path / "box.dae", tmp_path / "out-dae", "dae", views=1), timeout_s=60)
+    assert not result["ok"] and "COLLADA" in result["error"] and "\n" not in result["error"]
 
 
 @pytest.mark.parametrize("lighting", ["uniform", "zero123_area", "four_suns"])
