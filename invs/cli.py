@@ -68,6 +68,8 @@ def add_settings(
             kwargs |= {"choices": list(get_args(tp)), "type": type(get_args(tp)[0])}
         elif tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif get_origin(tp) is list and get_origin(get_args(tp)[0]) is Literal:
+            kwargs |= {"action": "append", "choices": list(get_args(get_args(tp)[0])), "type": str}
         elif get_origin(tp) is list:
             kwargs |= {"action": "append", "type": get_args(tp)[0], "metavar": flag.upper()}
         elif tp in (int, float, str):

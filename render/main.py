@@ -2,6 +2,7 @@
 
     python render/main.py --objects samples --out out/renders
     ray submit ray_cluster.yaml render/main.py --objects objaverse --out s3://BUCKET/invs/renders
+    ray submit ray_cluster.yaml render/main.py --objects objaverse-xl --xl-alignment --out s3://BUCKET/invs/xl
 
 Outputs under --out: shards/*.tar (webdataset, one sample per object), manifest/*.parquet (one row per attempt),
 config.yaml (the resolved config) and summary.json. Re-running with the same --out resumes.
@@ -25,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser,
         "render",
         {
-            "objects": "samples | objaverse | a directory, glob or model file | a .txt list | an s3:// prefix",
+            "objects": "samples | objaverse | objaverse-xl | a folder, glob or model file | a .txt list | s3:// prefix",
             "out": "output location: a local path or s3://bucket/prefix",
             "num_objects": "render at most this many objects",
             "views": "views per object",
@@ -46,6 +47,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "lvis_categories": ("lvis", "objaverse: only this LVIS category (repeatable)"),
             "licenses": ("license", "objaverse: only this licence (repeatable)"),
             "store": ("objaverse-store", "objaverse: s3://bucket/prefix keeping a copy of every object fetched"),
+        },
+    )
+    flags |= cli.add_settings(
+        parser,
+        "objaverse_xl",
+        {
+            "sources": ("xl-source", "objaverse-xl: only this source (repeatable)"),
+            "licenses": ("xl-license", "objaverse-xl: only this licence, as the annotations write it (repeatable)"),
+            "file_types": ("xl-type", "objaverse-xl: only this file type, e.g. glb, obj, stl (repeatable)"),
+            "alignment": ("xl-alignment", "objaverse-xl: only the alignment subset (Zero-1-to-3-XL's fine-tuning set)"),
+            "ids_file": (
+                "xl-ids-file",
+                "objaverse-xl: only the fileIdentifiers/sha256s/uids listed (or a selection.parquet)",
+            ),
         },
     )
     args = parser.parse_args(argv)

@@ -21,7 +21,6 @@ import json
 import random
 import socket
 import struct
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -35,6 +34,7 @@ import pytest
 
 from invs.errors import InvsError
 from render import objaverse_source as src
+from tests.http_mirror import HTTPMirror, serve
 
 # name -> (licence, LVIS category)
 OBJECTS = {
@@ -57,62 +57,33 @@ CORRUPT = fake_uid("corrupt")  # served, but random bytes
 MISSING = fake_uid("missing")  # in the index, but the mirror has no file (404)
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves the mirror directory; a path with planned failures first answers with those, one per request:
-    an HTTP status (``503``, ``429``), ``reset`` (the connection closes without an answer) or ``stall`` (no answer
-    for a second, longer than the tests' timeout, then the connection closes)."""
-
-    def do_GET(self) -> None:
-        with self.server.lock:  # type: ignore[attr-defined]
-            self.server.requests.append(self.path)  # type: ignore[attr-defined]
-            planned = self.server.failures.get(self.path)  # type: ignore[attr-defined]
-            action = planned.pop(0) if planned else None
-        if action is None:
-            super().do_GET()
-        elif action in ("reset", "stall"):
-            if action == "stall":
-                time.sleep(1.0)
-            self.close_connection = True
-        else:
-            self.send_error(int(action), "planned failure")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @dataclass
 class Mirror:
-    url: str
-    server: http.server.ThreadingHTTPServer
+    """The served Objaverse repository (under ``/objaverse/``) and what it holds."""
+
+    http: HTTPMirror
     uids: dict[str, str]  # object name -> uid
     originals: dict[str, Path]  # uid -> the real file served for it
     licenses: dict[str, str] = field(default_factory=dict)  # uid -> licence
 
+    @property
+    def url(self) -> str:
+        return self.http.url + "objaverse/"
+
     def glb_requests(self) -> Counter[str]:
         """uid -> number of GET requests for its GLB so far."""
-        with self.server.lock:  # type: ignore[attr-defined]
-            paths = list(self.server.requests)  # type: ignore[attr-defined]
-        return Counter(p.rsplit("/", 1)[-1].removesuffix(".glb") for p in paths if p.endswith(".glb"))
+        return Counter(p.rsplit("/", 1)[-1].removesuffix(".glb") for p in self.requests() if p.endswith(".glb"))
 
     def requests(self) -> list[str]:
-        with self.server.lock:  # type: ignore[attr-defined]
-            return list(self.server.requests)  # type: ignore[attr-defined]
+        return self.http.requests()
 
-    @contextlib.contextmanager
-    def failing(self, rel: str, *actions: str) -> Iterator[None]:
-        """The next requests for ``rel`` (``glbs/...``) fail as ``actions`` say (see :class:`_Handler`)."""
-        path = "/objaverse/" + rel
-        with self.server.lock:  # type: ignore[attr-defined]
-            self.server.failures[path] = list(actions)  # type: ignore[attr-defined]
-        try:
-            yield
-        finally:
-            with self.server.lock:  # type: ignore[attr-defined]
-                self.server.failures.pop(path, None)  # type: ignore[attr-defined]
+    def failing(self, rel: str, *actions: str) -> contextlib.AbstractContextManager[None]:
+        """The next requests for ``rel`` (``glbs/...``) fail as ``actions`` say (:mod:`tests.http_mirror`)."""
+        return self.http.failing("/objaverse/" + rel, *actions)
 
     def count(self, rel: str) -> int:
         """GET requests for ``rel`` so far."""
-        return self.requests().count("/objaverse/" + rel)
+        return self.http.count("/objaverse/" + rel)
 
 
 def _write_gz_json(path: Path, data: object) -> None:
@@ -149,20 +120,8 @@ def mirror(real_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     )
     _write_gz_json(root / "lvis-annotations.json.gz", lvis)
 
-    handler = functools.partial(_Handler, directory=str(served))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    server.lock = threading.Lock()  # type: ignore[attr-defined]
-    server.requests = []  # type: ignore[attr-defined]
-    server.failures = {}  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, name="objaverse-mirror", daemon=True)
-    thread.start()
-    try:
-        yield Mirror(f"http://127.0.0.1:{server.server_port}/objaverse/", server, uids, originals, licenses)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serve(served) as server:
+        yield Mirror(server, uids, originals, licenses)
 
 
 @pytest.fixture(autouse=True)
