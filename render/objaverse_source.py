@@ -610,13 +610,11 @@ def _glb_header_reason(exc: gltf_check.GlbHeaderError, size: int) -> str:
 
 @dataclass(frozen=True)
 class Fetched:
-    """A verified object file: where it is, where it came from, how many HTTP requests it took (retries included)
-    and how many git repositories were cloned for it."""
+    """A verified object file: where it is, where it came from, how many HTTP requests it took (retries included)."""
 
     path: Path
     origin: Literal["cache", "store", "http"]
     http_requests: int = 0
-    clones: int = 0
 
 
 def fetch_file(

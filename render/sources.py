@@ -126,6 +126,63 @@ def resolve_objects(config: Config) -> list[ObjectRef]:
     return resolve(config)[0]
 
 
+def _objaverse_refs(config: Config) -> list[ObjectRef]:
+    """The Objaverse 1.0 objects the ``objaverse`` section selects, with their licences and annotations."""
+    from render import objaverse_source
+
+    cfg, source = config.render, config.objaverse
+    where = objaverse_where(source)
+    selected = objaverse_source.select_objects(
+        uids_file=source.uids_file,
+        lvis_categories=source.lvis_categories,
+        licenses=source.licenses,
+        num_objects=cfg.num_objects,
+        seed=cfg.seed,
+        **where,
+    )
+    about = objaverse_source.object_annotations([u for u, _ in selected], **where)
+    return [
+        ObjectRef(
+            uid=u,
+            uri=f"objaverse:{u}",
+            source="objaverse",
+            object_path=p,
+            license=about[u][0] if u in about else None,
+            annotations=json.dumps(about[u][1], sort_keys=True) if u in about else None,
+        )
+        for u, p in selected
+    ]
+
+
+def _file_refs(src: str) -> list[ObjectRef]:
+    """The model files of an ``s3://`` prefix, a glob, a directory or a single local file."""
+    if src.startswith("s3://"):
+        files = [f for f in storage.list_files(src) if _is_model(f)]
+        if not files:
+            raise InvsError(f"objects: no model files ({', '.join(MODEL_EXTENSIONS)}) under {src}")
+        root = storage.normalize(src)
+        return [ObjectRef(uid=_uid_from(f, root), uri=f, source="s3") for f in files]
+    path = storage.normalize(src)
+    if glob.has_magic(src):
+        files = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p) and _is_model(p))
+        root = os.path.dirname(path.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]) or "/"
+        if not files:
+            raise InvsError(f"objects: the pattern {src} matches no model file")
+    elif os.path.isdir(path):
+        files = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and _is_model(p.name))
+        root = path
+        if not files:
+            raise InvsError(f"objects: no model files ({', '.join(MODEL_EXTENSIONS)}) in {src}")
+    elif os.path.isfile(path):
+        files, root = [path], os.path.dirname(path)
+    else:
+        raise InvsError(
+            f"objects: {src} does not exist (expected samples, objaverse, objaverse-xl, a directory, a glob, "
+            "a model file, a .txt list or an s3:// prefix)"
+        )
+    return [ObjectRef(uid=_uid_from(f, root), uri=f, source="local") for f in files]
+
+
 def resolve(config: Config) -> tuple[list[ObjectRef], Selection | None]:
     """The objects ``render.objects`` names, in a deterministic order, limited to ``render.num_objects`` (Objaverse
     objects chosen as the ``objaverse`` section says, Objaverse-XL ones as ``objaverse_xl`` says); and for
@@ -134,7 +191,7 @@ def resolve(config: Config) -> tuple[list[ObjectRef], Selection | None]:
     Raises :class:`InvsError` when the source itself is unusable (a path that does not exist, a glob or prefix
     that matches no model file); problems with single objects surface later as failed rows.
     """
-    cfg, source = config.render, config.objaverse
+    cfg = config.render
     src = cfg.objects.strip()
     selection = None
     if src == "samples":
@@ -144,29 +201,7 @@ def resolve(config: Config) -> tuple[list[ObjectRef], Selection | None]:
     elif src.startswith("procedural:"):
         refs = [procedural_ref(i) for i in procedural_range(src)]
     elif src == "objaverse":
-        from render import objaverse_source
-
-        where = objaverse_where(source)
-        selected = objaverse_source.select_objects(
-            uids_file=source.uids_file,
-            lvis_categories=source.lvis_categories,
-            licenses=source.licenses,
-            num_objects=cfg.num_objects,
-            seed=cfg.seed,
-            **where,
-        )
-        about = objaverse_source.object_annotations([u for u, _ in selected], **where)
-        refs = [
-            ObjectRef(
-                uid=u,
-                uri=f"objaverse:{u}",
-                source="objaverse",
-                object_path=p,
-                license=about[u][0] if u in about else None,
-                annotations=json.dumps(about[u][1], sort_keys=True) if u in about else None,
-            )
-            for u, p in selected
-        ]
+        refs = _objaverse_refs(config)
     elif src == "objaverse-xl":
         from render import objaverse_xl
 
@@ -176,36 +211,12 @@ def resolve(config: Config) -> tuple[list[ObjectRef], Selection | None]:
         if not storage.exists(src):
             raise InvsError(f"objects: list file {src} does not exist")
         refs = _from_list_file(src)
-    elif src.startswith("s3://"):
-        files = [f for f in storage.list_files(src) if _is_model(f)]
-        if not files:
-            raise InvsError(f"objects: no model files ({', '.join(MODEL_EXTENSIONS)}) under {src}")
-        root = storage.normalize(src)
-        refs = [ObjectRef(uid=_uid_from(f, root), uri=f, source="s3") for f in files]
     else:
-        path = storage.normalize(src)
-        if glob.has_magic(src):
-            files = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p) and _is_model(p))
-            root = os.path.dirname(path.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]) or "/"
-            if not files:
-                raise InvsError(f"objects: the pattern {src} matches no model file")
-        elif os.path.isdir(path):
-            files = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and _is_model(p.name))
-            root = path
-            if not files:
-                raise InvsError(f"objects: no model files ({', '.join(MODEL_EXTENSIONS)}) in {src}")
-        elif os.path.isfile(path):
-            files, root = [path], os.path.dirname(path)
-        else:
-            raise InvsError(
-                f"objects: {src} does not exist (expected samples, objaverse, objaverse-xl, a directory, a glob, "
-                "a model file, a .txt list or an s3:// prefix)"
-            )
-        refs = [ObjectRef(uid=_uid_from(f, root), uri=f, source="local") for f in files]
+        refs = _file_refs(src)
     if cfg.num_objects is not None and src not in ("objaverse", "objaverse-xl"):
         refs = refs[: cfg.num_objects]
     if src != "objaverse" and any(ref.uri.startswith("objaverse:") for ref in refs):
-        refs = _with_objaverse_paths(source, refs)
+        refs = _with_objaverse_paths(config.objaverse, refs)
     keys: dict[str, str] = {}
     for ref in refs:
         if ref.key in keys and keys[ref.key] != ref.uri:

@@ -360,7 +360,6 @@ class RenderWorker:
         with self._objaverse_lock:  # two fetch threads
             self.objaverse[got.origin] += 1
             self.objaverse["http_requests"] += got.http_requests
-            self.objaverse["clones"] += got.clones
 
     def render_batch(self, items: list[tuple[ObjectRef, int]]) -> list[dict[str, Any]]:
         """Render ``(object, attempt number)`` pairs; downloads of the next objects overlap with rendering."""
@@ -389,7 +388,7 @@ class RenderWorker:
 
         stats = dict(
             self.stats,
-            objaverse=dict(self.objaverse),
+            objaverse=dict(self.objaverse, clones=self.xl.clones),
             blender_starts=self.blender.starts,
             blender_memory_cap_mb=round(self.max_memory_mb),
             node_ip=ray.util.get_node_ip_address(),

@@ -156,6 +156,7 @@ class XLFetcher:
         self.repos = repos or self.cache / "github" / "repos"
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        self.clones = 0  # repositories fetched so far (each once per fetcher)
 
     def fetch(self, ref: ObjectRef) -> Fetched:
         """The verified file of ``ref`` (an ``objaverse-xl:`` ref). Raises DownloadError with a one-line reason."""
@@ -207,7 +208,7 @@ class XLFetcher:
     def _github(self, ref: ObjectRef, root: Path) -> Fetched:
         org, repo, commit, path = github_parts(str(ref.file_identifier))
         checkout = self.repos / org / repo / commit
-        clones = 0
+        cloned = False
         if not (checkout / CHECKOUT_DONE).exists() and self.store is not None:
             got = self._from_store(ref, root, path)
             if got is not None:
@@ -215,7 +216,9 @@ class XLFetcher:
         with self._lock(f"{org}/{repo}/{commit}"):
             if not (checkout / CHECKOUT_DONE).exists():
                 self._clone(org, repo, commit, checkout)
-                clones = 1
+                cloned = True
+                with self._locks_lock:
+                    self.clones += 1
         model = checkout / path
         if not model.is_file():
             raise DownloadError(f"{path[:200]} is not in {org}/{repo} at commit {commit[:12]}")
@@ -224,7 +227,7 @@ class XLFetcher:
             raise DownloadError(reason)
         if self.store is not None:
             self._to_store(ref, model)
-        return Fetched(model, "http" if clones else "cache", 0, clones)
+        return Fetched(model, "http" if cloned else "cache")
 
     def _store_uri(self, ref: ObjectRef) -> str:
         return storage.join(str(self.store), "github", "objects", f"{ref.uid}.tar")

@@ -646,7 +646,7 @@ def test_the_render_job_fetches_objaverse_objects_through_the_mirror_then_the_st
         assert sample.meta["sha256"] == hashlib.sha256(original.read_bytes()).hexdigest()
         assert sample.meta["source"] == f"objaverse:{sample.meta['uid']}"
     # counts are of the objects fetched: the 404 and the corrupt object are failed rows instead
-    assert summary["objaverse"] == {"cache": 0, "store": 0, "http": 2, "http_requests": 2}
+    assert summary["objaverse"] == {"cache": 0, "store": 0, "http": 2, "http_requests": 2, "clones": 0}
     assert {_glb(u) for u in good} <= _listing(store) and not (tmp_path / "cache" / "hf-objaverse-v1" / "glbs").exists()
 
     good_file = tmp_path / "good.txt"
@@ -655,5 +655,5 @@ def test_the_render_job_fetches_objaverse_objects_through_the_mirror_then_the_st
     seen = len(mirror.requests())
     summary = job(str(tmp_path / "again"), good_file, dead, "fresh-cache")
     assert summary["rendered"] == 2 and summary["failed"] == 0, summary["failures"]
-    assert summary["objaverse"] == {"cache": 0, "store": 2, "http": 0, "http_requests": 0}
+    assert summary["objaverse"] == {"cache": 0, "store": 2, "http": 0, "http_requests": 0, "clones": 0}
     assert len(mirror.requests()) == seen

@@ -371,7 +371,7 @@ def test_workers_fetch_every_source_verified_and_clone_each_repository_once(worl
             ref = next(r for r in refs if r.file_identifier.endswith(name))
             assert fetched.path.read_bytes() == world.files[ref.file_identifier], name  # the annotated bytes
     # alice/props holds four of the objects and was fetched once, at the annotated commit (its branch moved on)
-    assert sum(f.clones for f in got.values() if not isinstance(f, str)) == 2
+    assert fetcher.clones == 2
     assert got["files?fileId=22"].http_requests == 3 and got["files?fileId=22"].origin == "http"  # two failures retried
     # everything is in the node's cache in the package's layout: a second worker downloads nothing
     seen = len(world.http.requests())
@@ -508,7 +508,8 @@ def test_the_render_job_renders_an_xl_selection_once_with_provenance_and_a_rerun
         if row["status"] == "ok":
             assert row["sha256"] == annotated["sha256"]
     assert summary["objaverse_xl"]["duplicates_dropped"] == 2 and summary["objaverse_xl"]["selected"] == 8
-    assert summary["objaverse"]["clones"] == 2 and summary["objaverse"]["http"] >= 3
+    # two repositories, each fetched once by each worker that got one of its objects
+    assert 2 <= summary["objaverse"]["clones"] <= 2 * summary["workers"] and summary["objaverse"]["http"] >= 3
     samples = {s.meta["uid"]: s.meta for s in shards.iter_render_samples(shards.list_shards(str(tmp_path / "out")))}
     ply = samples[by_name["red.ply"]["uid"]]
     assert ply["default_material"]["name"] == "invs_default" and "no_material" in ply["flags"]
