@@ -2,6 +2,7 @@
 
     python -m infra.planner                          # configs/paper.yaml: ~800K objects, 24 views, 512 px, 96 A100s
     python -m infra.planner --config local --objects 1000 --train-steps 2000
+    python -m infra.planner --selection OUT/selection.parquet   # the objects render/main.py --select-only chose
     python -m infra.planner --check [--config P] [--cluster ray_cluster.yaml]   # can every stage be scheduled?
 
 ``--check`` runs Ray's own validation of the cluster file (what ``ray up`` runs first) and checks each stage's
@@ -467,6 +468,19 @@ def check(config: Config, cluster: str) -> tuple[list[str], list[str]]:
     return check_fleet(config, load_fleet(cluster))
 
 
+def selection_size(uri: str) -> int:
+    """The number of objects in a ``selection.parquet`` (what ``render/main.py --select-only`` writes)."""
+    import pyarrow.parquet as pq
+
+    from invs import storage
+
+    try:
+        with storage.open_read(storage.normalize(uri)) as f:
+            return pq.ParquetFile(f).metadata.num_rows
+    except (OSError, ValueError) as exc:
+        raise InvsError(f"cannot read the selection {uri}: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.planner", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="paper", help="config preset or file to take the workload from")
@@ -476,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--check", action="store_true", help="only check that every stage can run on the cluster")
     parser.add_argument("--objects", type=int)
+    parser.add_argument("--selection", help="price the objects of a selection.parquet (render/main.py --select-only)")
     parser.add_argument("--views", type=int)
     parser.add_argument("--train-steps", type=int)
     parser.add_argument("--render-nodes", type=int, default=50)
@@ -496,6 +511,10 @@ def main(argv: list[str] | None = None) -> int:
             if value < 1:
                 parser.error(f"--{name} must be >= 1")
         work = workload_from_config(config)
+        if args.selection is not None:
+            if args.objects is not None:
+                parser.error("--selection and --objects both give the object count; give one")
+            args.objects = selection_size(args.selection)
         overrides = {"objects": args.objects, "views": args.views, "train_steps": args.train_steps}
         work = Workload(**{**work.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
         p = plan(config, load_fleet(cluster), {"render": args.render_nodes, "preprocess": args.preprocess_nodes}, work)

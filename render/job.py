@@ -17,7 +17,7 @@ import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,6 +28,9 @@ from invs.errors import InvsError
 from invs.progress import Progress
 from render.object_ref import ObjectRef
 from render.sources import resolve
+
+if TYPE_CHECKING:
+    from render.objaverse_xl import Selection
 
 SUMMARY_NAME = "summary.json"
 
@@ -304,6 +307,18 @@ def _worker_error(exc: BaseException) -> BaseException:
     return exc
 
 
+def select_objects(config: Config, count: bool = True) -> tuple[list[ObjectRef], Selection | None]:
+    """The objects a render job takes, printed before anything is downloaded: an Objaverse-XL selection with its
+    counts (also written as ``OUT/selection.parquet``), else (``count``) their number."""
+    objects, selection = resolve(config)
+    if selection is not None:
+        print(selection.describe(), flush=True)
+        print(f"objaverse-xl: selection written to {selection.write(config.render.out)}", flush=True)
+    elif count:
+        print(f"render: {len(objects)} objects from {config.render.objects}", flush=True)
+    return objects, selection
+
+
 def render_objects(config: Config, chunk_size: int = 2) -> dict[str, Any]:
     """Render what the manifest says is not done yet; returns the summary (also written as OUT/summary.json)."""
     import ray
@@ -312,10 +327,7 @@ def render_objects(config: Config, chunk_size: int = 2) -> dict[str, Any]:
 
     started = time.monotonic()
     out = config.render.out
-    objects, selection = resolve(config)
-    if selection is not None:  # Objaverse-XL: what was chosen, before anything is downloaded
-        print(selection.describe(), flush=True)
-        print(f"objaverse-xl: selection written to {selection.write(out)}", flush=True)
+    objects, selection = select_objects(config, count=False)
     p = plan(config, objects)
     orphans = shards.remove_orphan_shards(out, p.referenced_shards)
     if orphans:

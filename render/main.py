@@ -63,13 +63,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
         },
     )
+    parser.add_argument(
+        "--select-only",
+        action="store_true",
+        help="choose the objects, print and write the selection (OUT/selection.parquet for objaverse-xl), render none",
+    )
     args = parser.parse_args(argv)
     config = cli.resolve_config(args, flags, locations=("render.out",))
     cli.check_outputs(config, ("render.out",))
     if config.render.engine == "eevee" and config.render.device == "cpu":
         print("warning: EEVEE without a GPU is ~50x slower than Cycles on CPU", file=sys.stderr)
-    from render.job import render_objects, summary_line
+    from render.job import render_objects, select_objects, summary_line
 
+    if args.select_only:
+        select_objects(config)
+        return 0
     summary = render_objects(config)
     print(f"render: {summary_line(summary)}")
     for failure in summary["failures"][:20]:

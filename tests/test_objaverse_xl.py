@@ -528,3 +528,35 @@ def test_the_render_job_renders_an_xl_selection_once_with_provenance_and_a_rerun
     assert again["rendered"] == 6 and again["failed"] == 2, again["failures"]
     assert again["objaverse"] == {"cache": 0, "store": 6, "http": 0, "http_requests": 0, "clones": 0}
     assert len(world.http.requests()) == seen
+
+
+def test_select_only_prints_and_writes_the_selection_and_the_planner_prices_it(world: World, tmp_path: Path) -> None:
+    """`render/main.py --objects objaverse-xl --select-only` downloads no object and renders nothing; the planner
+    takes the selection's size from the file it wrote."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    out = tmp_path / "out"
+    command = [sys.executable, "render/main.py", "--objects", "objaverse-xl", "--out", str(out), "--select-only"]
+    command += ["--xl-type", "glb", "--set", f"objaverse.cache={tmp_path / 'cache'}"]
+    command += ["--set", f"objaverse.mirror={world.http.url}objaverse/"]
+    command += ["--set", f"objaverse_xl.url_rewrites={json.dumps(world.rewrites())}"]
+    seen = len(world.http.requests())
+    proc = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "objaverse-xl: 6 objects selected of 13 annotated" in proc.stdout
+    assert "by file type: glb 6" in proc.stdout
+    fetched = world.http.requests()[seen:]
+    assert fetched and all(p.startswith(("/hf/", "/objaverse/object-paths")) for p in fetched), fetched
+    assert not (out / "manifest").exists() and not (tmp_path / "cache" / "github" / "repos").exists()
+    plan = subprocess.run(
+        [sys.executable, "-m", "infra.planner", "--selection", str(out / "selection.parquet"), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert json.loads(plan.stdout)["workload"]["objects"] == 6
