@@ -218,7 +218,8 @@ def _lower_in(column: pa.ChunkedArray, values: list[str]) -> pa.ChunkedArray:
 
 def _dedupe(table: pa.Table) -> pa.Table:
     """One row per sha256 (rows without one are all kept): the first by source rank, then fileIdentifier."""
-    rank = pa.array([SOURCE_RANK.get(s, len(SOURCE_RANK)) for s in table["source"].to_pylist()], pa.int8())
+    by_rank = pa.array(sorted(SOURCE_RANK, key=SOURCE_RANK.__getitem__), pa.string())
+    rank = pc.fill_null(pc.index_in(table["source"], value_set=by_rank), len(SOURCE_RANK))
     table = table.append_column("_rank", rank).sort_by([("_rank", "ascending"), ("fileIdentifier", "ascending")])
     table = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
     has_sha = table.filter(pc.is_valid(table["sha256"]))

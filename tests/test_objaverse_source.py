@@ -595,6 +595,7 @@ def test_with_a_store_workers_keep_no_local_copy_and_a_bad_store_fails_first(
         resolve_objects(config)
 
 
+@pytest.mark.slow  # the Objaverse-XL job test runs the same job machinery (Objaverse GLBs, mirror, then store)
 @pytest.mark.blender
 @pytest.mark.s3
 def test_the_render_job_fetches_objaverse_objects_through_the_mirror_then_the_store(

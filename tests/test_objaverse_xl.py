@@ -282,6 +282,12 @@ def test_the_selection_filters_drops_duplicates_and_counts_what_it_chose(world: 
     assert "10 objects selected of 13 annotated" in described and "2 duplicates" in described
     assert "github 6" in described and "stl 1" in described
 
+    # the cache has the package's layout: its own reader takes our files, without a download
+    import objaverse.xl
+
+    package = objaverse.xl.downloaders["github"].get_annotations(download_dir=str(tmp_path / "cache"))
+    assert len(package) == sum(r["source"] == "github" for r in world.rows)
+
     # a second selection reads the cached annotation files: no request
     before = world.http.requests()
     narrow = objaverse_xl.select(

@@ -98,7 +98,7 @@ def test_helpers_the_importer_hides_are_neither_measured_nor_flagged(
     result = blender.render(request(real_objects / "Fox.glb", tmp_path, "fox", views=1), timeout_s=120)
     assert result["ok"], result
     assert result["normalization"]["triangles"] == 576  # the fox's own (its glTF accessors)
-    assert result["contents"] == {"materials": 1, "textures": 1, "meshes_without_material": 0}
+    assert result["contents"] == {"materials": 1, "textures": 1, "meshes_without_material": 0, "default_material": 0}
 
 
 @pytest.mark.parametrize(  # all nine real objects agree (README); two more in `make test-all`
@@ -275,16 +275,17 @@ def test_other_formats_import_and_normalise(
 @pytest.fixture(scope="module")
 def exported(real_objects: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """BoxTextured (a textured glTF) exported by Blender to every other format Objaverse-XL lists that Blender
-    reads: FBX (texture embedded), USDZ, Alembic, OBJ with its .mtl and texture file beside it."""
+    reads: FBX (texture embedded), USDZ (texture packed), USDA (texture beside it), Alembic, OBJ with its .mtl and
+    texture file beside it."""
     folder = tmp_path_factory.mktemp("exported")
-    targets = {ext: folder / ext / f"box.{ext}" for ext in ("fbx", "usdz", "abc", "obj")}
+    targets = {ext: folder / ext / f"box.{ext}" for ext in ("fbx", "usdz", "usda", "abc", "obj")}
     for path in targets.values():
         path.parent.mkdir()
     export_with_blender(real_objects / "BoxTextured.glb", list(targets.values()))
     return targets
 
 
-@pytest.mark.parametrize("fmt", ["fbx", "usdz", "abc", "obj"])
+@pytest.mark.parametrize("fmt", ["fbx", "usdz", "usda", "abc", "obj"])
 def test_every_xl_file_type_blender_reads_renders_the_object(
     blender: BlenderProcess, exported: dict[str, Path], tmp_path: Path, fmt: str
 ) -> None:
