@@ -5,8 +5,9 @@ Smithsonian and Sketchfab, one row per file: ``fileIdentifier`` (its URL at the 
 ``fileType`` and ``sha256``. The annotation files are the package's parquet files, kept where the package keeps
 them (its ``download_dir`` layout under the ``objaverse.cache`` directory: ``github/github.parquet``,
 ``sketchfab/alignment.parquet``, ...), fetched once per run by the driver through :func:`render.objaverse_source.
-fetch_file` (retries, atomic writes, the store) and read with column projection (the bulky ``metadata`` column is
-never loaded). Only the files of the selected sources are fetched.
+fetch_file` (retries, atomic writes, the store) and read with column projection and the filters applied batch by
+batch (the bulky ``metadata`` column is never loaded, rows that do not match are never held). Only the files of the
+selected sources are fetched.
 
 :func:`select` applies the ``objaverse_xl`` settings in this order: sources (or the alignment subset), file types,
 licences, the ids file; then keeps one object per ``sha256`` (the first by source rank, :data:`SOURCE_RANK`, then
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from invs import storage
@@ -99,8 +101,9 @@ def _parquet_ok(path: Path) -> str | None:
     return f"annotation file without column(s) {', '.join(missing)}" if missing else None
 
 
-def annotation_table(rel: str, config: Config) -> tuple[pa.Table, str]:
-    """The :data:`COLUMNS` of the annotation file ``rel`` (fetched into the cache first); and whence it came."""
+def annotation_table(rel: str, config: Config, keep: pc.Expression) -> tuple[pa.Table, int, str]:
+    """The :data:`COLUMNS` of the rows of the annotation file ``rel`` (fetched into the cache first) that ``keep``
+    holds for, filtered batch by batch as the file is read; the file's row count; and whence the file came."""
     source = config.objaverse
     rewrites = parse_rewrites(config.objaverse_xl.url_rewrites)
     try:
@@ -115,8 +118,15 @@ def annotation_table(rel: str, config: Config) -> tuple[pa.Table, str]:
         )
     except objaverse_source.DownloadError as exc:
         raise InvsError(f"cannot load the Objaverse-XL annotations {rel}: {exc}") from None
-    table = pq.read_table(got.path, columns=list(COLUMNS))
-    return table.cast(pa.schema([(c, pa.string()) for c in COLUMNS])), got.origin
+    rows = pq.ParquetFile(got.path).metadata.num_rows
+    table = ds.dataset(got.path, format="parquet").to_table(columns=list(COLUMNS), filter=keep)
+    return table.cast(pa.schema([(c, pa.string()) for c in COLUMNS])), rows, got.origin
+
+
+def _lower_in(name: str, values: list[str]) -> pc.Expression:
+    """``name``'s value, lower-cased, is one of ``values`` (lower-cased); a null is not."""
+    wanted = pa.array(sorted({v.strip().lower() for v in values}), pa.string())
+    return pc.utf8_lower(pc.field(name).cast(pa.string())).isin(wanted)
 
 
 # ------------------------------------------------------------------------------------------------ selection
@@ -211,11 +221,6 @@ def _ids_mask(table: pa.Table, ids: list[str]) -> pa.ChunkedArray:
     return pc.fill_null(mask, False)
 
 
-def _lower_in(column: pa.ChunkedArray, values: list[str]) -> pa.ChunkedArray:
-    wanted = pa.array(sorted({v.strip().lower() for v in values}), pa.string())
-    return pc.fill_null(pc.is_in(pc.utf8_lower(column), wanted), False)
-
-
 def _dedupe(table: pa.Table) -> pa.Table:
     """One row per sha256 (rows without one are all kept): the first by source rank, then fileIdentifier."""
     by_rank = pa.array(sorted(SOURCE_RANK, key=SOURCE_RANK.__getitem__), pa.string())
@@ -257,15 +262,15 @@ def select(config: Config) -> Selection:
         "num_objects": config.render.num_objects,
         "seed": config.render.seed,
     }
-    tables, whence = [], {}
-    for source, rel in files.items():
-        table, whence[rel] = annotation_table(rel, config)
-        tables.append(table.filter(pc.fill_null(pc.equal(table["source"], source), False)))
-    table = pa.concat_tables(tables)
-    annotated = sum(t.num_rows for t in tables)
-    table = table.filter(_lower_in(table["fileType"], types))
+    keep = _lower_in("fileType", types)
     if xl.licenses:
-        table = table.filter(_lower_in(table["license"], xl.licenses))
+        keep = keep & _lower_in("license", xl.licenses)
+    tables, annotated, whence = [], 0, {}
+    for source, rel in files.items():
+        table, rows, whence[rel] = annotation_table(rel, config, keep & (pc.field("source") == source))
+        tables.append(table)
+        annotated += rows
+    table = pa.concat_tables(tables)
     if xl.ids_file is not None:
         ids = _read_ids(storage.normalize(xl.ids_file))
         if not ids:

@@ -183,7 +183,7 @@ class XLFetcher:
             )
         if ref.source == "thingiverse":
             thing, file_id = thingiverse_ids(ref.file_identifier)
-            rel = f"thingiverse/thing-{thing}-file-{file_id}.stl"
+            rel = f"thingiverse/thing-{thing}-file-{file_id}.{ref.file_type or 'stl'}"  # the package's name
             url = f"https://www.thingiverse.com/download:{file_id}"
         elif ref.source == "smithsonian":
             rel, url = f"smithsonian/objects/{ref.uid}.glb", ref.file_identifier
@@ -259,7 +259,13 @@ class XLFetcher:
         return Fetched(model, "store")
 
     def _to_store(self, ref: ObjectRef, model: Path) -> None:
-        """Copy the object and the files it refers to (paths relative to its folder) to the store as one tar."""
+        """Copy the object and the files it refers to (paths relative to its folder) to the store as one tar, unless
+        the store has it."""
+        try:
+            if storage.exists(self._store_uri(ref)):
+                return
+        except StorageError as exc:
+            raise DownloadError(f"objaverse store: {exc}") from exc
         with tempfile.TemporaryDirectory(prefix="invs-xl-bundle-") as tmp:
             bundle = Path(tmp) / "bundle.tar"
             with tarfile.open(bundle, "w") as tar:
