@@ -197,11 +197,13 @@ def _read_ids(uri: str) -> list[str]:
     if not storage.exists(uri):
         raise InvsError(f"objaverse_xl.ids_file {uri} does not exist")
     if uri.endswith(".parquet"):
-        data = pa.BufferReader(storage.read_bytes(uri))
         try:
-            return [v for v in pq.read_table(data, columns=["fileIdentifier"]).column(0).to_pylist() if v]
-        except (pa.ArrowException, KeyError) as exc:
-            raise InvsError(f"objaverse_xl.ids_file {uri}: no fileIdentifier column ({exc})") from None
+            parquet = pq.ParquetFile(pa.BufferReader(storage.read_bytes(uri)))
+        except pa.ArrowException as exc:
+            raise InvsError(f"objaverse_xl.ids_file {uri} is not a parquet file: {str(exc).splitlines()[0]}") from None
+        if "fileIdentifier" not in parquet.schema_arrow.names:
+            raise InvsError(f"objaverse_xl.ids_file {uri} has no fileIdentifier column (a selection.parquet has one)")
+        return [v for v in parquet.read(columns=["fileIdentifier"]).column(0).to_pylist() if v]
     lines = (line.split("#", 1)[0].strip() for line in storage.read_text(uri).splitlines())
     return [line for line in lines if line]
 

@@ -280,6 +280,7 @@ class RenderWorker:
         try:
             model = fetched.result()
         except FetchError as exc:
+            shutil.rmtree(self.tmp / "fetch" / ref.key, ignore_errors=True)  # what a failed fetch left
             return self._fail(ref, attempt, f"fetch failed: {exc}", time.monotonic() - started)
         self.stats["fetch_wait_s"] += time.monotonic() - t0
         sha = storage.sha256_file(model)
@@ -345,9 +346,8 @@ class RenderWorker:
             return self._fail(ref, attempt, str(exc), time.monotonic() - started, sha)
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
-            if model.is_relative_to(self.tmp / "fetch" / ref.key):  # an object's own scratch folder (XL, store)
-                shutil.rmtree(self.tmp / "fetch" / ref.key, ignore_errors=True)
-            elif model.is_relative_to(self.tmp / "fetch"):  # a download of ours, not a cached or local file
+            shutil.rmtree(self.tmp / "fetch" / ref.key, ignore_errors=True)  # the object's own scratch folder
+            if model.is_relative_to(self.tmp / "fetch") and model.exists():  # an Objaverse download of ours
                 model.unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
                     model.parent.rmdir()  # the object's own folder, once empty

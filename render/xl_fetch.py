@@ -7,12 +7,15 @@ verified, with a one-line reason when it fails. So this module speaks the same p
 ``sha256`` the annotations give (a file that differs fails its row: the dataset's sha256 column is what was
 rendered, and deduplication relies on it):
 
-* **github** (``https://github.com/ORG/REPO/blob/COMMIT/PATH``): the repository is fetched at COMMIT (a shallow
-  ``git fetch`` of that commit, then a checkout) once per worker, into ``github/repos/ORG/REPO/COMMIT``, and all
-  its objects are read from that checkout; git runs with a timeout (``objaverse_xl.clone_timeout_s``), without
-  prompts, and its error is the row's reason. Git LFS files are pulled when ``git-lfs`` is installed. With a store,
-  each object is kept there as ``github/objects/UID.tar``: the file and the files it refers to (a glTF's buffers and
-  images, an OBJ's ``.mtl`` and textures) inside its folder.
+* **github** (``https://github.com/ORG/REPO/blob/COMMIT/PATH``, ORG and REPO plain names, COMMIT a full commit id):
+  the repository is fetched at COMMIT (a shallow ``git fetch`` of that commit, then a checkout) once per worker,
+  into ``github/repos/ORG/REPO/COMMIT`` (ours: the package keeps one checkout per repository), and all its objects
+  are read from that checkout; workers sharing a node's cache take a lock file, so one fetches and the others read.
+  git runs in its own process group with a timeout (``objaverse_xl.clone_timeout_s``), without prompts, and its
+  error is the row's reason; a repository that cannot be fetched is not tried again by the same worker. Git LFS
+  files are pulled when ``git-lfs`` is installed. With a store, each object is kept there as
+  ``github/objects/UID.tar``: the file and the files it refers to (a glTF's buffers and images, an OBJ's ``.mtl``
+  and textures) inside its folder; other formats' external textures are not bundled.
 * **thingiverse** (``https://www.thingiverse.com/thing:T/files?fileId=F``): ``GET
   https://www.thingiverse.com/download:F`` into ``thingiverse/thing-T-file-F.stl``.
 * **smithsonian** (the fileIdentifier is the GLB's URL): ``GET`` it into ``smithsonian/objects/UID.glb``.
@@ -25,10 +28,13 @@ there first, copies each new one there, and keeps no local copy beyond the job (
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import re
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
@@ -56,7 +62,6 @@ _GIT_TRANSIENT = (
     "could not resolve host",
     "connection reset",
     "connection timed out",
-    "timed out",
     "early eof",
     "rpc failed",
     "the remote end hung up",
@@ -80,15 +85,23 @@ def sha256_reason(path: Path, expected: str | None) -> str | None:
     return f"sha256 {got[:12]}... differs from the annotated {expected[:12]}... (the file changed at its source)"
 
 
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
 def github_parts(file_identifier: str) -> tuple[str, str, str, str]:
-    """``https://github.com/ORG/REPO/blob/COMMIT/PATH`` -> (ORG, REPO, COMMIT, PATH); DownloadError if not one."""
+    """``https://github.com/ORG/REPO/blob/COMMIT/PATH`` -> (ORG, REPO, COMMIT, PATH); DownloadError unless ORG and REPO
+    are plain names, COMMIT a full 40-hex commit id (not a branch) and PATH relative inside the repository."""
     parts = urllib.parse.urlsplit(file_identifier).path.strip("/").split("/")
-    if len(parts) < 5 or parts[2] != "blob" or not all(parts[:2] + parts[3:]):
+    if len(parts) < 5 or parts[2] != "blob":
         raise DownloadError(f"not a GitHub file URL (ORG/REPO/blob/COMMIT/PATH): {file_identifier[:200]}")
+    org, repo, commit = parts[0], parts[1], parts[3].lower()
+    if not all(_NAME.fullmatch(n) and n not in (".", "..") for n in (org, repo)) or not _COMMIT.fullmatch(commit):
+        raise DownloadError(f"not a GitHub file URL with a full commit id: {file_identifier[:200]}")
     path = urllib.parse.unquote("/".join(parts[4:]))
-    if any(p in ("", ".", "..") for p in PurePosixPath(path).parts):
+    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in PurePosixPath(path).parts):
         raise DownloadError(f"bad path in GitHub file URL: {file_identifier[:200]}")
-    return parts[0], parts[1], parts[3], path
+    return org, repo, commit, path
 
 
 def thingiverse_ids(file_identifier: str) -> tuple[str, str]:
@@ -135,7 +148,7 @@ def _statements(path: Path, keywords: tuple[str, ...]) -> Iterator[str]:
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         tokens = line.strip().split()
         if len(tokens) >= 2 and tokens[0].lower() in keywords:
-            yield tokens[-1] if tokens[0].lower() != "mtllib" else " ".join(tokens[1:])
+            yield from tokens[1:] if tokens[0].lower() == "mtllib" else tokens[-1:]
 
 
 class XLFetcher:
@@ -157,9 +170,17 @@ class XLFetcher:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self.clones = 0  # repositories fetched so far (each once per fetcher)
+        self._cloned: set[Path] = set()  # checkouts this fetcher made: their objects count as downloaded
+        self._failed: dict[Path, str] = {}  # checkouts that could not be made, with the reason (not tried again)
 
     def fetch(self, ref: ObjectRef) -> Fetched:
         """The verified file of ``ref`` (an ``objaverse-xl:`` ref). Raises DownloadError with a one-line reason."""
+        try:
+            return self._fetch(ref)
+        except OSError as exc:  # a full disk, a permission: this object's failure, not the job's
+            raise DownloadError(objaverse_source.describe_error(exc)) from None
+
+    def _fetch(self, ref: ObjectRef) -> Fetched:
         if ref.file_identifier is None:
             raise DownloadError("the ref has no fileIdentifier")
         reason = formats.unsupported_reason(ref.file_type or formats.file_type(ref.file_identifier))
@@ -208,26 +229,31 @@ class XLFetcher:
     def _github(self, ref: ObjectRef, root: Path) -> Fetched:
         org, repo, commit, path = github_parts(str(ref.file_identifier))
         checkout = self.repos / org / repo / commit
-        cloned = False
         if not (checkout / CHECKOUT_DONE).exists() and self.store is not None:
             got = self._from_store(ref, root, path)
             if got is not None:
                 return got
-        with self._lock(f"{org}/{repo}/{commit}"):
+        with self._lock(str(checkout)):
+            if checkout in self._failed:
+                raise DownloadError(self._failed[checkout])
             if not (checkout / CHECKOUT_DONE).exists():
-                self._clone(org, repo, commit, checkout)
-                cloned = True
-                with self._locks_lock:
-                    self.clones += 1
+                try:
+                    if self._checkout(org, repo, commit, checkout):
+                        self._cloned.add(checkout)
+                        with self._locks_lock:
+                            self.clones += 1
+                except DownloadError as exc:
+                    self._failed[checkout] = str(exc)
+                    raise
         model = checkout / path
-        if not model.is_file():
+        if not model.is_file() or not model.resolve().is_relative_to(checkout.resolve()):
             raise DownloadError(f"{path[:200]} is not in {org}/{repo} at commit {commit[:12]}")
         reason = sha256_reason(model, ref.sha256)
         if reason is not None:
             raise DownloadError(reason)
         if self.store is not None:
             self._to_store(ref, model)
-        return Fetched(model, "http" if cloned else "cache")
+        return Fetched(model, "http" if checkout in self._cloned else "cache")
 
     def _store_uri(self, ref: ObjectRef) -> str:
         return storage.join(str(self.store), "github", "objects", f"{ref.uid}.tar")
@@ -248,6 +274,7 @@ class XLFetcher:
                 tar.extractall(target, filter="data")
         except (tarfile.TarError, OSError) as exc:
             log.warning("bad Objaverse-XL bundle %s in the store (%s); cloning instead", uri, exc)
+            shutil.rmtree(target, ignore_errors=True)
             return None
         finally:
             local.unlink(missing_ok=True)
@@ -269,7 +296,7 @@ class XLFetcher:
         with tempfile.TemporaryDirectory(prefix="invs-xl-bundle-") as tmp:
             bundle = Path(tmp) / "bundle.tar"
             with tarfile.open(bundle, "w") as tar:
-                tar.add(model, arcname=model.name)
+                tar.add(model.resolve(), arcname=model.name)  # a symlink's target, not the link
                 for extra in referenced_files(model):
                     tar.add(extra, arcname=str(extra.relative_to(model.parent.resolve())))
             try:
@@ -277,22 +304,34 @@ class XLFetcher:
             except StorageError as exc:
                 raise DownloadError(f"objaverse store: {exc}") from exc
 
+    def _checkout(self, org: str, repo: str, commit: str, checkout: Path) -> bool:
+        """Make ``checkout`` (``org/repo`` at ``commit``) unless another process on the node did: the node's workers
+        share the cache, so one of them fetches while the others wait on a lock file. True if this call fetched."""
+        checkout.parent.mkdir(parents=True, exist_ok=True)
+        with open(checkout.parent / f".{commit}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if (checkout / CHECKOUT_DONE).exists():
+                return False
+            for stale in checkout.parent.glob(f".{commit[:12]}-*"):  # left by a process killed mid-fetch
+                shutil.rmtree(stale, ignore_errors=True)
+            shutil.rmtree(checkout, ignore_errors=True)  # incomplete: it has no marker
+            self._clone(org, repo, commit, checkout)
+            return True
+
     def _clone(self, org: str, repo: str, commit: str, checkout: Path) -> None:
         """Fetch ``org/repo`` at ``commit`` into ``checkout`` (a shallow fetch of that commit), retrying transient
-        errors; the checkout appears complete or not at all."""
+        network errors; the checkout appears complete (with its marker) or not at all."""
         url = rewrite_url(f"https://github.com/{org}/{repo}.git", self.rewrites)
-        checkout.parent.mkdir(parents=True, exist_ok=True)
         for tries in range(1, self.retry.attempts + 1):
             work = Path(tempfile.mkdtemp(dir=checkout.parent, prefix=f".{commit[:12]}-"))
             try:
-                self._git(["init", "-q"], work)
-                self._git(["fetch", "-q", "--depth", "1", "--no-tags", url, commit], work)
-                self._git(["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", "FETCH_HEAD"], work)
+                self._git("init", ["-q"], work)
+                self._git("fetch", ["-q", "--depth", "1", "--no-tags", "--", url, commit], work)
+                self._git("checkout", ["-q", "--detach", "FETCH_HEAD"], work, ["-c", "advice.detachedHead=false"])
                 if shutil.which("git-lfs") and "filter=lfs" in _read(work / ".gitattributes"):
-                    self._git(["lfs", "pull"], work)
+                    self._git("lfs", ["pull"], work)
                 shutil.rmtree(work / ".git", ignore_errors=True)
                 (work / CHECKOUT_DONE).write_text(f"{url} {commit}\n")
-                shutil.rmtree(checkout, ignore_errors=True)
                 os.replace(work, checkout)
                 return
             except DownloadError as exc:
@@ -307,20 +346,34 @@ class XLFetcher:
             finally:
                 shutil.rmtree(work, ignore_errors=True)
 
-    def _git(self, args: list[str], cwd: Path) -> None:
-        """Run git; DownloadError with the last line of its error output when it fails or runs past the timeout."""
+    def _git(self, command: str, args: list[str], cwd: Path, options: list[str] | None = None) -> None:
+        """Run ``git [options] command args`` in its own process group (a timeout kills git's helpers too);
+        DownloadError with the last line of its error output when it fails or runs past the timeout."""
         env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_LFS_SKIP_SMUDGE="1", GIT_ASKPASS="/bin/true")
+        argv = ["git", *(options or []), command, *args]
         try:
-            proc = subprocess.run(
-                ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=self.clone_timeout_s
+            proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired:
-            raise DownloadError(f"git {args[0]} timed out after {self.clone_timeout_s:g} s") from None
         except OSError as exc:
             raise DownloadError(f"cannot run git: {exc.strerror or exc}") from None
+        try:
+            out, err = proc.communicate(timeout=self.clone_timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise DownloadError(
+                f"git {command} ran past objaverse_xl.clone_timeout_s ({self.clone_timeout_s:g} s)"
+            ) from None
         if proc.returncode != 0:
-            lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-            raise DownloadError(f"git {args[0]}: {lines[-1][:300] if lines else f'exit status {proc.returncode}'}")
+            lines = [ln.strip() for ln in (err or out).splitlines() if ln.strip()]
+            raise DownloadError(f"git {command}: {lines[-1][:300] if lines else f'exit status {proc.returncode}'}")
 
 
 def _read(path: Path) -> str:

@@ -401,7 +401,8 @@ def test_a_store_serves_a_fresh_worker_with_the_sources_gone(world: World, s3_bu
     )
     refs = [r for r in objaverse_xl.select(config).refs if not r.file_identifier.endswith(("changed.glb", "model.glb"))]
     first = xl_fetch.XLFetcher(config, tmp_path / "scratch", tmp_path / "repos")
-    assert {first.fetch(r).origin for r in refs} == {"http", "cache"}  # cache: alice's second object, same checkout
+    assert {first.fetch(r).origin for r in refs} == {"http"}  # alice's objects: all from the one clone it made
+    assert first.clones == 1
     assert storage.exists(storage.join(store, "github", "github.parquet"))  # the annotations too
     dead = "http://127.0.0.1:9/"
     gone = world.config(
@@ -428,7 +429,36 @@ def test_a_store_serves_a_fresh_worker_with_the_sources_gone(world: World, s3_bu
             assert {p.name for p in fetched.path.parent.iterdir()} >= {"cube.gltf", "cube.bin", "skin.png"}
         if ref.file_type == "obj":
             assert (fetched.path.parent / "tex" / "wood.png").is_file() and (fetched.path.parent / "box.mtl").is_file()
-    assert not (tmp_path / "fresh-cache" / "github" / "repos").exists()  # nothing was cloned
+    assert not (tmp_path / "repos2").exists() and second.clones == 0  # nothing was cloned
+
+
+def test_workers_sharing_a_node_cache_fetch_a_repository_once_and_all_read_it(world: World, tmp_path: Path) -> None:
+    """Four workers (fetchers of their own, on threads: their lock files exclude each other like processes) ask for
+    the same repository's objects at once: one fetches it, the others wait and read the same checkout; a repository
+    that cannot be fetched is tried once per worker, not once per object."""
+    import concurrent.futures
+
+    config = world.config(tmp_path, **{"objaverse_xl.sources": ["github"], "objaverse_xl.licenses": ["MIT License"]})
+    refs = [r for r in objaverse_xl.select(config).refs if "alice/props" in r.file_identifier]
+    refs = [r for r in refs if not r.file_identifier.endswith("changed.glb")]
+    gone = next(r for r in objaverse_xl.select(config).refs if "carol/gone" in r.file_identifier)
+    fetchers = [xl_fetch.XLFetcher(config, tmp_path / f"scratch{i}") for i in range(4)]
+
+    def work(fetcher: xl_fetch.XLFetcher) -> list[Any]:
+        out = [fetcher.fetch(ref).path.read_bytes() for ref in refs]
+        for _ in range(2):
+            with pytest.raises(xl_fetch.DownloadError, match="cannot fetch carol/gone"):
+                fetcher.fetch(gone)
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(work, fetchers))
+    assert all(r == [world.files[ref.file_identifier] for ref in refs] for r in results)
+    assert sum(f.clones for f in fetchers) == 1
+    repos = tmp_path / "cache" / "github" / "repos"
+    assert [p.name for p in (repos / "alice" / "props").iterdir() if not p.name.endswith(".lock")] == [
+        world.row("models/box.glb")["fileIdentifier"].split("/")[6]
+    ]  # one checkout, no temporary folder left
 
 
 def test_referenced_files_stay_inside_the_objects_folder(tmp_path: Path) -> None:
@@ -442,9 +472,17 @@ def test_referenced_files_stay_inside_the_objects_folder(tmp_path: Path) -> None
 
 
 def test_file_identifiers_that_are_not_what_their_source_says_fail_cleanly() -> None:
-    assert xl_fetch.github_parts("https://github.com/o/r/blob/abc/d/e.glb") == ("o", "r", "abc", "d/e.glb")
+    """Annotation data never reaches git as an option nor the cache as a path outside it."""
+    sha = "0123456789abcdef" * 2 + "01234567"
+    assert xl_fetch.github_parts(f"https://github.com/o/r.js/blob/{sha}/d/e%20f.glb") == ("o", "r.js", sha, "d/e f.glb")
     assert xl_fetch.thingiverse_ids("https://www.thingiverse.com/thing:11/files?fileId=22") == ("11", "22")
-    for bad in ("https://github.com/o/r/tree/abc/e.glb", "https://github.com/o/r/blob/abc/../e.glb"):
+    for bad in (
+        f"https://github.com/o/r/tree/{sha}/e.glb",  # not a file URL
+        f"https://github.com/o/r/blob/{sha}/../e.glb",  # out of the repository
+        f"https://github.com/../../blob/{sha}/a.glb",  # out of the cache
+        "https://github.com/o/r/blob/main/a.glb",  # a branch moves: not reproducible
+        "https://github.com/o/r/blob/--upload-pack=touch${IFS}x;git-upload-pack/a.glb",  # an option for git
+    ):
         with pytest.raises(xl_fetch.DownloadError):
             xl_fetch.github_parts(bad)
     with pytest.raises(xl_fetch.DownloadError, match="not a Thingiverse file URL"):

@@ -298,6 +298,10 @@ def test_every_xl_file_type_blender_reads_renders_the_object(
     assert result["views"][0]["alpha_fraction"] > 0.05
     textured = fmt != "abc"
     assert (result["contents"]["textures"] >= 1) == textured, result["contents"]
+    rgba = np.asarray(Image.open(tmp_path / "out" / "rgba_000.png")).astype(float)
+    covered = rgba[..., 3] == 255
+    saturation = float(np.mean(rgba[covered][:, :3].max(1) - rgba[covered][:, :3].min(1))) / 255
+    assert (saturation > 0.1) == textured, saturation  # the logo's colours, or the grey default material
     assert result["missing_textures"] == 0
     assert result["contents"]["default_material"] == (0 if textured else result["contents"]["meshes_without_material"])
     assert result["contents"]["default_material"] >= int(not textured)
