@@ -393,6 +393,7 @@ def test_workers_fetch_every_source_verified_and_clone_each_repository_once(worl
     assert (cache / "hf-objaverse-v1" / "glbs" / "000-000" / f"{'f0' * 16}.glb").is_file()
 
 
+@pytest.mark.s3
 def test_a_store_serves_a_fresh_worker_with_the_sources_gone(world: World, s3_bucket: str, tmp_path: Path) -> None:
     store = f"{s3_bucket}/xl"
     config = world.config(
@@ -493,6 +494,8 @@ def test_file_identifiers_that_are_not_what_their_source_says_fail_cleanly() -> 
 
 
 @pytest.mark.ray
+@pytest.mark.blender
+@pytest.mark.s3
 def test_the_render_job_renders_an_xl_selection_once_with_provenance_and_a_rerun_downloads_nothing(
     world: World, s3_bucket: str, tmp_path: Path
 ) -> None:
