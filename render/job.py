@@ -91,6 +91,23 @@ def worker_pool(config: Config) -> tuple[int, int]:
 
 #: An object whose worker is lost (its process or node died) this many times while holding it fails for this run.
 MAX_LOSSES = 2
+#: Most objects of one download group (a GitHub repository) given to a worker at once.
+MAX_GROUP_BATCH = 32
+
+
+def batch_size(queue: list[tuple[ObjectRef, int]], chunk_size: int) -> int:
+    """How many objects from the head of ``queue`` go to the next worker: a batch never mixes download groups
+    (:attr:`ObjectRef.group`, a GitHub repository). Objects of no group go ``chunk_size`` at a time; a group's
+    objects that lie together (a selection lists a repository's objects together) go up to
+    :data:`MAX_GROUP_BATCH` at a time, so that one worker fetches the repository for all of them."""
+    if not queue:
+        return 0
+    group = queue[0][0].group
+    limit = min(len(queue), chunk_size if group is None else MAX_GROUP_BATCH)
+    take = 1
+    while take < limit and queue[take][0].group == group:
+        take += 1
+    return take
 
 
 class WorkersLost(InvsError):
@@ -140,7 +157,8 @@ class _Pool:
         self.starting[actor.ready.remote()] = actor
 
     def _submit(self, actor: Any, chunk_size: int) -> None:
-        batch, self.queue[:] = self.queue[:chunk_size], self.queue[chunk_size:]
+        take = batch_size(self.queue, chunk_size)
+        batch, self.queue[:] = self.queue[:take], self.queue[take:]
         self.held.setdefault(actor, {}).update({ref.uid: (ref, attempt) for ref, attempt in batch})
         self.in_flight[actor.render_batch.remote(batch)] = (actor, batch)
 

@@ -37,6 +37,15 @@ class ObjectRef:
         return safe_key(self.uid)
 
     @property
+    def group(self) -> str | None:
+        """Objects that share a download: a GitHub repository at one commit (``ORG/REPO/blob/COMMIT``), fetched
+        once by the worker that holds them; None for an object fetched on its own."""
+        if self.source != "github" or self.file_identifier is None:
+            return None
+        parts = self.file_identifier.split("/")
+        return "/".join(parts[3:7]) if len(parts) > 7 else None
+
+    @property
     def suffix(self) -> str:
         if self.file_type is not None:
             return f".{self.file_type}"
