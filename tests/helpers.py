@@ -189,8 +189,8 @@ bpy.ops.wm.save_as_mainfile(filepath={str(path)!r})
 
 def export_with_blender(source: Path, targets: list[Path]) -> list[Path]:
     """``source`` (a GLB) exported by Blender's own exporters to each of ``targets``, by extension: ``.fbx`` (textures
-    embedded), ``.usdz``/``.usd``/``.usdc``/``.usda``, ``.abc``, ``.ply`` (with vertex colours), ``.obj`` (with an
-    ``.mtl`` and copied textures)."""
+    embedded), ``.usdz``/``.usd``/``.usdc``/``.usda``, ``.abc``, ``.obj`` (with an ``.mtl`` and its textures written
+    beside it)."""
     code = f"""
 import bpy
 bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -203,8 +203,6 @@ for target in {[str(t) for t in targets]!r}:
         bpy.ops.wm.usd_export(filepath=target)
     elif ext == "abc":
         bpy.ops.wm.alembic_export(filepath=target)
-    elif ext == "ply":
-        bpy.ops.wm.ply_export(filepath=target, export_colors="SRGB")
     elif ext == "obj":
         import os
         for image in bpy.data.images:  # textures as files beside the .obj, named by its .mtl
