@@ -474,8 +474,10 @@ def remove_orphan_shards(out_uri: str, referenced: set[str]) -> list[str]:
 
     A writer publishes a shard before it appends the rows that point at it, so a run that died in between
     leaves such an orphan; deleting it (its samples are made again) keeps every sample in the shards exactly once.
+    Shards are matched by file name: the rows of a moved or copied output still name the place it was written at.
     """
-    orphans = [uri for uri in list_shards(out_uri) if uri not in referenced]
+    names = {storage.basename(uri) for uri in referenced}
+    orphans = [uri for uri in list_shards(out_uri) if storage.basename(uri) not in names]
     for uri in orphans:
         storage.delete(uri)
     return orphans
@@ -504,7 +506,8 @@ def register_webdataset_s3() -> None:
 
 
 def index_shard(data: str, recorded: str) -> str:
-    """The URI of a shard named in the index, under ``DATA/shards/`` (so a moved or copied dataset still works)."""
+    """The URI of a shard a table row names (the pair index, the render manifest), under ``DATA/shards/``: rows keep
+    the URI the shard was written at, so a moved or copied output is read where it is now."""
     return storage.join(data, "shards", storage.basename(recorded))
 
 

@@ -177,8 +177,11 @@ def split_for_uid(uid: str, val_fraction: float, salt: str = "invs-split-v1") ->
 def rendered_shards(renders: str) -> list[str]:
     """The render shards under ``renders`` (the render stage's ``--out``) that hold objects its manifest marks
     ``ok``; InvsError when there are none."""
+    from invs.shards import index_shard
+
     manifest = read_table(storage.join(renders, MANIFEST_DIR), MANIFEST_SCHEMA)
-    found = sorted({r["shard"] for r in latest_by_uid(manifest).values() if r["status"] == "ok" and r["shard"]})
+    rows = latest_by_uid(manifest).values()
+    found = sorted({index_shard(renders, r["shard"]) for r in rows if r["status"] == "ok" and r["shard"]})
     if not found:
         raise InvsError(f"no rendered objects under {renders}: --renders must be the --out of render/main.py")
     return found

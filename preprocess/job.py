@@ -403,7 +403,7 @@ def plan_work(renders: str, out: str, skip_flags: Sequence[str] = ()) -> Work:
             if hit:
                 skipped.update(hit)
                 continue
-            by_shard[row["shard"]].append(row["key"])
+            by_shard[shards.index_shard(renders, row["shard"])].append(row["key"])  # where the renders are now
     if not rendered:
         raise InvsError(f"preprocess.renders: no rendered objects under {renders} (run render/main.py first)")
     if not by_shard:
@@ -415,7 +415,7 @@ def plan_work(renders: str, out: str, skip_flags: Sequence[str] = ()) -> Work:
     done_keys = {shards.safe_key(u) for u in index.column("uid").to_pylist()}
     done_keys |= {shards.safe_key(u) for u in failed.column("uid").to_pylist() if u}
     # a render shard that could not be read at all is one failure row without a uid: its objects are failed too
-    unreadable = {f["render_shard"] for f in failed.to_pylist() if not f["uid"]}
+    unreadable = {shards.index_shard(renders, f["render_shard"]) for f in failed.to_pylist() if not f["uid"]}
     done_keys |= {k for shard in unreadable for k in by_shard.get(shard, [])}
     orphans = shards.remove_orphan_shards(out, set(index.column("shard").to_pylist()))
     return Work(dict(by_shard), done_keys, orphans, dict(skipped))

@@ -450,3 +450,34 @@ def test_a_render_shard_cut_mid_read_is_read_again_not_recorded_as_corrupt(
     finally:
         storage.configure_s3(None)
         storage.configure_retries(saved.attempts, saved.backoff_s)
+
+
+def test_a_copied_render_and_pair_output_keeps_every_shard_and_is_read_where_it_is(
+    flagged_renders: tuple[str, dict], flagged_pairs: tuple[str, str], tmp_path: Path
+) -> None:
+    """Rows name the URI a shard was written at; an output copied elsewhere (an `aws s3 sync` to a new prefix) and
+    resumed there keeps all its shards (none taken for an orphan and deleted), reads its own render shards, and has
+    nothing left to do."""
+    from invs.config import load_config
+    from preprocess.job import plan_work
+    from render.job import plan
+    from render.object_ref import ObjectRef
+
+    renders, pairs = tmp_path / "renders", tmp_path / "pairs"
+    shutil.copytree(flagged_renders[0], renders)
+    shutil.copytree(flagged_pairs[0], pairs)
+    render_shards = sorted(p.name for p in (renders / "shards").iterdir())
+    pair_shards = sorted(p.name for p in (pairs / "shards").iterdir())
+
+    latest = tables.latest_by_uid(tables.read_table(str(renders / "manifest"), tables.MANIFEST_SCHEMA))
+    objects = [ObjectRef(uid, row["source"], "local") for uid, row in latest.items() if row["status"] == "ok"]
+    p = plan(load_config("local", {"render.out": str(renders)}), objects)
+    assert not p.todo and shards.remove_orphan_shards(str(renders), p.referenced_shards) == []
+    found = tables.rendered_shards(str(renders))
+    assert found and all(f.startswith(str(renders / "shards")) for f in found)
+
+    work = plan_work(str(renders), str(pairs), ["no_material", "too_small", "constant_color"])
+    assert work.orphans == [] and work.left == 0
+    assert all(s.startswith(str(renders / "shards")) for s in work.by_shard)
+    assert sorted(p.name for p in (renders / "shards").iterdir()) == render_shards
+    assert sorted(p.name for p in (pairs / "shards").iterdir()) == pair_shards
