@@ -139,6 +139,14 @@ def _reason(error: str | None) -> str:
     return (error or "no reason recorded").split(":", 1)[0].strip()[:80]
 
 
+def _provenance(rows: list[dict[str, Any]]) -> Counter[tuple[str, str, str]]:
+    """Rendered objects by source (the manifest's ``origin``), file type and licence, as the manifest records them."""
+    return Counter(
+        (r.get("origin") or "not recorded", r.get("file_type") or "not recorded", r.get("license") or "none given")
+        for r in rows
+    )
+
+
 def render_section(renders: str, images: _Images, max_objects: int) -> str:
     manifest = tables.read_table(storage.join(renders, tables.MANIFEST_DIR), tables.MANIFEST_SCHEMA)
     rows = list(tables.latest_by_uid(manifest).values())
@@ -155,6 +163,11 @@ def render_section(renders: str, images: _Images, max_objects: int) -> str:
         table(
             ["objects", "rendered", "failed", "other", "views", "render shards"],
             [[len(rows), len(ok), len(failed), other, views, len({r["shard"] for r in ok})]],
+        ),
+        "<h2>Provenance</h2>",
+        table(
+            ["source", "file type", "licence", "objects rendered"],
+            [[*k, n] for k, n in _provenance(ok).most_common()],
         ),
         "<h2>Cost</h2>",
         table(

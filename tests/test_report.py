@@ -34,6 +34,8 @@ def test_the_report_loads_in_a_browser_with_every_image_and_says_what_went_wrong
     for kind in ("rgba", "depth", "normal", "albedo"):
         assert (out / "img" / f"BoxTextured-{kind}.png").is_file()
     assert "psnr_partial" in text and "objects skipped by flag" in text and text.count("<svg") >= 5
+    glbs = re.search(r"<td>local</td><td>glb</td><td>none given</td><td class=\"n\">(\d+)</td>", text)
+    assert glbs and int(glbs.group(1)) >= 2  # provenance: BoxTextured and SpotCow at least
     images = text.count("<img ")
     assert images >= 6 * 4 + 4 * 4  # six objects' passes and some pairs
 
