@@ -121,12 +121,16 @@ def write_part(table_uri: str, name: str, rows: Iterable[dict[str, Any]], schema
     rows = list(rows)
     if not rows:
         return None
-    table = _conform(rows, schema)
+    uri = storage.join(table_uri, f"part-{name}.parquet")
+    write_parquet(uri, _conform(rows, schema))
+    return uri
+
+
+def write_parquet(uri: str, table: pa.Table) -> None:
+    """Write ``table`` as one zstd-compressed parquet file at ``uri`` (atomically, through :mod:`invs.storage`)."""
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    uri = storage.join(table_uri, f"part-{name}.parquet")
     storage.write_bytes(uri, buf.getvalue())
-    return uri
 
 
 def read_table(table_uri: str, schema: pa.Schema) -> pa.Table:

@@ -631,7 +631,8 @@ def fetch_file(
 
     ``verify`` returns None for a good file, else the one-line reason it is not. A file that fails it is deleted and
     the next source is tried; a download that fails it is downloaded once more; a verified download is copied to
-    ``store``. Needs no package state, so threads may call it concurrently. Raises :class:`DownloadError`.
+    ``store`` (``objaverse.store``, which Objaverse and Objaverse-XL share). Needs no package state, so threads may
+    call it concurrently. Raises :class:`DownloadError`.
     """
     local = Path(root) / rel
     if local.exists():
@@ -647,7 +648,7 @@ def fetch_file(
             if found:
                 storage.download_file(uri, local)
         except StorageError as exc:
-            raise DownloadError(f"store: {exc}") from exc
+            raise DownloadError(f"objaverse store: {exc}") from exc
         if found:
             reason = verify(local)
             if reason is None:
@@ -669,7 +670,7 @@ def fetch_file(
             storage.upload_file(local, uri)
         except StorageError as exc:
             local.unlink(missing_ok=True)
-            raise DownloadError(f"store: {exc}") from exc
+            raise DownloadError(f"objaverse store: {exc}") from exc
     return Fetched(local, "http", requests)
 
 
@@ -695,11 +696,7 @@ def fetch_object(
         reason = check_glb(path)
         return reason if reason is not None or verify is None else verify(path)
 
-    try:
-        return fetch_file(rel, root, source_url(rel, mirror), check, store=store, retry=retry, what="Objaverse object")
-    except DownloadError as exc:
-        text = str(exc)
-        raise DownloadError(f"objaverse {text}" if text.startswith("store:") else text) from None
+    return fetch_file(rel, root, source_url(rel, mirror), check, store=store, retry=retry, what="Objaverse object")
 
 
 def fetch_objects(

@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from invs import storage
+from invs import storage, tables
 from invs.errors import InvsError
 from render import formats, objaverse_source
 from render.object_ref import ObjectRef
@@ -140,8 +140,7 @@ class Selection:
     settings: dict[str, Any]
     annotated: int = 0  # rows in the annotation files read
     matched: int = 0  # rows that pass the filters
-    duplicates: int = 0  # of those, dropped as another copy of a file already kept (same sha256)
-    unique: int = 0  # left after deduplication (before the sample)
+    unique: int = 0  # of those, left after deduplication by sha256 (before the sample)
     annotations_from: dict[str, str] = field(default_factory=dict)  # file -> cache | store | http
 
     def counts(self) -> dict[str, Any]:
@@ -149,7 +148,7 @@ class Selection:
         return {
             "annotated": self.annotated,
             "matched": self.matched,
-            "duplicates_dropped": self.duplicates,
+            "duplicates_dropped": self.matched - self.unique,
             "unique": self.unique,
             "selected": len(self.refs),
             "by_source": dict(sorted(Counter(r.source for r in self.refs).items())),
@@ -185,9 +184,7 @@ class Selection:
             {"invs": json.dumps({"settings": self.settings, "counts": self.counts()}, sort_keys=True)}
         )
         uri = storage.join(out, SELECTION_NAME)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        storage.write_bytes(uri, sink.getvalue().to_pybytes())
+        tables.write_parquet(uri, table)
         return uri
 
 
@@ -288,7 +285,7 @@ def select(config: Config) -> Selection:
         keep = sorted(random.Random(config.render.seed).sample(range(unique), n))
         table = table.take(pa.array(keep, pa.int64()))
     refs = _refs(table.to_pylist(), where)
-    return Selection(refs, settings, annotated, matched, matched - unique, unique, whence)
+    return Selection(refs, settings, annotated, matched, unique, whence)
 
 
 def _refs(rows: list[dict[str, Any]], where: dict[str, Any]) -> list[ObjectRef]:

@@ -41,10 +41,6 @@ if TYPE_CHECKING:
 MODEL_EXTENSIONS = tuple(f".{kind}" for kind in formats.MODEL_TYPES)
 
 
-def _is_model(path: str) -> bool:
-    return formats.is_model(path)
-
-
 def _uid_from(path: str, root: str) -> str:
     rel = os.path.relpath(path, root) if not path.startswith("s3://") else path[len(root) :].lstrip("/")
     stem, _ = os.path.splitext(rel)
@@ -157,19 +153,19 @@ def _objaverse_refs(config: Config) -> list[ObjectRef]:
 def _file_refs(src: str) -> list[ObjectRef]:
     """The model files of an ``s3://`` prefix, a glob, a directory or a single local file."""
     if src.startswith("s3://"):
-        files = [f for f in storage.list_files(src) if _is_model(f)]
+        files = [f for f in storage.list_files(src) if formats.is_model(f)]
         if not files:
             raise InvsError(f"objects: no model files ({', '.join(MODEL_EXTENSIONS)}) under {src}")
         root = storage.normalize(src)
         return [ObjectRef(uid=_uid_from(f, root), uri=f, source="s3") for f in files]
     path = storage.normalize(src)
     if glob.has_magic(src):
-        files = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p) and _is_model(p))
+        files = sorted(p for p in glob.glob(path, recursive=True) if os.path.isfile(p) and formats.is_model(p))
         root = os.path.dirname(path.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]) or "/"
         if not files:
             raise InvsError(f"objects: the pattern {src} matches no model file")
     elif os.path.isdir(path):
-        files = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and _is_model(p.name))
+        files = sorted(str(p) for p in Path(path).rglob("*") if p.is_file() and formats.is_model(p.name))
         root = path
         if not files:
             raise InvsError(f"objects: no model files ({', '.join(MODEL_EXTENSIONS)}) in {src}")

@@ -283,7 +283,7 @@ class RenderWorker:
             shutil.rmtree(self.tmp / "fetch" / ref.key, ignore_errors=True)  # what a failed fetch left
             return self._fail(ref, attempt, f"fetch failed: {exc}", time.monotonic() - started)
         self.stats["fetch_wait_s"] += time.monotonic() - t0
-        sha = storage.sha256_file(model)
+        sha = ref.sha256 or storage.sha256_file(model)  # a ref's own sha256 is what its fetch verified (XL)
         file_bytes = model.stat().st_size
         out_dir = self.tmp / "views" / ref.key
         shutil.rmtree(out_dir, ignore_errors=True)

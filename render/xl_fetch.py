@@ -28,6 +28,7 @@ there first, copies each new one there, and keeps no local copy beyond the job (
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -47,7 +48,7 @@ from pathlib import Path, PurePosixPath
 from invs import storage
 from invs.config import Config
 from invs.errors import StorageError
-from render import formats, objaverse_source
+from render import formats, gltf_check, objaverse_source
 from render.objaverse_source import DownloadError, Fetched
 from render.objaverse_xl import cache_base, parse_rewrites, rewrite_url
 from render.object_ref import ObjectRef
@@ -123,9 +124,11 @@ def referenced_files(model: Path) -> list[Path]:
         if kind == "gltf":
             document = json.loads(model.read_text(encoding="utf-8"))
             for item in [*document.get("buffers", []), *document.get("images", [])]:
-                uri = item.get("uri") if isinstance(item, dict) else None
-                if isinstance(uri, str) and uri and not uri.startswith("data:") and "://" not in uri:
-                    names.append(urllib.parse.unquote(uri))
+                if isinstance(item, dict) and "uri" in item:
+                    with contextlib.suppress(gltf_check.GltfError):  # data: URIs, URLs, paths outside the folder
+                        target = gltf_check.resolve_uri(item["uri"], model.parent, "reference")
+                        if isinstance(target, Path):
+                            names.append(str(target))
         elif kind == "obj":
             for lib in _statements(model, ("mtllib",)):
                 names.append(lib)
@@ -169,9 +172,13 @@ class XLFetcher:
         self.repos = repos or self.cache / "github" / "repos"
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
-        self.clones = 0  # repositories fetched so far (each once per fetcher)
         self._cloned: set[Path] = set()  # checkouts this fetcher made: their objects count as downloaded
         self._failed: dict[Path, str] = {}  # checkouts that could not be made, with the reason (not tried again)
+
+    @property
+    def clones(self) -> int:
+        """Repositories this fetcher fetched (each once)."""
+        return len(self._cloned)
 
     def fetch(self, ref: ObjectRef) -> Fetched:
         """The verified file of ``ref`` (an ``objaverse-xl:`` ref). Raises DownloadError with a one-line reason."""
@@ -240,8 +247,6 @@ class XLFetcher:
                 try:
                     if self._checkout(org, repo, commit, checkout):
                         self._cloned.add(checkout)
-                        with self._locks_lock:
-                            self.clones += 1
                 except DownloadError as exc:
                     self._failed[checkout] = str(exc)
                     raise
